@@ -1,0 +1,54 @@
+"""The `m1` command line.
+
+Each subcommand lives in the module that owns its stage and builds its own argparse
+parser there, so `m1 <command> --help` documents exactly that stage's options. This file
+only routes: modules are imported lazily so `m1 --help` stays fast and a stage's heavy
+imports are paid only when that stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# command -> (module, function taking argv, one-line summary)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "convert": ("m1.convert", "cli_main", "attention-initialised hybrid from a Llama/Qwen2 checkpoint"),
+    "distill": ("m1.train.distill", "cli_main", "stage 1: distil the hybrid from its teacher (KL on logits)"),
+    "sft": ("m1.train.sft", "cli_main", "stage 2: supervised fine-tuning on reasoning traces"),
+    "grpo": ("m1.train.grpo", "cli_main", "stage 3: GRPO on problems with verifiable answers"),
+    "eval": ("m1.eval.cli", "eval_main", "pass@k, maj@k and verify@k on math benchmarks"),
+    "scaling": ("m1.eval.cli", "scaling_main", "accuracy against samples and wall-clock budget"),
+    "bench": ("m1.engine.bench", "cli_main", "decode throughput against a same-size transformer"),
+    "demo": ("m1.demo", "cli_main", "every stage end to end on a tiny synthetic task, on CPU"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: m1 <command> [options]", "", "commands:"]
+    for name, (_, _, summary) in COMMANDS.items():
+        lines.append(f"  {name:<9} {summary}")
+    lines.append("")
+    lines.append("Run `m1 <command> --help` for the options of one command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"m1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    module_name, func_name, _ = COMMANDS[name]
+    func = getattr(importlib.import_module(module_name), func_name)
+    result = func(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
