@@ -1,0 +1,73 @@
+"""Causal depthwise convolution of the Mamba-2 layer: references and dispatch.
+
+x is (b, l, d) channels-last; weight (d, w); the conv state holds the last w-1 inputs,
+(b, d, w-1), oldest first. A sequence that starts from `initial_state` sees those
+inputs as its past, so a prefill in pieces equals one prefill of the whole.
+
+Packed sequences pass `cu_seqlens` (b must be 1): no output ever sees an input of the
+sequence before it, and the final state has one row per sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from m1.ops import dispatch
+
+
+def _act(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    if activation in (None, "identity"):
+        return y
+    if activation in ("silu", "swish"):
+        return F.silu(y)
+    raise ValueError(f"unsupported activation {activation!r}")
+
+
+def _conv_one(x, weight, bias, initial_state, activation):
+    b, l, d = x.shape
+    w = weight.shape[1]
+    past = x.new_zeros(b, d, w - 1) if initial_state is None else initial_state.to(x.dtype)
+    seq = torch.cat([past, x.transpose(1, 2)], dim=-1)  # (b, d, w-1+l)
+    y = F.conv1d(seq, weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype), groups=d)
+    final = seq[:, :, -(w - 1) :] if w > 1 else seq[:, :, :0]
+    return _act(y.transpose(1, 2), activation), final.contiguous()
+
+
+def causal_conv1d_ref(x, weight, bias=None, initial_state=None, activation: str | None = "silu", cu_seqlens=None):
+    """Full causal conv in plain PyTorch. Returns (y (b, l, d), final_state (b or seqs, d, w-1))."""
+    if cu_seqlens is None:
+        return _conv_one(x, weight, bias, initial_state, activation)
+    if x.shape[0] != 1:
+        raise ValueError(f"packed input (cu_seqlens) needs batch size 1, got {x.shape[0]}")
+    bounds = cu_seqlens.tolist()
+    ys, finals = [], []
+    for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i : i + 1]
+        y, f = _conv_one(x[:, s:e], weight, bias, h0, activation)
+        ys.append(y)
+        finals.append(f)
+    return torch.cat(ys, dim=1), torch.cat(finals, dim=0)
+
+
+def causal_conv1d_step_ref(x, conv_state, weight, bias=None, activation: str | None = "silu"):
+    """One step. x (b, d); conv_state (b, d, w-1). Returns (y (b, d), new_state)."""
+    window = torch.cat([conv_state.to(x.dtype), x[:, :, None]], dim=-1)  # (b, d, w)
+    y = (window * weight.to(x.dtype)[None]).sum(-1)
+    if bias is not None:
+        y = y + bias.to(x.dtype)
+    return _act(y, activation), window[:, :, 1:].to(conv_state.dtype)
+
+
+dispatch.register("causal_conv1d", dispatch.Impl("ref", lambda x: True, lambda: causal_conv1d_ref))
+dispatch.register("causal_conv1d_step", dispatch.Impl("ref", lambda x: True, lambda: causal_conv1d_step_ref))
+
+
+def causal_conv1d(x, weight, bias=None, initial_state=None, activation: str | None = "silu", cu_seqlens=None):
+    fn = dispatch.choose("causal_conv1d", x)
+    return fn(x, weight, bias, initial_state=initial_state, activation=activation, cu_seqlens=cu_seqlens)
+
+
+def causal_conv1d_step(x, conv_state, weight, bias=None, activation: str | None = "silu"):
+    fn = dispatch.choose("causal_conv1d_step", x)
+    return fn(x, conv_state, weight, bias, activation=activation)

@@ -1,0 +1,89 @@
+"""Call-time choice between an op's plain PyTorch reference and its GPU kernels.
+
+Every op registers its implementations here, most specific first; the reference is
+always last and always applies. The choice is made per call from the tensors'
+device and from what is installed, never at import time, and the first use of each
+(op, implementation) pair is logged, so the path taken is always visible.
+
+`M1_OPS=ref` (environment) or `force("ref")` pins every op to its reference, which
+is how tests compare kernels against references on the same inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Impl:
+    name: str
+    applies: Callable[[torch.Tensor], bool]
+    load: Callable[[], Callable]  # imports lazily: kernels pull in triton only when used
+
+
+_REGISTRY: dict[str, list[Impl]] = {}
+_LOGGED: set[tuple[str, str]] = set()
+_FORCED: list[str | None] = [None]
+
+
+def register(op: str, impl: Impl) -> None:
+    """Add an implementation for `op`; later registrations are tried first."""
+    _REGISTRY.setdefault(op, []).insert(0, impl)
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def cuda_with_triton(x: torch.Tensor) -> bool:
+    return x.is_cuda and has_module("triton")
+
+
+def forced() -> str | None:
+    return _FORCED[-1] or os.environ.get("M1_OPS") or None
+
+
+@contextmanager
+def force(impl_name: str | None) -> Iterator[None]:
+    """Pin every op to the implementation called `impl_name` (e.g. "ref") inside the block."""
+    _FORCED.append(impl_name)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def choose(op: str, x: torch.Tensor) -> Callable:
+    """Return the implementation of `op` for a call whose main input is `x`."""
+    impls = _REGISTRY[op]
+    pinned = forced()
+    for impl in impls:
+        if pinned is not None and impl.name != pinned:
+            continue
+        if pinned is None and not impl.applies(x):
+            continue
+        fn = impl.load()
+        key = (op, impl.name)
+        if key not in _LOGGED:
+            _LOGGED.add(key)
+            log.info("op %s: using %s implementation (device=%s, dtype=%s)", op, impl.name, x.device, x.dtype)
+        return fn
+    raise RuntimeError(f"op {op}: no implementation named {pinned!r}; have {[i.name for i in impls]}")
+
+
+def chosen_name(op: str, x: torch.Tensor) -> str:
+    """Which implementation `choose` would take (for logs, benchmarks and tests)."""
+    pinned = forced()
+    for impl in _REGISTRY[op]:
+        if (pinned is not None and impl.name == pinned) or (pinned is None and impl.applies(x)):
+            return impl.name
+    raise RuntimeError(f"op {op}: nothing applies")

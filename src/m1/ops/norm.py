@@ -1,0 +1,33 @@
+"""Gated RMSNorm of the Mamba-2 output: norm(y * silu(z)) * weight, per group.
+
+The normalisation runs over groups of `group_size` channels (inner width / n_groups),
+matching transformers' GraniteMoeHybrid and vLLM's Mamba-2 mixer, and is computed in
+fp32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from m1.ops import dispatch
+
+
+def gated_rms_norm_ref(y, z, weight, eps: float = 1e-6, group_size: int | None = None):
+    in_dtype = y.dtype
+    h = y.float()
+    if z is not None:
+        h = h * F.silu(z.float())
+    d = h.shape[-1]
+    gs = group_size or d
+    hg = h.view(*h.shape[:-1], d // gs, gs)
+    hg = hg * torch.rsqrt(hg.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * hg.view(*h.shape).to(in_dtype)
+
+
+dispatch.register("gated_rms_norm", dispatch.Impl("ref", lambda x: True, lambda: gated_rms_norm_ref))
+
+
+def gated_rms_norm(y, z, weight, eps: float = 1e-6, group_size: int | None = None):
+    fn = dispatch.choose("gated_rms_norm", y)
+    return fn(y, z, weight, eps=eps, group_size=group_size)
