@@ -1,0 +1,145 @@
+"""Chained small-number arithmetic: the demo's synthetic, verifiable reasoning task.
+
+A problem starts from a number and applies labelled operations (A: add 5, B: multiply by
+2, ...). The solution writes one line per operation with the running value, then the
+answer in ``\\boxed{}``. Every step is locally computable: the left operand is the
+previous line's result, and the operation is found by its label in the question. Values
+stay in 0..99 and operands are single digits, so one step is a small table look-up a tiny
+model can learn; the hard difficulty differs by chain length, so its per-step errors
+compound stochastically instead of needing a skill the model lacks.
+
+Train and test are disjoint by construction: a question's split is a hash of its text,
+so no seed or size can put one question in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+#: M1's evaluation instruction, appended to every problem to form the user prompt.
+PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+
+SPLITS = ("train", "test")
+_TEST_SHARE = 5  # one question in 5 (by hash) belongs to the test split
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """Shape of one difficulty: chain length and the range values and operands stay in."""
+
+    name: str
+    min_steps: int
+    max_steps: int
+    max_value: int = 99
+    max_operand: int = 9
+
+
+DIFFICULTIES: dict[str, Difficulty] = {
+    "easy": Difficulty("easy", min_steps=2, max_steps=3),
+    "hard": Difficulty("hard", min_steps=12, max_steps=16),
+}
+
+_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance. ``question`` is the bare problem; ``prompt`` adds M1's instruction."""
+
+    question: str
+    solution: str
+    answer: str
+    difficulty: str
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.question}\n{PROMPT_SUFFIX}"
+
+    def messages(self, with_solution: bool = False) -> list[dict[str, str]]:
+        """Chat turns: the user prompt, and the assistant's solution if asked for."""
+        turns = [{"role": "user", "content": self.prompt}]
+        if with_solution:
+            turns.append({"role": "assistant", "content": self.solution})
+        return turns
+
+
+# op name -> (question wording, solution symbol)
+_OPS = {
+    "add": ("add", "+"),
+    "sub": ("subtract", "-"),
+    "mul": ("multiply by", "*"),
+    "div": ("divide by", "/"),
+}
+
+
+def _valid_operands(op: str, value: int, d: Difficulty) -> list[int]:
+    """Operands keeping the running value an integer in 0..max_value."""
+    ks = range(1, d.max_operand + 1)
+    if op == "add":
+        return [k for k in ks if value + k <= d.max_value]
+    if op == "sub":
+        return [k for k in ks if value - k >= 0]
+    if op == "mul":
+        return [k for k in ks if k >= 2 and value * k <= d.max_value]
+    return [k for k in ks if k >= 2 and value > 0 and value % k == 0]
+
+
+def _apply(op: str, value: int, k: int) -> int:
+    if op == "add":
+        return value + k
+    if op == "sub":
+        return value - k
+    if op == "mul":
+        return value * k
+    return value // k
+
+
+def split_of(question: str) -> str:
+    """The split a question belongs to, fixed by its text so train and test never overlap."""
+    h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
+    return "test" if h % _TEST_SHARE == 0 else "train"
+
+
+def sample_problem(rng: random.Random, difficulty: str) -> Problem:
+    """Draw one problem: op kind uniform over kinds with a valid operand, then the operand."""
+    d = DIFFICULTIES[difficulty]
+    n_steps = rng.randint(d.min_steps, d.max_steps)
+    start = value = rng.randint(1, d.max_value)
+    ops_text, lines = [], []
+    for i in range(n_steps):
+        choices = {op: ks for op in _OPS if (ks := _valid_operands(op, value, d))}
+        op = rng.choice(sorted(choices))
+        k = rng.choice(choices[op])
+        new = _apply(op, value, k)
+        label = _LABELS[i]
+        word, sym = _OPS[op]
+        ops_text.append(f"{label}: {word} {k}.")
+        lines.append(f"{label}: {value}{sym}{k}={new}")
+        value = new
+    question = f"Start with {start}. " + " ".join(ops_text) + " What is the final number?"
+    solution = "\n".join(lines) + f"\nThe answer is \\boxed{{{value}}}."
+    return Problem(question=question, solution=solution, answer=str(value), difficulty=difficulty)
+
+
+def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
+    """``n`` distinct problems of one difficulty and split, the same for the same arguments."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = random.Random(f"m1-task/{difficulty}/{split}/{seed}")
+    seen: set[str] = set()
+    out: list[Problem] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 10_000:
+            raise RuntimeError(f"could not draw {n} distinct {difficulty}/{split} problems")
+        p = sample_problem(rng, difficulty)
+        if p.question in seen or split_of(p.question) != split:
+            continue
+        seen.add(p.question)
+        out.append(p)
+    return out
