@@ -1,0 +1,132 @@
+"""pass@k, majority vote, maj@k, verify@k and a 95% interval for pass@1.
+
+maj@k and verify@k are averaged over `n_subsets` seeded random subsets of size k of the
+n samples, so curves over k are smooth and reproducible. Equivalence groups are built
+once per problem, so each subset costs only a count.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from fractions import Fraction
+
+from m1.eval.answer import normalize_answer
+from m1.eval.grader import answers_equivalent
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    Computed with exact integers (Codex paper, Chen et al. 2021), so it does not lose
+    precision for large n the way the product form in floating point can.
+    """
+    if not (0 <= c <= n) or not (1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1 - Fraction(math.comb(n - c, k), math.comb(n, k)))
+
+
+def equivalence_groups(answers: Sequence[str | None]) -> list[int | None]:
+    """Group id per answer (None for None); equivalent answers share the earliest one's id.
+
+    Exact normalised duplicates are merged first, so the pairwise equivalence checks run
+    only over distinct answers.
+    """
+    keys = [normalize_answer(a) if a is not None else None for a in answers]
+    reps: list[str] = []  # one representative per group, in order of first appearance
+    key_group: dict[str, int] = {}
+    out: list[int | None] = []
+    for key in keys:
+        if not key:
+            out.append(None)
+            continue
+        if key not in key_group:
+            gid = next((i for i, r in enumerate(reps) if answers_equivalent(r, key)), None)
+            if gid is None:
+                gid = len(reps)
+                reps.append(key)
+            key_group[key] = gid
+        out.append(key_group[key])
+    return out
+
+
+def _vote(groups: Sequence[int | None], idx: Sequence[int]) -> int | None:
+    """Index (into the samples) of the winning answer among samples `idx` (sorted)."""
+    counts: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for i in idx:
+        g = groups[i]
+        if g is None:
+            continue
+        counts[g] = counts.get(g, 0) + 1
+        first.setdefault(g, i)
+    if not counts:
+        return None
+    best = max(counts, key=lambda g: (counts[g], -first[g]))
+    return first[best]
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most common answer, equivalent answers pooled; ties go to the earliest; None never wins."""
+    groups = equivalence_groups(answers)
+    win = _vote(groups, range(len(answers)))
+    return None if win is None else answers[win]
+
+
+def _subsets(n: int, k: int, n_subsets: int, seed: int) -> list[list[int]]:
+    if k >= n:
+        return [list(range(n))]
+    rng = random.Random(seed)
+    return [sorted(rng.sample(range(n), k)) for _ in range(n_subsets)]
+
+
+def maj_at_k(
+    answers: Sequence[str | None], correct: Sequence[bool], k: int, n_subsets: int = 100, seed: int = 0,
+    groups: Sequence[int | None] | None = None,
+) -> float:
+    """Mean correctness of the majority answer over seeded random size-k subsets."""
+    groups = equivalence_groups(answers) if groups is None else groups
+    subs = _subsets(len(answers), k, n_subsets, seed)
+    hits = 0
+    for idx in subs:
+        win = _vote(groups, idx)
+        hits += win is not None and bool(correct[win])
+    return hits / len(subs)
+
+
+def verify_at_k(scores: Sequence[float], correct: Sequence[bool], k: int, n_subsets: int = 100, seed: int = 0) -> float:
+    """Mean correctness of the highest-scoring sample (ties: earliest) over size-k subsets."""
+    subs = _subsets(len(scores), k, n_subsets, seed)
+    hits = 0
+    for idx in subs:
+        best = max(idx, key=lambda i: (scores[i], -i))
+        hits += bool(correct[best])
+    return hits / len(subs)
+
+
+def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over problems and its 95% percentile-bootstrap interval (problems resampled).
+
+    Bootstrapping over problems needs no normality assumption, which matters for the small
+    benchmarks (30 AIME problems) where per-problem pass rates pile up at 0 and 1.
+    """
+    if not values:
+        raise ValueError("no values")
+    n = len(values)
+    mean = sum(values) / n
+    rng = random.Random(seed)
+    boots = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return mean, boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
+
+
+def k_values(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (n itself included)."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    ks.append(n)
+    return ks
