@@ -1,40 +1,118 @@
 """math-verify worker: run as a script by `m1.eval.verify_pool`, one JSON request per line.
 
-It imports only math-verify (not m1, torch or transformers), so a replacement starts in
-well under a second. math-verify's own SIGALRM limits are off; the parent enforces the
-time limit by killing this process. As a second line of defence, against being orphaned
-mid-computation, each request arms SIGALRM with its *default* action, which makes the
-kernel end the process even while sympy is stuck inside C code holding the GIL.
+It imports only math-verify and sympy (not m1, torch or transformers), so a replacement
+starts in well under a second. math-verify's own SIGALRM limits are off; the parent
+enforces the time limit by killing this process. As a second line of defence, against
+being orphaned mid-computation, each request arms SIGALRM with its *default* action, which
+makes the kernel end the process even while sympy is stuck inside C code holding the GIL.
+
+On top of math-verify's `verify` this adds three checks, each for a failure seen in the
+labelled data (docs/grader.md): equations compared as lhs - rhs up to sign (math-verify
+solves them, which is slow and accepts any rescaling), unit stripping tried both ways
+(`\\frac{37}{4}m` is 37m/4, not 37/4), and a numeric identity test at random points for
+expressions sympy cannot simplify to each other (`\\sinh(at)/a` vs `(e^{at}-e^{-at})/(2a)`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 
 ORPHAN_LIMIT_S = 30
+_POINTS = (0.731, -1.317, 1.913, -0.463, 2.271, -2.089)
+
+_SUB_CMD = re.compile(r"_\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 
 
-def _parse(text: str):
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+def _sanitize(text: str) -> str:
+    """Subscripts become plain names (`L_{\\odot}` -> `L_{odot}`), which the LaTeX parser accepts."""
 
-    return parse(
-        "\\boxed{" + text + "}",
-        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-        parsing_timeout=None,
-    )
+    def clean(m: re.Match) -> str:
+        inner = re.sub(r"\\(?:text|mathrm|mathit|rm)\s*\{([^{}]*)\}", r"\1", m.group(1))
+        inner = re.sub(r"[\\\s{}]", "", inner)
+        return "_{" + inner + "}"
+
+    return _SUB_CMD.sub(clean, text)
+
+
+def _parse(text: str, units: bool) -> list:
+    from latex2sympy2_extended import NormalizationConfig
+    from math_verify import LatexExtractionConfig, parse
+
+    norm = NormalizationConfig(basic_latex=True, units=units, malformed_operators=True, nits=True, boxed="all")
+    return parse("$" + _sanitize(text) + "$", extraction_config=[LatexExtractionConfig(normalization_config=norm)],
+                 fallback_mode="no_fallback", parsing_timeout=None)
+
+
+def _split_equation(text: str) -> tuple[str, str] | None:
+    if re.search(r"\\(?:le|ge|leq|geq|ne|neq|approx)(?![a-zA-Z])|[<>]", text):
+        return None
+    depth, cut = 0, []
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "=" and depth == 0:
+            cut.append(i)
+    if len(cut) != 1:
+        return None
+    return text[: cut[0]].strip(), text[cut[0] + 1 :].strip()
+
+
+def _verify(g: list, p: list) -> bool:
+    from math_verify import verify
+
+    return bool(g and p and verify(g, p, timeout_seconds=None))
+
+
+def _equations_equal(gold: tuple[str, str], pred: tuple[str, str]) -> bool:
+    """`a = b` equals `c = d` when a - b equals c - d or d - c (the same equation, same scale)."""
+    g = f"({gold[0]}) - ({gold[1]})"
+    for p in (f"({pred[0]}) - ({pred[1]})", f"({pred[1]}) - ({pred[0]})"):
+        if _verify(_parse(g, False), _parse(p, False)) or _numeric_identity(_parse(g, False), _parse(p, False)):
+            return True
+    return False
+
+
+def _numeric_identity(g: list, p: list, trials: int = 4) -> bool:
+    """Equal values at a few random points: catches identities sympy's simplify misses.
+
+    Only for scalar expressions in the same free symbols; three agreeing random points make
+    a false positive astronomically unlikely for the elementary functions in answers.
+    """
+    import sympy
+
+    if not g or not p or not isinstance(g[0], sympy.Expr) or not isinstance(p[0], sympy.Expr):
+        return False
+    a, b = g[0], p[0]
+    syms = sorted(a.free_symbols | b.free_symbols, key=str)
+    if a.free_symbols != b.free_symbols or not syms or a.has(sympy.Float) != b.has(sympy.Float):
+        return False
+    for t in range(trials):  # fixed points of both signs: |x| vs x must fail
+        point = {s: sympy.Float(_POINTS[(t + 2 * i) % len(_POINTS)]) for i, s in enumerate(syms)}
+        try:
+            va, vb = complex(a.evalf(30, subs=point)), complex(b.evalf(30, subs=point))
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return False  # not numeric at this point (unevaluated functions, derivatives)
+        if abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+            return False
+    return True
 
 
 def equivalent(gold: str, pred: str) -> bool:
-    """math-verify's verdict on two extracted answers (gold first: verify is asymmetric)."""
-    from math_verify import verify
-
-    g, p = _parse(gold), _parse(pred)
-    if not g or not p:
-        return False
-    return bool(verify(g, p, timeout_seconds=None))
+    """math-verify's verdict on two extracted answers, plus the checks in the module docstring."""
+    ge, pe = _split_equation(gold), _split_equation(pred)
+    if ge and pe:
+        return _equations_equal(ge, pe)
+    g0, p0 = _parse(gold, False), _parse(pred, False)
+    if _verify(g0, p0):
+        return True
+    g1, p1 = _parse(gold, True), _parse(pred, True)
+    if (g1, p1) != (g0, p0) and _verify(g1, p1):
+        return True
+    return _numeric_identity(g0, p0)
 
 
 def main() -> None:
