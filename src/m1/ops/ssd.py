@@ -156,3 +156,12 @@ def ssd_step(state, x, dt, A, B, C, D=None):
     """One SSD decode step on the best implementation. Returns (y, new_state)."""
     fn = dispatch.choose("ssd_step", x)
     return fn(state, x, dt, A, B, C, D=D)
+
+
+def _load_ssd_chunked_triton():
+    from m1.ops.triton.ssd import ssd_chunked_triton
+
+    return ssd_chunked_triton
+
+
+dispatch.register("ssd_chunked", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_ssd_chunked_triton))

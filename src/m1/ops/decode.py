@@ -1,0 +1,88 @@
+"""One fused Mamba-2 decode step over slot-indexed caches: reference and dispatch.
+
+`mamba2_decode_step` takes the in_proj output of one token per request, laid out
+[z | x B C | dt] with inner = n_heads * head_dim and conv_dim = inner + 2 * n_groups *
+state_size, and for each request b with cache row slot_ids[b]:
+
+  1. shifts conv_state[slot] by one and runs the depthwise conv (+ bias, silu) on xBC;
+  2. dt = clamp(softplus(dt + dt_bias), *dt_limit);
+  3. updates ssm_state[slot] (fp32) by one SSD step, y = S C + D x;
+  4. returns norm(y * silu(z)) * norm_weight, the gated RMSNorm over groups of
+     inner / n_groups channels in fp32, in the input dtype (out_proj is the caller's).
+
+conv_state (num_slots, conv_dim, w-1) and ssm_state (num_slots, h, p, n) are updated in
+place at rows slot_ids (b,) int64; other rows are untouched. conv_weight is (conv_dim, w)
+(a (conv_dim, 1, w) Conv1d weight is accepted too).
+
+`mamba2_decode_step_ref` is the definition: the existing unfused references
+(`causal_conv1d_step_ref`, `ssd_step_ref`, `gated_rms_norm_ref`) composed with slot
+indexing. On CUDA with triton installed the call goes to one Triton kernel
+(`m1.ops.triton.decode`), which does no host sync and allocates only its output, so the
+engine can capture it in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from m1.ops import dispatch
+from m1.ops.conv import causal_conv1d_step_ref
+from m1.ops.norm import gated_rms_norm_ref
+from m1.ops.ssd import ssd_step_ref
+
+
+def split_zxbcdt(zxbcdt: torch.Tensor, n_heads: int, head_dim: int, n_groups: int, state_size: int):
+    """(b, inner + conv_dim + h) -> z (b, inner), xBC (b, conv_dim), dt (b, h)."""
+    inner = n_heads * head_dim
+    conv_dim = inner + 2 * n_groups * state_size
+    if zxbcdt.shape[-1] != inner + conv_dim + n_heads:
+        raise ValueError(f"zxbcdt has {zxbcdt.shape[-1]} channels, expected {inner + conv_dim + n_heads}")
+    return torch.split(zxbcdt, [inner, conv_dim, n_heads], dim=-1)
+
+
+def mamba2_decode_step_ref(
+    zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+    *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
+):
+    """Plain PyTorch: the unfused references composed, caches updated in place."""
+    b = zxbcdt.shape[0]
+    inner = n_heads * head_dim
+    z, xBC, dt = split_zxbcdt(zxbcdt, n_heads, head_dim, n_groups, state_size)
+    weight = conv_weight.reshape(conv_weight.shape[0], -1)
+    xBC, new_conv = causal_conv1d_step_ref(xBC, conv_state[slot_ids], weight, conv_bias, activation="silu")
+    conv_state[slot_ids] = new_conv.to(conv_state.dtype)
+    x, B, C = torch.split(xBC, [inner, n_groups * state_size, n_groups * state_size], dim=-1)
+    ct = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
+    dt = F.softplus(dt.to(ct) + dt_bias.to(ct)).clamp(dt_limit[0], dt_limit[1])
+    y, new_state = ssd_step_ref(
+        ssm_state[slot_ids], x.reshape(b, n_heads, head_dim), dt, A, B.reshape(b, n_groups, state_size),
+        C.reshape(b, n_groups, state_size), D,
+    )
+    ssm_state[slot_ids] = new_state.to(ssm_state.dtype)
+    out = gated_rms_norm_ref(y.reshape(b, inner), z, norm_weight, eps=eps, group_size=inner // n_groups)
+    return out.to(zxbcdt.dtype)
+
+
+def _load_triton():
+    from m1.ops.triton.decode import mamba2_decode_step_triton
+
+    return mamba2_decode_step_triton
+
+
+dispatch.register("mamba2_decode_step", dispatch.Impl("ref", lambda x: True, lambda: mamba2_decode_step_ref))
+dispatch.register("mamba2_decode_step", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_triton))
+
+
+def mamba2_decode_step(
+    zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+    *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
+):
+    """One fused decode step on the best implementation for these tensors. Returns y (b, inner)."""
+    fn = dispatch.choose("mamba2_decode_step", zxbcdt)
+    return fn(
+        zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+        n_heads=n_heads, head_dim=head_dim, n_groups=n_groups, state_size=state_size, eps=eps, dt_limit=dt_limit,
+    )
