@@ -1,9 +1,13 @@
 """Chained small-number arithmetic: the demo's synthetic, verifiable reasoning task.
 
-A problem starts from a number and applies labelled operations (A: add 5, B: multiply by
-2, ...). The solution writes one line per operation with the running value, then the
-answer in ``\\boxed{}``. Every step is locally computable: the left operand is the
-previous line's result, and the operation is found by its label in the question. Values
+A problem starts from a number and applies labelled operations (A: add 5. B: multiply by
+2. ...). The solution writes one line per operation, then the answer in ``\\boxed{}``::
+
+    B: multiply by 2: 42*2=84
+
+Every step is locally computable: the line first copies the operation that follows its
+label in the question (a plain induction-style copy, the easiest look-up for attention to
+learn), and the left operand is the previous line's result. Values
 stay in 0..99 and operands are single digits, so one step is a small table look-up a tiny
 model can learn; the hard difficulty differs by chain length, so its per-step errors
 compound stochastically instead of needing a skill the model lacks.
@@ -38,7 +42,7 @@ class Difficulty:
 
 DIFFICULTIES: dict[str, Difficulty] = {
     "easy": Difficulty("easy", min_steps=2, max_steps=3),
-    "hard": Difficulty("hard", min_steps=12, max_steps=16),
+    "hard": Difficulty("hard", min_steps=10, max_steps=14),
 }
 
 _LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -116,7 +120,7 @@ def sample_problem(rng: random.Random, difficulty: str) -> Problem:
         label = _LABELS[i]
         word, sym = _OPS[op]
         ops_text.append(f"{label}: {word} {k}.")
-        lines.append(f"{label}: {value}{sym}{k}={new}")
+        lines.append(f"{label}: {word} {k}: {value}{sym}{k}={new}")
         value = new
     question = f"Start with {start}. " + " ".join(ops_text) + " What is the final number?"
     solution = "\n".join(lines) + f"\nThe answer is \\boxed{{{value}}}."

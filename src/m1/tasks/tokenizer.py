@@ -1,9 +1,10 @@
 """A small BPE tokenizer for the task, saved as a ``PreTrainedTokenizerFast`` with a chat template.
 
 Digits are always single tokens so that a tiny model sees numbers place by place, which is
-what makes the arithmetic learnable. Everything between digits is one byte-level chunk, so
-BPE can merge the recurring words and line prefixes ("multiply by", "\\nB: ") and keep the
-sequences short. The chat template marks the assistant turn with ``{% generation %}`` so
+what makes the arithmetic learnable. Step labels ("B: ") are isolated so they are the same
+token in the question and in the solution, which the solution's copy of each operation
+relies on. Everything else between digits is one byte-level chunk, so BPE can merge the
+recurring words ("multiply by ") and keep the sequences short. The chat template marks the assistant turn with ``{% generation %}`` so
 that TRL's assistant-only loss works on it.
 """
 
@@ -14,7 +15,7 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 384) -> PreTrainedTo
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
+            pre_tokenizers.Split(Regex("[A-Z]: "), behavior="isolated"),
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
