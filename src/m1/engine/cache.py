@@ -1,0 +1,161 @@
+"""The engine's memory: a paged KV block pool for attention layers and per-slot Mamba states.
+
+Sizing is done once, from a byte budget: the slot state pools (conv + fp32 SSM state per
+slot per Mamba layer) come first, the rest becomes KV blocks. Block 0 is a null block
+that is never handed out: unused block-table entries point at it, so rows past a
+sequence's allocation (padding rows, a sequence running past its stop inside a poll
+window) write there harmlessly. Slot `num_slots` is likewise a scratch slot for the
+padding rows of a batch bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NULL_BLOCK = 0
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How the budget was spent. All byte counts are for the whole engine."""
+
+    block_size: int
+    num_blocks: int  # including the null block
+    num_slots: int  # real slots; the pools hold num_slots + 1 (scratch)
+    max_model_len: int
+    max_blocks_per_seq: int
+    kv_bytes_per_token: int
+    state_bytes_per_slot: int
+    kv_bytes: int
+    state_bytes: int
+
+    @property
+    def usable_blocks(self) -> int:
+        return self.num_blocks - 1
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """K and V of every attention layer for one token."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return len(config.attention_layers) * 2 * config.num_key_value_heads * config.head_dim * item
+
+
+def state_bytes_per_slot(config, dtype: torch.dtype) -> int:
+    """Conv state (model dtype) + SSM state (fp32) of every Mamba layer for one sequence."""
+    if not config.mamba_layers:
+        return 0
+    item = torch.empty((), dtype=dtype).element_size()
+    conv = config.mamba_conv_dim * (config.mamba_d_conv - 1) * item
+    ssm = config.mamba_n_heads * config.mamba_d_head * config.mamba_d_state * 4
+    return len(config.mamba_layers) * (conv + ssm)
+
+
+def plan_cache(config, dtype: torch.dtype, max_batch_size: int, max_model_len: int, budget_bytes: int, block_size: int) -> CacheLayout:
+    """Split `budget_bytes` into slot states and KV blocks; raise if even the states do not fit."""
+    per_tok = kv_bytes_per_token(config, dtype)
+    per_slot = state_bytes_per_slot(config, dtype)
+    state = per_slot * (max_batch_size + 1)
+    if state > budget_bytes:
+        raise ValueError(
+            f"memory_budget_gb: the Mamba states of {max_batch_size} slots need {state / 2**30:.2f} GiB, "
+            f"more than the budget of {budget_bytes / 2**30:.2f} GiB; lower max_batch_size or raise the budget"
+        )
+    max_blocks_per_seq = math.ceil(max_model_len / block_size)
+    if per_tok:
+        per_block = per_tok * block_size
+        useful = max_batch_size * max_blocks_per_seq + 1  # more than this can never be in use
+        num_blocks = min((budget_bytes - state) // per_block, useful)
+        if num_blocks < 2:
+            raise ValueError(f"memory_budget_gb: {budget_bytes / 2**30:.3f} GiB leaves no room for a single KV block")
+    else:
+        num_blocks, per_block = 1, 0
+    layout = CacheLayout(
+        block_size=block_size, num_blocks=int(num_blocks), num_slots=max_batch_size, max_model_len=max_model_len,
+        max_blocks_per_seq=max_blocks_per_seq, kv_bytes_per_token=per_tok, state_bytes_per_slot=per_slot,
+        kv_bytes=int(num_blocks) * per_block, state_bytes=state,
+    )
+    log.info(
+        "cache: %d slots, %d KV blocks of %d tokens (%.2f GiB, %d tokens), slot states %.2f GiB",
+        max_batch_size, layout.usable_blocks if per_tok else 0, block_size, layout.kv_bytes / 2**30,
+        layout.usable_blocks * block_size if per_tok else 0, state / 2**30,
+    )
+    return layout
+
+
+class BlockAllocator:
+    """Free list + reference counts over the KV blocks (block 0 excluded: it is the null block).
+
+    A prompt's full blocks are shared by its samples (one reference each); a block
+    returns to the free list when its last reference goes.
+    """
+
+    def __init__(self, num_blocks: int):
+        self._free = list(range(num_blocks - 1, 0, -1))
+        self._refs = [0] * num_blocks
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def allocate(self, n: int) -> list[int]:
+        if n > len(self._free):
+            raise RuntimeError(f"allocate({n}) with {len(self._free)} free blocks: the scheduler must check first")
+        out = [self._free.pop() for _ in range(n)]
+        for b in out:
+            self._refs[b] = 1
+        return out
+
+    def share(self, blocks: list[int]) -> None:
+        for b in blocks:
+            self._refs[b] += 1
+
+    def free(self, blocks: list[int]) -> None:
+        for b in blocks:
+            self._refs[b] -= 1
+            if self._refs[b] == 0:
+                self._free.append(b)
+            elif self._refs[b] < 0:
+                raise RuntimeError(f"block {b} freed more often than allocated")
+
+
+class EngineCache:
+    """The tensors: KV block pools per attention layer, conv/SSM pools per Mamba layer."""
+
+    def __init__(self, config, layout: CacheLayout, dtype: torch.dtype, device: torch.device):
+        self.layout = layout
+        slots = layout.num_slots + 1
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        for i in config.attention_layers:
+            shape = (layout.num_blocks, layout.block_size, config.num_key_value_heads, config.head_dim)
+            self.k[i] = torch.zeros(shape, dtype=dtype, device=device)
+            self.v[i] = torch.zeros(shape, dtype=dtype, device=device)
+        self.conv: dict[int, torch.Tensor] = {}
+        self.ssm: dict[int, torch.Tensor] = {}
+        for i in config.mamba_layers:
+            self.conv[i] = torch.zeros(slots, config.mamba_conv_dim, config.mamba_d_conv - 1, dtype=dtype, device=device)
+            self.ssm[i] = torch.zeros(
+                slots, config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state, dtype=torch.float32, device=device
+            )
+
+    def fork_state(self, src: int, dst: list[int]) -> None:
+        """Copy slot `src`'s Mamba states into the slots `dst` (the n samples of one prompt)."""
+        if not dst:
+            return
+        idx = torch.tensor(dst, device=next(iter(self.conv.values()), torch.empty(0)).device) if self.conv else None
+        for i in self.conv:
+            self.conv[i].index_copy_(0, idx, self.conv[i][src].expand(len(dst), *self.conv[i].shape[1:]).contiguous())
+            self.ssm[i].index_copy_(0, idx, self.ssm[i][src].expand(len(dst), *self.ssm[i].shape[1:]).contiguous())
+
+    def copy_block(self, src: int, dst: list[int]) -> None:
+        """Copy KV block `src` into each of `dst` (copy-on-write of a prompt's partial last block)."""
+        for i in self.k:
+            for d in dst:
+                self.k[i][d].copy_(self.k[i][src])
+                self.v[i][d].copy_(self.v[i][src])

@@ -1,0 +1,300 @@
+"""`Engine`: continuous batching of sampled generation over a hybrid (or pure) model.
+
+The loop: admit waiting samples into free slots (one unpadded prefill per prompt, its
+state forked into the prompt's other samples), then decode every running slot for a
+window of a few steps without looking at the host, then poll the window's tokens
+once, apply stop rules, free finished slots and refill them. On CUDA each decode
+step is a replayed graph; on CPU the same step runs eagerly on reference ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from m1.engine.cache import EngineCache, plan_cache
+from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
+from m1.engine.runner import DecodeGraphs, ModelRunner
+from m1.engine.sampler import sample, sample_key
+from m1.engine.scheduler import Request, Running, Scheduler
+
+log = logging.getLogger(__name__)
+
+Prompt = str | Sequence[int]
+
+
+class Engine:
+    """Batched generation on a model's live weights.
+
+    max_batch_size: decode slots (sequences decoded at once).
+    max_model_len: longest prompt + completion a sample may reach.
+    memory_budget_gb: bytes for the KV block pool and the slot states together (weights
+        and activations not included). Default: on CUDA, 90% of free device memory less
+        a workspace estimate; on CPU, just what max_batch_size x max_model_len can use, up to 4 GiB.
+    poll_interval: decode steps between host polls of finished flags.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        max_batch_size: int = 256,
+        max_model_len: int | None = None,
+        memory_budget_gb: float | None = None,
+        block_size: int | None = None,
+        prefill_chunk: int = 2048,
+        poll_interval: int = 8,
+        use_cuda_graphs: bool | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        cfg = model.config
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.max_model_len = int(max_model_len or min(cfg.max_position_embeddings, 32768))
+        self.block_size = int(block_size or (64 if self.device.type == "cuda" else 16))
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size: must be a power of two >= 16, got {self.block_size}")
+        self.prefill_chunk = prefill_chunk
+        self.poll_interval = poll_interval
+        budget = self._budget_bytes(memory_budget_gb, max_batch_size)
+        self.layout = plan_cache(cfg, self.dtype, max_batch_size, self.max_model_len, budget, self.block_size)
+        self.cache = EngineCache(cfg, self.layout, self.dtype, self.device)
+        self.runner = ModelRunner(model, self.cache)
+        self.has_kv = bool(cfg.attention_layers)
+        self.use_cuda_graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        if self.use_cuda_graphs and self.device.type != "cuda":
+            raise ValueError("use_cuda_graphs: needs a CUDA model")
+        buckets = sorted({min(2**i, max_batch_size) for i in range(max_batch_size.bit_length() + 1)} | {max_batch_size})
+        self.graphs = DecodeGraphs(self.runner, buckets) if self.use_cuda_graphs else None
+        self._param_sig: tuple[int, ...] | None = None
+        eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+        eos = eos if eos is not None else cfg.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos]))
+        log.info("engine: %s, %s, decode %s, %d layers (%d attention)", self.device, self.dtype,
+                 "CUDA graphs" if self.graphs else "eager", cfg.num_hidden_layers, len(cfg.attention_layers))
+
+    def _budget_bytes(self, gb: float | None, max_batch_size: int) -> int:
+        if gb is not None:
+            return int(gb * 2**30)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            vocab = self.model.config.vocab_size
+            workspace = 8 * max_batch_size * vocab * 4 + 2 * 2**30  # sampler temporaries + activations
+            return max(int(0.9 * free) - workspace, 2**20)
+        return 4 * 2**30
+
+    # ---- public API --------------------------------------------------------------------------
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 use_tqdm: bool = True) -> list[RequestOutput]:
+        """Generate for every prompt; outputs come back in prompt order."""
+        reqs = self._make_requests(prompts, params)
+        for _ in self._loop(reqs, use_tqdm=use_tqdm, stream=False):
+            pass
+        return [self._output(r) for r in reqs]
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamDelta]:
+        """Yield what each sample of one prompt gained at every poll; concatenated, they equal `generate`."""
+        reqs = self._make_requests([prompt] if _is_single(prompt) else prompt, params)
+        if len(reqs) != 1:
+            raise ValueError("stream: takes one prompt")
+        for _, delta in self._loop(reqs, use_tqdm=False, stream=True):
+            yield delta
+
+    # ---- requests ------------------------------------------------------------------------------
+    def _make_requests(self, prompts, params) -> list[Request]:
+        if _is_single(prompts):
+            prompts = [prompts]
+        params = params or SamplingParams()
+        plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(plist) != len(prompts):
+            raise ValueError(f"params: {len(plist)} given for {len(prompts)} prompts")
+        reqs = []
+        for i, (prompt, p) in enumerate(zip(prompts, plist)):
+            if isinstance(prompt, str):
+                if self.tokenizer is None:
+                    raise ValueError("prompts: strings need a tokenizer; pass token ids or Engine(tokenizer=...)")
+                ids, text = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]), prompt
+            else:
+                ids, text = [int(t) for t in prompt], None
+            seed = p.seed if p.seed is not None else random.SystemRandom().getrandbits(63)
+            outs = [CompletionOutput(index=j) for j in range(p.n)]
+            reqs.append(Request(i, text, ids, p, seed, outs, pending=deque(range(p.n))))
+        return reqs
+
+    def _output(self, r: Request) -> RequestOutput:
+        return RequestOutput(request_id=r.request_id, prompt=r.prompt, prompt_token_ids=r.prompt_ids, outputs=r.outputs, error=r.error)
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def _loop(self, reqs: list[Request], use_tqdm: bool, stream: bool) -> Iterator[tuple[Request, StreamDelta]]:
+        sched = Scheduler(self.layout, self.has_kv)
+        for r in reqs:
+            why = sched.never_fits(len(r.prompt_ids), r.params)
+            if why is not None:
+                r.error = why
+                log.warning("request %d cannot run: %s", r.request_id, why)
+                for o in r.outputs:
+                    o.finish_reason, o.error = "error", why
+                    if stream:
+                        yield r, StreamDelta(o.index, [], "", [], "error", why)
+                r.pending.clear()
+            else:
+                sched.waiting.append(r)
+        self._check_graphs()
+        running: list[Running] = []
+        bar = tqdm(total=len(reqs), unit="req", desc="generate", disable=not use_tqdm)
+        bar.update(sum(1 for r in reqs if r.error))
+        done_tokens, t0 = 0, time.perf_counter()
+        left = {r.request_id: len(r.pending) for r in reqs if not r.error}
+        while sched.waiting or running:
+            finished: list[Running] = []
+            while (adm := sched.admit_next()) is not None:
+                new = self._admit(*adm)
+                for run in new:
+                    (finished if run.out.finish_reason else running).append(run)
+            if running:
+                self._decode_window(running, stream)
+                still = []
+                for run in running:
+                    (finished if run.out.finish_reason else still).append(run)
+                running = still
+            elif not finished and sched.waiting:
+                raise RuntimeError("scheduler stalled with an empty engine: a request that fits alone was not admitted")
+            for run in (running + finished) if stream else finished:
+                if stream:
+                    d = self._delta(run)
+                    if d is not None:
+                        yield run.req, d
+            for run in finished:
+                sched.release(run)
+                done_tokens += len(run.out.token_ids)
+                left[run.req.request_id] -= 1
+                if left[run.req.request_id] == 0:
+                    bar.update(1)
+            bar.set_postfix(tok_s=f"{done_tokens / max(time.perf_counter() - t0, 1e-9):.0f}", running=len(running), refresh=False)
+        bar.close()
+
+    def _check_graphs(self) -> None:
+        """Recapture graphs if any parameter was re-allocated since capture (live-weight serving)."""
+        if self.graphs is None:
+            return
+        sig = tuple(p.data_ptr() for p in self.model.parameters())
+        if self._param_sig is not None and sig != self._param_sig:
+            log.info("model parameters moved since the decode graphs were captured: recapturing")
+            self.graphs.clear()
+        self._param_sig = sig
+
+    def _admit(self, req: Request, samples: list[int], slots: list[int], shared: list[int], own: list[list[int]]) -> list[Running]:
+        """Prefill once into the first slot, fork into the rest, and sample each one's first token."""
+        P = len(req.prompt_ids)
+        tables = [shared + o for o in own]
+        for s, t in zip(slots, tables):
+            self.runner.set_block_table(s, t)
+        logits = self.runner.prefill(req.prompt_ids, slots[0], tables[0], self.prefill_chunk)
+        if len(slots) > 1:
+            self.cache.fork_state(slots[0], slots[1:])
+            if self.has_kv and P % self.block_size:
+                self.cache.copy_block(own[0][0], [o[0] for o in own[1:]])
+        p = req.params
+        k = len(slots)
+        keys = [sample_key(req.seed, req.request_id, j) for j in samples]
+        dev = self.device
+        tok, lp = sample(
+            logits[None].expand(k, -1), torch.full((k,), p.temperature, device=dev), torch.full((k,), p.top_p, device=dev),
+            torch.full((k,), p.top_k, dtype=torch.long, device=dev), torch.tensor(keys, device=dev),
+            torch.full((k,), P, dtype=torch.long, device=dev), p.truncates,
+        )
+        toks, lps = tok.tolist(), lp.tolist()
+        self.runner.start_slots(slots, toks, [P] * k, keys, [p.temperature] * k, [p.top_p] * k, [p.top_k] * k)
+        runs = []
+        for j, s, t, blocks, tk, l in zip(samples, slots, tables, own, toks, lps):
+            run = Running(req, req.outputs[j], s, shared + blocks)
+            self._accept(run, [tk], [l])
+            runs.append(run)
+        return runs
+
+    def _decode_window(self, running: list[Running], stream: bool) -> None:
+        n = len(running)
+        steps = max(1, min(self.poll_interval, min(r.remaining for r in running)))
+        slot_ids = torch.tensor([r.slot for r in running], device=self.device)
+        truncate = any(r.req.params.truncates for r in running)
+        max_ctx = max(len(r.req.prompt_ids) + len(r.out.token_ids) for r in running) + steps
+        self.runner.reset_scratch()
+        win_tok = torch.empty(n, steps, dtype=torch.long, device=self.device)
+        win_lp = torch.empty(n, steps, dtype=torch.float32, device=self.device)
+        for i in range(steps):
+            if self.graphs is not None:
+                tok, lp = self.graphs.run(slot_ids, truncate)
+            else:
+                tok, lp = self.runner.decode(slot_ids, truncate, max_ctx=max_ctx)
+            win_tok[:, i] = tok
+            win_lp[:, i] = lp
+        toks, lps = win_tok.tolist(), win_lp.tolist()  # the one host sync of the window
+        for run, t, l in zip(running, toks, lps):
+            self._accept(run, t, l, need_text=stream)
+
+    # ---- stop rules and text ------------------------------------------------------------------------
+    def _accept(self, run: Running, toks: list[int], lps: list[float], need_text: bool = False) -> None:
+        out, p = run.out, run.req.params
+        start = len(out.token_ids)
+        for t, l in zip(toks, lps):
+            out.token_ids.append(t)
+            out.logprobs.append(l)
+            if (not p.ignore_eos and t in self.eos_ids) or t in p.stop_token_ids:
+                out.finish_reason = "stop"
+                break
+            if len(out.token_ids) >= p.max_tokens:
+                out.finish_reason = "length"
+                break
+        if self.tokenizer is None:
+            return
+        if p.stop and self._cut_at_stop_string(run, start):
+            return
+        if need_text or out.finish_reason:
+            out.text = self._decode(out.token_ids)
+
+    def _cut_at_stop_string(self, run: Running, start: int) -> bool:
+        out, stops = run.out, run.req.params.stop
+        overlap = max(8, max(len(s) for s in stops))
+        tail = self._decode(out.token_ids[max(0, start - overlap):])
+        if not any(s in tail for s in stops):
+            return False
+        for n in range(max(1, start), len(out.token_ids) + 1):
+            text = self._decode(out.token_ids[:n])
+            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+            if hits:
+                del out.token_ids[n:], out.logprobs[n:]
+                out.text, out.finish_reason = text[: min(hits)], "stop"
+                return True
+        return False
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _delta(self, run: Running) -> StreamDelta | None:
+        out, stops = run.out, run.req.params.stop
+        text_end = len(out.text)
+        if not out.finish_reason:
+            hold = max((len(s) for s in stops), default=1) - 1
+            text_end = max(run.streamed_text, len(out.text) - hold)
+            while text_end > run.streamed_text and out.text[text_end - 1] == "\ufffd":
+                text_end -= 1  # an incomplete UTF-8 sequence: wait for its remaining bytes
+        toks = out.token_ids[run.streamed_tokens:]
+        if not toks and text_end == run.streamed_text and not out.finish_reason:
+            return None
+        d = StreamDelta(out.index, toks, out.text[run.streamed_text:text_end], out.logprobs[run.streamed_tokens:],
+                        out.finish_reason, out.error)
+        run.streamed_tokens, run.streamed_text = len(out.token_ids), text_end
+        return d
+
+
+def _is_single(prompts) -> bool:
+    return isinstance(prompts, str) or (isinstance(prompts, Sequence) and len(prompts) > 0 and isinstance(prompts[0], int)) or (
+        isinstance(prompts, torch.Tensor) and prompts.dim() == 1
+    )
