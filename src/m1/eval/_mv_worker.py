@@ -120,6 +120,8 @@ def main() -> None:
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     equivalent("1", "1")  # warm sympy's and the LaTeX parser's caches before the first request
     out = sys.stdout
+    out.write(json.dumps({"ready": True}) + "\n")  # the parent never kills a worker still starting up
+    out.flush()
     for line in sys.stdin:
         req = json.loads(line)
         if "ping" in req:

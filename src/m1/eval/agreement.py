@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from m1.eval.answer import extract_answer, gold_answer
-from m1.eval.grader import grade, warm_up
+from m1.eval.grader import TIME_LIMIT_S, grade, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ def load_labeled(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def agreement(rows: Sequence[dict], workers: int = 2, progress: bool = True) -> AgreementReport:
+def agreement(rows: Sequence[dict], workers: int = 2, progress: bool = True, time_limit: float = TIME_LIMIT_S) -> AgreementReport:
     """Grade every row and compare with its label, per model and per (model, benchmark)."""
     warm_up(workers)
     with ThreadPoolExecutor(workers) as ex:
-        verdicts = list(tqdm(ex.map(lambda r: grade(r["completion"], r["gold"]), rows), total=len(rows),
+        verdicts = list(tqdm(ex.map(lambda r: grade(r["completion"], r["gold"], time_limit), rows), total=len(rows),
                              desc="grading", disable=not progress))
     rep = AgreementReport()
     for r, ok in zip(rows, verdicts):
@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None, help="shared data directory (default: $M1_SHARED_DATA or ../shared/data)")
     ap.add_argument("--out", type=Path, default=None, help="write the disagreements here as JSONL")
     ap.add_argument("--workers", type=int, default=2, help="grading threads (each uses one math-verify process)")
+    ap.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
+                    help="seconds per math-verify comparison (raise it on a loaded machine to avoid timeouts)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     data = args.data_dir or shared_data_dir()
-    rep = agreement(load_labeled(data / "grader" / "labeled_answers.jsonl"), workers=args.workers)
+    rep = agreement(load_labeled(data / "grader" / "labeled_answers.jsonl"), workers=args.workers, time_limit=args.time_limit)
     print(format_report(rep))
     if args.out:
         with open(args.out, "w") as f:

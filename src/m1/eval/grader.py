@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # Seconds math-verify may spend on one comparison; with extraction (milliseconds even on a
 # 200k-character completion) a `grade` call stays under 2 s in all cases.
-TIME_LIMIT_S = 1.5
+TIME_LIMIT_S = 1.7
 
 
 def answers_equivalent(gold: str | None, pred: str | None, timeout: float = TIME_LIMIT_S) -> bool:

@@ -46,6 +46,29 @@ class _Worker:
         )
         self.buf = b""
         self.ids = itertools.count()
+        self.ready = False  # set once the child has imported math-verify and said so
+
+    def _lines(self):
+        while (nl := self.buf.find(b"\n")) >= 0:
+            line, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+            msg = json.loads(line)
+            if msg.get("ready"):
+                self.ready = True
+                continue
+            yield msg
+
+    def poll_ready(self) -> bool:
+        """Read whatever the child has written, without blocking; True once it is ready."""
+        if not self.ready:
+            fd = self.proc.stdout.fileno()
+            while select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+            for _ in self._lines():
+                pass  # only stale replies can be here; drop them
+        return self.ready
 
     def request(self, payload: dict, deadline: float) -> dict | None:
         """Send one request and wait for its reply until `deadline`; None on timeout or death."""
@@ -57,13 +80,10 @@ class _Worker:
             return None
         fd = self.proc.stdout.fileno()
         while True:
-            nl = self.buf.find(b"\n")
-            if nl >= 0:
-                line, self.buf = self.buf[:nl], self.buf[nl + 1 :]
-                reply = json.loads(line)
+            for reply in self._lines():
                 if reply.get("id") == rid:
                     return reply
-                continue  # a stale reply (cannot happen with one request in flight, but be safe)
+                # else: the reply to a request that timed out while this worker was starting
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -107,7 +127,11 @@ class VerifyPool:
         self.requests = 0
 
     def _take(self) -> _Worker:
+        """A ready idle worker if there is one, else one still starting, else a new one."""
         with self._lock:
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i].poll_ready():
+                    return self._idle.pop(i)
             if self._idle:
                 return self._idle.pop()
         return _Worker()
@@ -130,6 +154,12 @@ class VerifyPool:
         reply = w.request({"gold": gold, "pred": pred}, deadline)
         with self._lock:
             self.requests += 1
+        if reply is None and not w.ready and w.proc.poll() is None:
+            # Still importing (a loaded machine, or just after a kill): keep it, its late reply
+            # to this request is skipped. Killing it would only restart the slow start-up.
+            self._give(w)
+            logger.warning("math-verify worker still starting after %.1fs; graded False (gold=%.80r pred=%.80r)", timeout, gold, pred)
+            return None
         if reply is None:
             w.kill()
             with self._lock:
@@ -145,7 +175,7 @@ class VerifyPool:
         workers = [self._take() for _ in range(n)]
         deadline = time.monotonic() + timeout
         for w in workers:
-            if w.request({"ping": True}, deadline) is None:
+            if w.request({"ping": True}, deadline) is None:  # the ready line comes first
                 w.kill()
                 raise RuntimeError(f"math-verify worker did not start within {timeout}s")
         for w in workers:

@@ -1,0 +1,112 @@
+"""`m1 eval` and `m1 scaling`: argument parsing only; the work is in runner/report/scaling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig
+from m1.eval.generation import SamplingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--benchmark", action="append", required=True,
+                    help=f"benchmark name ({', '.join(BENCHMARKS)}) or a .jsonl path; repeat for several")
+    ap.add_argument("--n", type=int, default=64, help="samples per problem")
+    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    ap.add_argument("--max-tokens", type=int, default=32768, help="generation limit per sample")
+    ap.add_argument("--out", type=Path, required=True, help="output directory (samples.jsonl, summary.json, report.md)")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="directory of local benchmark JSONL files (math500.jsonl, aime24.jsonl, ...) instead of the Hub")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    ap.add_argument("--backend", choices=["hf", "engine"], default="hf",
+                    help="generation backend: transformers generate (hf) or m1's Engine (engine)")
+    ap.add_argument("--seed", type=int, default=0, help="base seed; each (problem, chunk) derives its own")
+    ap.add_argument("--chunk-size", type=int, default=16, help="samples of one problem generated as one batch")
+    ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
+    ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
+
+
+def _config(args, model: str, out: Path):
+    from m1.eval.runner import EvalConfig
+
+    return EvalConfig(model=model, benchmarks=args.benchmark, out=out, n=args.n,
+                      sampling=SamplingConfig(args.temperature, args.top_p, args.max_tokens),
+                      data_dir=args.data_dir, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
+                      prompt=PromptConfig(template=args.prompt_template, chat_template=not args.no_chat_template),
+                      verifier=getattr(args, "verifier", None))
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """pass@k, maj@k and verify@k of one model on math benchmarks."""
+    ap = argparse.ArgumentParser(prog="m1 eval", description="Evaluate a model on math benchmarks: pass@k, maj@k, verify@k.")
+    ap.add_argument("--model", required=True, help="model directory (HF layout)")
+    ap.add_argument("--verifier", default=None,
+                    help="verify@k scorer: rm:PATH (local sequence-classification reward model) or self (policy self-verification)")
+    _common(ap)
+    args = ap.parse_args(argv)
+    from m1.eval.generation import load_generator
+    from m1.eval.report import write_report
+    from m1.eval.runner import run_eval
+    from m1.eval.verifiers import load_verifier
+
+    gen, tok = load_generator(args.backend, args.model)
+    verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok)
+    summaries = run_eval(_config(args, args.model, args.out), gen, tok, verifier)
+    report = write_report(summaries, args.out, f"m1 eval: {args.model} ({gen.name} backend)")
+    for b, s in summaries.items():
+        if s.get("problems"):
+            logger.info("%s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", b, s["pass@1"]["mean"], *s["pass@1"]["ci95"], s["problems"])
+    logger.info("wrote %s", report)
+    return 0
+
+
+def scaling_main(argv: list[str] | None = None) -> int:
+    """Compare models on the same problems: accuracy vs samples and vs wall-clock budget."""
+    ap = argparse.ArgumentParser(prog="m1 scaling", description="Accuracy against samples and against wall-clock budget, per model.")
+    ap.add_argument("--model", action="append", required=True, help="model directory; repeat to compare models")
+    _common(ap)
+    args = ap.parse_args(argv)
+    from m1.eval.generation import load_generator
+    from m1.eval.metrics import k_values
+    from m1.eval.report import write_report
+    from m1.eval.runner import read_samples, run_eval
+    from m1.eval.scaling import accuracy_at, budget_curve, plot_scaling
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for i, model in enumerate(args.model):
+        name = f"{i}_{Path(model).name}"
+        gen, tok = load_generator(args.backend, model)
+        summaries = run_eval(_config(args, model, args.out / name), gen, tok)
+        write_report(summaries, args.out / name, f"m1 eval: {model}")
+        results[name] = {"summaries": summaries, "rows": read_samples(args.out / name / "samples.jsonl")}
+    lines = ["# m1 scaling", ""]
+    scaling_json = {}
+    for bench in args.benchmark:
+        sps = {name: r["summaries"][bench]["samples_per_s"] for name, r in results.items()}
+        # one time grid for all models: from the budget that buys the fastest model one sample
+        # to the one that buys the slowest all n
+        t_lo, t_hi = 1.0 / max(sps.values()), args.n / min(sps.values())
+        grid = [t_lo * (t_hi / t_lo) ** (j / 15) for j in range(16)] if t_hi > t_lo else [t_lo]
+        curves = {}
+        for name, r in results.items():
+            rows = [x for x in r["rows"] if x["benchmark"] == bench]
+            curves[name] = {"by_k": [(k, *accuracy_at(rows, args.n, k)) for k in k_values(args.n)],
+                            "by_time": budget_curve(rows, args.n, sps[name], grid)}
+        stem = Path(bench).stem
+        plot_scaling(curves, args.out / f"scaling_{stem}.png", bench)
+        scaling_json[bench] = {name: {"samples_per_s": sps[name], **c} for name, c in curves.items()}
+        lines += [f"## {bench}", "", f"![scaling](scaling_{stem}.png)", "", "| model | samples/s | pass@1 | maj@n |", "|---|---|---|---|"]
+        for name, c in curves.items():
+            lines.append(f"| {name} | {sps[name]:.2f} | {c['by_k'][0][1]:.3f} | {c['by_k'][-1][2]:.3f} |")
+        lines.append("")
+    (args.out / "scaling.json").write_text(json.dumps(scaling_json, indent=2))
+    (args.out / "report.md").write_text("\n".join(lines))
+    logger.info("wrote %s", args.out / "report.md")
+    return 0

@@ -1,0 +1,57 @@
+"""report.md and PNG plots from summaries (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(summaries: dict[str, dict], path: Path) -> None:
+    """pass@k, maj@k (and verify@k) against k, one panel per benchmark."""
+    names = [b for b, s in summaries.items() if s.get("problems")]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.5), squeeze=False)
+    for ax, b in zip(axes[0], names):
+        s = summaries[b]
+        for key in ("pass@k", "maj@k", "verify@k"):
+            if key in s:
+                ks = [int(k) for k in s[key]]
+                ax.plot(ks, [s[key][str(k)] for k in ks], marker="o", label=key)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (samples)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(b)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(summaries: dict[str, dict], out: Path, title: str) -> Path:
+    """report.md with a table per benchmark and the curves plot beside it."""
+    plot_curves(summaries, out / "curves.png")
+    lines = [f"# {title}", "", "![pass@k and maj@k](curves.png)", ""]
+    for b, s in summaries.items():
+        if not s.get("problems"):
+            lines += [f"## {b}", "", "no complete problems", ""]
+            continue
+        p1 = s["pass@1"]
+        lines += [f"## {b}", "",
+                  f"{s['problems']} problems, n={s['n']}. pass@1 = {100 * p1['mean']:.1f}% "
+                  f"(95% CI {100 * p1['ci95'][0]:.1f}-{100 * p1['ci95'][1]:.1f}), mean tokens {s['mean_tokens']:.0f}, "
+                  f"{100 * s['truncated_frac']:.1f}% truncated, {100 * s['no_answer_frac']:.1f}% without an answer, "
+                  f"{s['samples_per_s']:.2f} samples/s.", ""]
+        keys = [k for k in ("pass@k", "maj@k", "verify@k") if k in s]
+        lines.append("| k | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---|" * len(keys))
+        for k in s["pass@k"]:
+            lines.append(f"| {k} | " + " | ".join(f"{100 * s[key][k]:.1f}" for key in keys) + " |")
+        lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,170 @@
+"""The evaluation loop: generate, grade, stream to samples.jsonl, summarise per benchmark.
+
+Samples are generated in fixed chunks per problem, each seeded from (seed, benchmark,
+problem, chunk), and appended to `samples.jsonl` as soon as they are graded. A restarted
+run reads that file, regenerates only chunks with missing samples and writes only the
+missing ones, so interrupted + resumed gives the same samples as one uninterrupted run.
+Summaries are computed from the file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from m1.eval.answer import extract_answer
+from m1.eval.benchmarks import PromptConfig, build_prompt, load_benchmark
+from m1.eval.generation import Generator, SamplingConfig
+from m1.eval.grader import answers_equivalent, warm_up
+from m1.eval.metrics import equivalence_groups, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k
+
+logger = logging.getLogger(__name__)
+
+TIMING_KEYS = ("wall_time_s", "gen_time_s", "samples_per_s")
+
+
+@dataclass
+class EvalConfig:
+    """One `m1 eval` run."""
+
+    model: str
+    benchmarks: list[str]
+    out: Path
+    n: int = 64
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    data_dir: Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    chunk_size: int = 16  # samples generated together (one batch) for a problem
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    verifier: str | None = None
+
+
+def chunk_seed(seed: int, benchmark: str, problem_id: str, chunk: int) -> int:
+    h = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}/{chunk}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Rows of samples.jsonl; a torn last line (the run was killed mid-write) is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                logger.warning("%s: dropping a torn line (interrupted write)", path)
+    return rows
+
+
+def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None) -> dict[str, dict]:
+    """Generate and grade every missing sample, then write and return the summaries."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    path = cfg.out / "samples.jsonl"
+    rows = read_samples(path)
+    if rows:  # rewrite without torn lines so appends start on a clean line
+        with open(path, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    done = {(r["benchmark"], r["problem_id"], r["sample"]) for r in rows}
+    logger.info("%d samples already in %s", len(done), path)
+    warm_up()
+    t_start = time.perf_counter()
+    with open(path, "a") as out:
+        for bench in cfg.benchmarks:
+            problems = load_benchmark(bench, data_dir=cfg.data_dir, limit=cfg.limit)
+            for p in tqdm(problems, desc=f"{bench} ({generator.name})"):
+                prompt = build_prompt(p.problem, tokenizer, cfg.prompt)
+                for c0 in range(0, cfg.n, cfg.chunk_size):
+                    idx = list(range(c0, min(cfg.n, c0 + cfg.chunk_size)))
+                    missing = [i for i in idx if (bench, p.id, i) not in done]
+                    if not missing:
+                        continue
+                    t0 = time.perf_counter()
+                    samples = generator.generate(prompt, len(idx), cfg.sampling, chunk_seed(cfg.seed, bench, p.id, c0))
+                    dt = (time.perf_counter() - t0) / len(idx)
+                    for i in missing:
+                        s = samples[i - c0]
+                        ans = extract_answer(s.text)
+                        row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
+                               "correct": answers_equivalent(p.gold, ans), "num_tokens": s.num_tokens,
+                               "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
+                        if verifier is not None:
+                            row["verifier_score"] = verifier.score(p.problem, s.text)
+                        out.write(json.dumps(row) + "\n")
+                    out.flush()
+    logger.info("generation and grading took %.1fs", time.perf_counter() - t_start)
+    rows = read_samples(path)
+    summaries = {b: summarize([r for r in rows if r["benchmark"] == b], cfg.n) for b in cfg.benchmarks}
+    (cfg.out / "summary.json").write_text(json.dumps({"config": _jsonable(cfg), "benchmarks": summaries}, indent=2))
+    return summaries
+
+
+def _jsonable(cfg: EvalConfig) -> dict:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out)
+    d["data_dir"] = None if cfg.data_dir is None else str(cfg.data_dir)
+    return d
+
+
+def group_by_problem(rows: list[dict]) -> dict[str, list[dict]]:
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["problem_id"]].append(r)
+    return {pid: sorted(rs, key=lambda r: r["sample"]) for pid, rs in by.items()}
+
+
+def summarize(rows: list[dict], n: int) -> dict:
+    """pass@1 with its 95% interval, pass@k, maj@k and verify@k over k = 1, 2, 4 ... n, tokens, timing."""
+    by = group_by_problem(rows)
+    if not by:
+        return {"problems": 0}
+    complete = {pid: rs for pid, rs in by.items() if len(rs) >= n}
+    if len(complete) < len(by):
+        logger.warning("%d problems have fewer than n=%d samples; summarising complete ones only", len(by) - len(complete), n)
+    ks = k_values(n)
+    pass1 = [sum(r["correct"] for r in rs[:n]) / n for rs in complete.values()]
+    mean, lo, hi = mean_interval(pass1)
+    pass_k = {k: 0.0 for k in ks}
+    maj_k = {k: 0.0 for k in ks}
+    ver_k = {k: 0.0 for k in ks}
+    has_ver = all("verifier_score" in r for rs in complete.values() for r in rs)
+    for rs in complete.values():
+        rs = rs[:n]
+        c = sum(r["correct"] for r in rs)
+        answers = [r["answer"] for r in rs]
+        correct = [r["correct"] for r in rs]
+        groups = equivalence_groups(answers)
+        for k in ks:
+            pass_k[k] += pass_at_k(n, c, k)
+            maj_k[k] += maj_at_k(answers, correct, k, groups=groups)
+            if has_ver:
+                ver_k[k] += verify_at_k([r["verifier_score"] for r in rs], correct, k)
+    P = len(complete)
+    all_rows = [r for rs in complete.values() for r in rs[:n]]
+    gen_time = sum(r["gen_time_s"] for r in all_rows)
+    out = {
+        "problems": P,
+        "n": n,
+        "pass@1": {"mean": mean, "ci95": [lo, hi]},
+        "pass@k": {str(k): v / P for k, v in pass_k.items()},
+        "maj@k": {str(k): v / P for k, v in maj_k.items()},
+        "mean_tokens": sum(r["num_tokens"] for r in all_rows) / len(all_rows),
+        "truncated_frac": sum(r["finish_reason"] == "length" for r in all_rows) / len(all_rows),
+        "no_answer_frac": sum(r["answer"] is None for r in all_rows) / len(all_rows),
+        "wall_time_s": gen_time,
+        "gen_time_s": gen_time,
+        "samples_per_s": len(all_rows) / gen_time if gen_time > 0 else float("inf"),
+    }
+    if has_ver:
+        out["verify@k"] = {str(k): v / P for k, v in ver_k.items()}
+    return out

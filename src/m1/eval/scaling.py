@@ -1,0 +1,67 @@
+"""Test-time scaling: accuracy against samples and against a wall-clock budget.
+
+Following the M1 paper, a budget of T seconds per problem buys k(T) = floor(T x samples/s)
+samples, with samples/s measured for each model during its own eval run; a faster model
+gets more samples for the same time. Models are compared on the same problems.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from m1.eval.metrics import equivalence_groups, maj_at_k, pass_at_k  # noqa: E402
+from m1.eval.runner import group_by_problem  # noqa: E402
+
+
+def accuracy_at(rows: list[dict], n: int, k: int) -> tuple[float, float]:
+    """(pass@k, maj@k) averaged over problems, for any 1 <= k <= n."""
+    by = group_by_problem(rows)
+    p = m = 0.0
+    for rs in by.values():
+        rs = rs[:n]
+        correct = [r["correct"] for r in rs]
+        answers = [r["answer"] for r in rs]
+        p += pass_at_k(n, sum(correct), k)
+        m += maj_at_k(answers, correct, k, groups=equivalence_groups(answers))
+    return p / len(by), m / len(by)
+
+
+def budget_curve(rows: list[dict], n: int, samples_per_s: float, budgets: list[float]) -> list[tuple[float, int, float, float]]:
+    """(T, k(T), pass@k(T), maj@k(T)) for each budget T with k(T) >= 1 (k is capped at n)."""
+    out = []
+    for t in budgets:
+        k = min(n, math.floor(t * samples_per_s))
+        if k >= 1:
+            out.append((t, k, *accuracy_at(rows, n, k)))
+    return out
+
+
+def plot_scaling(curves: dict[str, dict], path: Path, benchmark: str) -> None:
+    """Two panels: accuracy vs samples, and accuracy vs seconds of budget per problem."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for model, c in curves.items():
+        ks = [k for k, _, _ in c["by_k"]]
+        a1.plot(ks, [m for _, _, m in c["by_k"]], marker="o", label=f"{model} maj@k")
+        a1.plot(ks, [p for _, p, _ in c["by_k"]], linestyle="--", label=f"{model} pass@k")
+        ts = [t for t, _, _, _ in c["by_time"]]
+        a2.plot(ts, [m for *_, m in c["by_time"]], marker="o", label=f"{model} maj@k(T)")
+        a2.plot(ts, [p for _, _, p, _ in c["by_time"]], linestyle="--", label=f"{model} pass@k(T)")
+    a1.set_xscale("log", base=2)
+    a1.set_xlabel("samples k")
+    a2.set_xscale("log")
+    a2.set_xlabel("wall-clock budget per problem T (s); k(T) = floor(T x samples/s)")
+    for a in (a1, a2):
+        a.set_ylabel("accuracy")
+        a.set_ylim(0, 1)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.suptitle(f"test-time scaling on {benchmark}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

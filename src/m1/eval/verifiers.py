@@ -1,0 +1,100 @@
+"""Verifiers for verify@k: score a (problem, completion) pair; higher means more likely correct.
+
+Two kinds:
+- `RewardModelVerifier`: a local HF sequence-classification checkpoint (an outcome reward
+  model). The score is its single logit, or the log-probability of its last label.
+- `SelfVerifier`: the policy judges its own solution. It reads `SELF_VERIFY_TEMPLATE` and
+  the score is log p(" correct") - log p(" incorrect") for the next token, so no sampling
+  is involved and the score is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+SELF_VERIFY_TEMPLATE = (
+    "Here is a math problem and a proposed solution.\n\n"
+    "Problem:\n{problem}\n\n"
+    "Proposed solution:\n{solution}\n\n"
+    "Check the solution step by step. Is its final answer correct? "
+    "Reply with one word: correct or incorrect."
+)
+# Solutions are cut to their last characters: the final answer and the steps just before it
+# matter most, and a 32k-token trace would not fit the verifier's context.
+MAX_SOLUTION_CHARS = 6000
+
+
+class Verifier(Protocol):
+    def score(self, problem: str, completion: str) -> float: ...
+
+
+class RewardModelVerifier:
+    """An outcome reward model from a local `AutoModelForSequenceClassification` checkpoint."""
+
+    def __init__(self, path: str, device: str = "cpu", max_length: int = 4096) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.device = device
+        self.max_length = max_length
+
+    def score(self, problem: str, completion: str) -> float:
+        import torch
+
+        enc = self.tokenizer(problem, completion[-MAX_SOLUTION_CHARS:], return_tensors="pt", truncation=True,
+                             max_length=self.max_length).to(self.device)
+        with torch.no_grad():
+            logits = self.model(**enc).logits[0].float()
+        if logits.numel() == 1:
+            return float(logits[0])
+        return float(torch.log_softmax(logits, -1)[-1])
+
+
+class SelfVerifier:
+    """The policy's own likelihood that its solution is "correct" (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, template: str = SELF_VERIFY_TEMPLATE) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.yes = self._first_token(" correct")
+        self.no = self._first_token(" incorrect")
+        if self.yes == self.no:
+            raise ValueError("tokenizer maps ' correct' and ' incorrect' to the same first token")
+
+    def _first_token(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"tokenizer cannot encode {word!r}")
+        return ids[0]
+
+    def prompt(self, problem: str, completion: str) -> str:
+        text = self.template.format(problem=problem, solution=completion[-MAX_SOLUTION_CHARS:])
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return text + "The final answer is"
+
+    def score(self, problem: str, completion: str) -> float:
+        import torch
+
+        enc = self.tokenizer(self.prompt(problem, completion), return_tensors="pt", add_special_tokens=False)
+        enc = enc.to(next(self.model.parameters()).device)
+        with torch.no_grad():
+            logits = self.model(**enc).logits[0, -1].float()
+        logp = torch.log_softmax(logits, -1)
+        return float(logp[self.yes] - logp[self.no])
+
+
+def load_verifier(spec: str | None, policy_model=None, policy_tokenizer=None) -> Verifier | None:
+    """`rm:PATH` -> RewardModelVerifier, `self` -> SelfVerifier on the policy, None -> no verifier."""
+    if not spec:
+        return None
+    if spec == "self":
+        if policy_model is None:
+            raise ValueError("--verifier self needs the policy loaded with the hf backend")
+        return SelfVerifier(policy_model, policy_tokenizer)
+    if spec.startswith("rm:"):
+        return RewardModelVerifier(spec[3:])
+    raise ValueError(f"unknown verifier {spec!r}; use rm:PATH or self")
