@@ -4,8 +4,8 @@ Two kinds:
 - `RewardModelVerifier`: a local HF sequence-classification checkpoint (an outcome reward
   model). The score is its single logit, or the log-probability of its last label.
 - `SelfVerifier`: the policy judges its own solution. It reads `SELF_VERIFY_TEMPLATE` and
-  the score is log p(" correct") - log p(" incorrect") for the next token, so no sampling
-  is involved and the score is deterministic.
+  the score is log p(" correct") - log p(" incorrect") after "The final answer is", each
+  word scored over all its tokens, so no sampling is involved and the score is deterministic.
 """
 
 from __future__ import annotations
@@ -58,16 +58,6 @@ class SelfVerifier:
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
-        self.yes = self._first_token(" correct")
-        self.no = self._first_token(" incorrect")
-        if self.yes == self.no:
-            raise ValueError("tokenizer maps ' correct' and ' incorrect' to the same first token")
-
-    def _first_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if not ids:
-            raise ValueError(f"tokenizer cannot encode {word!r}")
-        return ids[0]
 
     def prompt(self, problem: str, completion: str) -> str:
         text = self.template.format(problem=problem, solution=completion[-MAX_SOLUTION_CHARS:])
@@ -76,15 +66,21 @@ class SelfVerifier:
                                                       add_generation_prompt=True)
         return text + "The final answer is"
 
-    def score(self, problem: str, completion: str) -> float:
+    def _logprob(self, prefix_ids: list[int], word: str) -> float:
+        """log p(word | prefix), summed over the word's tokens (teacher forcing)."""
         import torch
 
-        enc = self.tokenizer(self.prompt(problem, completion), return_tensors="pt", add_special_tokens=False)
-        enc = enc.to(next(self.model.parameters()).device)
+        word_ids = self.tokenizer.encode(word, add_special_tokens=False)
+        ids = torch.tensor([prefix_ids + word_ids], device=next(self.model.parameters()).device)
         with torch.no_grad():
-            logits = self.model(**enc).logits[0, -1].float()
-        logp = torch.log_softmax(logits, -1)
-        return float(logp[self.yes] - logp[self.no])
+            logp = torch.log_softmax(self.model(ids).logits[0, :-1].float(), -1)
+        pos = torch.arange(len(prefix_ids) - 1, ids.shape[1] - 1, device=ids.device)
+        return float(logp[pos, ids[0, len(prefix_ids):]].sum())
+
+    def score(self, problem: str, completion: str) -> float:
+        """log p(" correct") - log p(" incorrect"): higher when the policy believes its answer."""
+        prefix = self.tokenizer.encode(self.prompt(problem, completion), add_special_tokens=False)
+        return self._logprob(prefix, " correct") - self._logprob(prefix, " incorrect")
 
 
 def load_verifier(spec: str | None, policy_model=None, policy_tokenizer=None) -> Verifier | None:

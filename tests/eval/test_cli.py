@@ -1,0 +1,120 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from m1.eval.cli import eval_main, scaling_main
+from m1.eval.generation import HFGenerator, SamplingConfig
+from m1.eval.runner import TIMING_KEYS, EvalConfig, run_eval
+
+from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory) -> Path:
+    return write_problems(tmp_path_factory.mktemp("bench") / "toy.jsonl")
+
+
+def _strip_timing(summary: dict) -> dict:
+    return {b: {k: v for k, v in s.items() if k not in TIMING_KEYS} for b, s in summary["benchmarks"].items()}
+
+
+def _texts(out: Path) -> dict:
+    rows = [json.loads(line) for line in open(out / "samples.jsonl")]
+    return {(r["problem_id"], r["sample"]): r["text"] for r in rows}
+
+
+def _hf(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    return HFGenerator(AutoModelForCausalLM.from_pretrained(tiny_dir), tiny_tokenizer())
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class FailAfter:
+    """A generator that dies after `calls` chunks, like a run killed mid-way."""
+
+    def __init__(self, inner, calls):
+        self.inner, self.calls, self.name = inner, calls, inner.name
+
+    def generate(self, *a, **kw):
+        if self.calls == 0:
+            raise Interrupted
+        self.calls -= 1
+        return self.inner.generate(*a, **kw)
+
+
+def test_resumed_eval_matches_uninterrupted(tmp_path, tiny_dir, problems):
+    def cfg(out):
+        return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=out, n=4, chunk_size=2,
+                          sampling=SamplingConfig(temperature=1.0, top_p=0.9, max_tokens=12), seed=3)
+
+    gen, tok = _hf(tiny_dir), tiny_tokenizer()
+    full = tmp_path / "full"
+    run_eval(cfg(full), gen, tok)
+
+    part = tmp_path / "part"
+    with pytest.raises(Interrupted):
+        run_eval(cfg(part), FailAfter(gen, 3), tok)  # 3 of 6 chunks done
+    with open(part / "samples.jsonl", "a") as f:
+        f.write('{"benchmark": "torn')  # a write cut off by the kill
+    assert len(open(part / "samples.jsonl").read().splitlines()) == 7
+    run_eval(cfg(part), gen, tok)
+
+    a = json.loads((full / "summary.json").read_text())
+    b = json.loads((part / "summary.json").read_text())
+    assert _strip_timing(a) == _strip_timing(b)
+    assert _texts(full) == _texts(part)
+    assert len(_texts(part)) == 12
+
+
+def test_eval_cli_writes_outputs_and_resume_skips_done_problems(tmp_path, tiny_dir, problems):
+    args = ["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "4", "--chunk-size", "4",
+            "--temperature", "0.8", "--max-tokens", "10", "--backend", "hf", "--verifier", "self"]
+    out = tmp_path / "run"
+    assert eval_main(args + ["--out", str(out), "--limit", "1"]) == 0
+    first = _texts(out)
+    assert eval_main(args + ["--out", str(out)]) == 0
+    assert {k: v for k, v in _texts(out).items() if k in first} == first
+    summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
+    assert summary["problems"] == 3
+    assert set(summary["pass@k"]) == {"1", "2", "4"} and set(summary["maj@k"]) == {"1", "2", "4"}
+    assert set(summary["verify@k"]) == {"1", "2", "4"}
+    lo, hi = summary["pass@1"]["ci95"]
+    assert lo <= summary["pass@1"]["mean"] <= hi
+    assert summary["samples_per_s"] > 0
+    assert (out / "report.md").exists() and (out / "curves.png").stat().st_size > 0
+
+
+def test_eval_help_documents_options(capsys):
+    with pytest.raises(SystemExit):
+        eval_main(["--help"])
+    text = capsys.readouterr().out
+    for opt in ("--model", "--benchmark", "--n", "--temperature", "--top-p", "--max-tokens", "--out", "--data-dir",
+                "--limit", "--backend", "--verifier"):
+        assert opt in text
+
+
+def test_scaling_cli(tmp_path, problems):
+    a = save_tiny_model(tmp_path / "a", seed=0)
+    b = save_tiny_model(tmp_path / "b", seed=1)
+    out = tmp_path / "scaling"
+    assert scaling_main(["--model", str(a), "--model", str(b), "--benchmark", str(problems), "--n", "4",
+                         "--max-tokens", "8", "--out", str(out)]) == 0
+    data = json.loads((out / "scaling.json").read_text())[str(problems)]
+    assert set(data) == {"0_a", "1_b"}
+    for c in data.values():
+        ts = [t for t, *_ in c["by_time"]]
+        ks = [k for _, k, *_ in c["by_time"]]
+        assert ks == sorted(ks) and all(k == min(4, math.floor(t * c["samples_per_s"])) for t, k in zip(ts, ks))
+    assert (out / "scaling_toy.png").stat().st_size > 0
+    assert "samples/s" in (out / "report.md").read_text()

@@ -1,0 +1,87 @@
+import itertools
+from fractions import Fraction
+from math import comb
+
+import pytest
+
+from m1.eval import maj_at_k, majority_vote, pass_at_k, verify_at_k
+from m1.eval.metrics import equivalence_groups, k_values, mean_interval
+
+
+def brute_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    """Fraction of all size-k subsets of n samples (c correct) holding a correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return Fraction(sum(any(samples[i] for i in s) for s in subsets), len(subsets))
+
+
+@pytest.mark.parametrize("n, c, k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (6, 1, 6), (8, 3, 4), (10, 0, 5), (10, 10, 1), (9, 4, 2)])
+def test_pass_at_k_matches_enumeration(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(float(brute_pass_at_k(n, c, k)), abs=1e-15)
+
+
+@pytest.mark.parametrize("n, c, k", [(64, 1, 1), (64, 5, 8), (1024, 3, 512), (200, 199, 100)])
+def test_pass_at_k_closed_form_large_n(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k), rel=1e-12)
+
+
+def test_pass_at_1_is_fraction_correct():
+    assert pass_at_k(64, 16, 1) == 0.25
+
+
+@pytest.mark.parametrize("n, c, k", [(4, 5, 1), (4, 1, 0), (4, 1, 5), (4, -1, 1)])
+def test_pass_at_k_rejects_bad_arguments(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_majority_vote_pools_equivalent_answers():
+    # three spellings of 1/2 outvote two 3s
+    assert majority_vote(["3", "1/2", "3", "0.5", "\\frac{1}{2}"]) == "1/2"
+
+
+def test_majority_vote_ties_go_to_earliest_and_none_never_wins():
+    assert majority_vote(["4", "7", "7", "4"]) == "4"
+    assert majority_vote([None, None, None, "2"]) == "2"
+    assert majority_vote([None, None]) is None
+    assert majority_vote([]) is None
+
+
+def test_equivalence_groups():
+    assert equivalence_groups(["0.5", "2", None, "\\frac12", "2.0"]) == [0, 1, None, 0, 1]
+
+
+def test_maj_at_k_pools_and_averages_subsets():
+    answers = ["1/2", "0.5", "\\frac{1}{2}", "3", "3"]
+    correct = [True, True, True, False, False]
+    assert maj_at_k(answers, correct, k=5) == 1.0  # pooled 1/2 has 3 votes vs 2
+    # without pooling, "3" would win k=5; per-subset values are averaged and seeded
+    v = maj_at_k(answers, correct, k=3, n_subsets=100, seed=1)
+    assert 0.0 < v < 1.0
+    assert v == maj_at_k(answers, correct, k=3, n_subsets=100, seed=1)
+
+
+def test_maj_at_1_equals_pass_at_1_when_answers_present():
+    answers = ["1", "2", "1", "3"]
+    correct = [True, False, True, False]
+    assert maj_at_k(answers, correct, k=1, n_subsets=2000, seed=0) == pytest.approx(0.5, abs=0.05)
+
+
+def test_verify_at_k_picks_the_best_scored_sample():
+    correct = [False, True, False]
+    assert verify_at_k([0.1, 0.9, 0.5], correct, k=3) == 1.0
+    assert verify_at_k([0.9, 0.1, 0.5], correct, k=3) == 0.0
+
+
+def test_mean_interval_contains_mean_and_narrows():
+    vals = [0.0, 1.0] * 50
+    m, lo, hi = mean_interval(vals)
+    assert m == 0.5 and lo < 0.5 < hi
+    m2, lo2, hi2 = mean_interval(vals * 10)
+    assert hi2 - lo2 < hi - lo
+
+
+def test_k_values():
+    assert k_values(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert k_values(6) == [1, 2, 4, 6]
+    assert k_values(1) == [1]
