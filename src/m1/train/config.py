@@ -1,0 +1,197 @@
+"""Typed configs for the three stages, loadable from YAML and overridable on the command line.
+
+Every option is a dataclass field whose ``metadata["help"]`` documents it; the same text
+becomes the command's ``--help``. Precedence: dataclass default < ``--config FILE.yaml`` <
+command-line flags. Unknown YAML keys are errors, so a typo never silently falls back to
+a default.
+
+Loss normalisation is an explicit field in every stage (``loss_normalization`` for
+distill/SFT, ``loss_type`` for GRPO) and is written into the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def opt(default: Any, help: str, **kw) -> Any:
+    """A documented field."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    """Options every stage shares: where, how long, how fast, how it logs and saves."""
+
+    out: str = opt("runs/run", "output directory: checkpoints, metrics.jsonl, TensorBoard logs, final/ model")
+    seed: int = opt(0, "random seed (model init, data order, sampling)")
+    max_steps: int = opt(100, "optimizer steps to run")
+    per_device_batch_size: int = opt(8, "sequences per device per micro-batch")
+    gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
+    learning_rate: float = opt(1e-5, "peak learning rate (AdamW)")
+    lr_scheduler: str = opt("cosine", "learning-rate schedule: constant, linear, cosine, ... (transformers names)")
+    warmup_steps: int = opt(0, "linear warm-up steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    max_length: int = opt(8192, "longest training sequence in tokens (longer ones are truncated)")
+    bf16: bool = opt(False, "train in bf16 autocast (GPU); CPU tests use fp32")
+    gradient_checkpointing: bool = opt(False, "recompute each layer's activations in backward to save memory")
+    logging_steps: int = opt(1, "log metrics every N steps (to metrics.jsonl and TensorBoard)")
+    save_steps: int = opt(50, "save a resumable checkpoint every N steps")
+    save_total_limit: int = opt(2, "keep at most N checkpoints")
+    resume: bool = opt(False, "continue from the newest complete checkpoint in `out`")
+    data_format: str = opt("auto", "field mapping of the data: auto, openmathinstruct2, openr1, deepscaler, gsm8k, m1-prompts, m1-messages")
+    data_split: str = opt("train", "split to read when the data is a hub dataset id")
+    data_limit: int = opt(0, "read at most N records (0: all)")
+    num_threads: int = opt(0, "torch CPU threads (0: leave torch's default)")
+    report_to: list = opt(["tensorboard"], "trackers besides metrics.jsonl (transformers' report_to names)")
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    """Stage 1: distil the hybrid student from its teacher on fixed data (M1: reverse KL)."""
+
+    teacher: str = opt("", "teacher model: directory or hub id (any transformers causal LM, or a hybrid)")
+    student: str = opt("", "student hybrid checkpoint directory (from `m1 convert`)")
+    data: str = opt("", "training conversations: JSONL/JSON file, directory, or hub dataset id")
+    loss: str = opt("reverse_kl", "divergence on assistant tokens: reverse_kl (M1), forward_kl (MambaInLlama) or jsd")
+    jsd_beta: float = opt(0.5, "mixture weight of the JSD (0.5: symmetric)")
+    temperature: float = opt(1.0, "softmax temperature of both teacher and student logits in the loss")
+    loss_normalization: str = opt("token", "loss scale: 'token' = sum over assistant tokens / assistant tokens in the optimizer step's batch")
+    loss_chunk_size: int = opt(1024, "assistant tokens per chunk of the chunked KL (the logits of one chunk are in memory at a time)")
+    freeze: str = opt("none", "'none', or 'non_mamba': train only the Mamba mixers")
+    trainable_pattern: str = opt("", "regex over parameter names: only matching parameters train (overrides `freeze`)")
+    stepwise_layers: int = opt(0, "stepwise schedule: train this many Mamba layers at a time, bottom up (0: all at once)")
+    stepwise_steps: int = opt(0, "optimizer steps per stepwise stage")
+    on_policy: bool = opt(False, "on-policy distillation (the student generates) through TRL's DistillationTrainer")
+    max_completion_length: int = opt(256, "on-policy only: tokens the student generates per prompt")
+
+
+@dataclass
+class SFTConfig(RunConfig):
+    """Stage 2: supervised fine-tuning on reasoning traces, completion-only, packed."""
+
+    model: str = opt("", "hybrid checkpoint directory to fine-tune")
+    data: str = opt("", "training conversations: JSONL/JSON file, directory, or hub dataset id")
+    packing: bool = opt(True, "pack conversations into max_length rows; Mamba states reset at each boundary")
+    loss_normalization: str = opt("token", "loss scale: 'token' = sum over assistant tokens / assistant tokens in the optimizer step's batch")
+
+
+@dataclass
+class GRPOConfig(RunConfig):
+    """Stage 3: GRPO on prompts with verifiable answers. Defaults are M1's recipe."""
+
+    model: str = opt("", "hybrid checkpoint directory (the policy)")
+    prompts: str = opt("", "prompts with gold answers: JSONL/JSON file, directory, or hub dataset id")
+    rollout_backend: str = opt("auto", "rollouts from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (engine when importable)")
+    num_generations: int = opt(8, "rollouts per prompt")
+    temperature: float = opt(0.9, "sampling temperature of the rollouts")
+    top_p: float = opt(1.0, "nucleus sampling of the rollouts")
+    max_completion_length: int = opt(32768, "longest rollout in tokens (M1: long rollouts were essential)")
+    max_prompt_length: int = opt(1024, "longest prompt in tokens (longer prompts are dropped)")
+    generation_batch_size: int = opt(128, "rollouts per generation round (the PPO batch), across devices")
+    num_iterations: int = opt(2, "PPO epochs over one generation batch; with mini-batches of batch/2 that is M1's two updates")
+    mini_batch_size: int = opt(64, "rollouts per optimizer step (per_device_batch_size x devices x grad accumulation)")
+    beta: float = opt(0.0, "KL coefficient against the reference model (M1: none)")
+    entropy_coef: float = opt(0.01, "entropy bonus coefficient (M1: 0.01)")
+    epsilon: float = opt(0.2, "PPO clip (lower side, and upper unless epsilon_high is set)")
+    epsilon_high: float = opt(0.0, "upper clip (DAPO clip-higher: 0.28); 0 means equal to epsilon")
+    loss_type: str = opt("grpo", "policy-loss normalisation: grpo (per-sequence mean), dr_grpo (constant), dapo (token-level), bnpo")
+    scale_rewards: str = opt("group", "advantage scaling: group (GRPO), batch, or none (Dr. GRPO)")
+    dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: re-draw prompts whose rollouts all score the same")
+    dynamic_sampling_tries: int = opt(4, "replacement prompts tried per zero-variance group")
+    tis_cap: float = opt(2.0, "truncated importance sampling: weight min(exp(trainer - rollout logprob), cap) per token; 0 disables")
+    recipe: str = opt("m1", "preset applied before config/CLI values: m1, dr_grpo or dapo")
+
+
+# ---------------------------------------------------------------- YAML + argparse
+
+
+def _type_of(cls, f: dataclasses.Field):
+    hints = typing.get_type_hints(cls)
+    return hints[f.name]
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def build_parser(cls, prog: str, description: str, positional_aliases: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per field (dashes for underscores), defaults suppressed."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file of field values (CLI flags override it)")
+    for f in dataclasses.fields(cls):
+        t = _type_of(cls, f)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        flag = "--" + f.name.replace("_", "-")
+        if t is bool:
+            p.add_argument(flag, dest=f.name, nargs="?", const=True, type=_parse_bool, default=argparse.SUPPRESS, help=help_text)
+            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        elif t is list or typing.get_origin(t) is list:
+            p.add_argument(flag, dest=f.name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+        else:
+            p.add_argument(flag, dest=f.name, type=t, default=argparse.SUPPRESS, help=help_text)
+    return p
+
+
+def from_dict(cls, values: dict, source: str = "config"):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    cfg = cls()
+    for k, v in values.items():
+        f = next(x for x in dataclasses.fields(cls) if x.name == k)
+        t = _type_of(cls, f)
+        if t is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if t in (int, float, str, bool) and not isinstance(v, t):
+            raise ValueError(f"{source}: field {k!r} must be {t.__name__}, got {v!r}")
+        setattr(cfg, k, v)
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping of field: value")
+    return data
+
+
+def parse_config(cls, argv: list[str] | None, prog: str, description: str, presets: dict[str, dict] | None = None):
+    """Defaults, then the preset named by ``recipe`` (if any), then ``--config``, then CLI flags."""
+    parser = build_parser(cls, prog, description)
+    ns = vars(parser.parse_args(argv))
+    config_path = ns.pop("config")
+    values: dict = {}
+    if config_path:
+        values.update(load_yaml(config_path))
+    values.update(ns)
+    if presets is not None:
+        recipe = values.get("recipe", getattr(cls(), "recipe", None))
+        if recipe not in presets:
+            raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(presets)}")
+        values = {**presets[recipe], **values}
+    return from_dict(cls, values, source=config_path or "command line")
+
+
+def dump_yaml(cfg) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+__all__ = ["RunConfig", "DistillConfig", "SFTConfig", "GRPOConfig", "parse_config", "from_dict", "load_yaml", "dump_yaml"]

@@ -1,0 +1,284 @@
+"""Training data: local JSONL/JSON files or hub dataset ids, through a field mapping.
+
+Every stage reads records into one of two shapes:
+- **conversations** (distill, SFT): ``prompt`` (chat turns before the answer) and
+  ``completion`` (the assistant turn trained on), then tokenised with the model's chat
+  template into ``input_ids`` and ``completion_mask`` (1 on assistant tokens);
+- **prompts** (GRPO): ``prompt`` (chat turns) and ``answer`` (the gold answer the grader
+  compares against).
+
+A `FieldMapping` says which record fields hold what. Mappings ship for the formats M1
+used (`MAPPINGS`); ``auto`` picks one from the first record's fields.
+
+Errors are `DataError`s raised before any training: a malformed line names its file and
+line, a record without a mapped field names the field and the fields it does have, and an
+empty dataset says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from m1.tasks.arithmetic import PROMPT_SUFFIX
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad training data, found before training starts."""
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Which record fields hold the prompt, the response and the gold answer.
+
+    Exactly one of ``messages`` or ``prompt`` must be set. ``prompt`` names a field
+    holding either a string (the user turn; ``prompt_suffix`` is appended) or a list of
+    chat turns (used as is). ``messages`` names a field holding the whole conversation:
+    its last assistant turn is the completion, the turns before it the prompt.
+    """
+
+    name: str
+    prompt: str | None = None
+    messages: str | None = None
+    completion: str | None = None  # response text (SFT/distill with ``prompt``)
+    answer: str | None = None  # gold answer (GRPO)
+    answer_format: str = "plain"  # "plain", or "gsm8k": the answer follows '####'
+    prompt_suffix: str | None = PROMPT_SUFFIX  # appended (after a newline) to string prompts
+    system: str | None = None  # optional system turn prepended to string prompts
+
+
+MAPPINGS: dict[str, FieldMapping] = {
+    # nvidia/OpenMathInstruct-2: problem, generated_solution, expected_answer
+    "openmathinstruct2": FieldMapping("openmathinstruct2", prompt="problem", completion="generated_solution", answer="expected_answer"),
+    # open-r1/OpenR1-Math-220k: messages (user, assistant), answer
+    "openr1": FieldMapping("openr1", messages="messages", answer="answer"),
+    # DeepScaleR-style prompt/answer (agentica-project/DeepScaleR-Preview-Dataset, ../shared/data/train/*.json)
+    "deepscaler": FieldMapping("deepscaler", prompt="problem", completion="solution", answer="answer"),
+    # openai/gsm8k: question, answer ('... #### 72')
+    "gsm8k": FieldMapping("gsm8k", prompt="question", completion="answer", answer="answer", answer_format="gsm8k"),
+    # m1.tasks exports: prompts ({"prompt": [turns], "answer"}) or messages ({"messages": [...], "answer"})
+    "m1-prompts": FieldMapping("m1-prompts", prompt="prompt", answer="answer", prompt_suffix=None),
+    "m1-messages": FieldMapping("m1-messages", messages="messages", answer="answer"),
+}
+
+
+def resolve_mapping(name: str, first: dict) -> FieldMapping:
+    """The named mapping, or for ``auto`` the first shipped mapping whose fields ``first`` has."""
+    if name != "auto":
+        if name not in MAPPINGS:
+            raise DataError(f"unknown field mapping {name!r}; known: auto, {', '.join(MAPPINGS)}")
+        return MAPPINGS[name]
+    keys = set(first)
+    if "messages" in keys:
+        return MAPPINGS["m1-messages"] if "answer" in keys else MAPPINGS["openr1"]
+    if "prompt" in keys and isinstance(first["prompt"], list):
+        return MAPPINGS["m1-prompts"]
+    if "generated_solution" in keys:
+        return MAPPINGS["openmathinstruct2"]
+    if "question" in keys:
+        return MAPPINGS["gsm8k"]
+    if "problem" in keys:
+        return MAPPINGS["deepscaler"]
+    raise DataError(f"cannot guess a field mapping from fields {sorted(keys)}; pass --data-format (one of {', '.join(MAPPINGS)})")
+
+
+# ---------------------------------------------------------------- reading records
+
+
+def _read_local(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, record) pairs; ``where`` is 'file:line' for JSONL and 'file[index]' for JSON arrays."""
+    text_start = path.read_text()[:1].lstrip() if path.stat().st_size else ""
+    if path.suffix == ".json" or text_start == "[":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(data, list):
+            raise DataError(f"{path}: a .json data file must hold one JSON array of records")
+        for i, r in enumerate(data):
+            if not isinstance(r, dict):
+                raise DataError(f"{path}[{i}]: record is not a JSON object")
+            yield f"{path}[{i}]", r
+        return
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+            if not isinstance(r, dict):
+                raise DataError(f"{path}:{lineno}: line is not a JSON object")
+            yield f"{path}:{lineno}", r
+
+
+def read_records(source: str, split: str = "train", limit: int | None = None) -> list[tuple[str, dict]]:
+    """Records of a local file, a directory of them, or a hub dataset id (loaded with `datasets`)."""
+    path = Path(source)
+    out: list[tuple[str, dict]] = []
+    if path.exists():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
+        for f in files:
+            for item in _read_local(f):
+                out.append(item)
+                if limit is not None and len(out) >= limit:
+                    return out
+    else:
+        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")):
+            raise DataError(f"{source}: no such file")
+        import datasets
+
+        ds = datasets.load_dataset(source, split=split)
+        for i, r in enumerate(ds):
+            out.append((f"{source}[{split}][{i}]", dict(r)))
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise DataError(f"{source}: the dataset is empty (no records)")
+    return out
+
+
+# ---------------------------------------------------------------- records -> turns
+
+
+def _field(where: str, r: dict, name: str, mapping: FieldMapping) -> Any:
+    if name not in r or r[name] is None:
+        raise DataError(f"{where}: record has no {name!r} field (mapping {mapping.name!r}); fields present: {sorted(r)}")
+    return r[name]
+
+
+def gold_from(value: Any, fmt: str) -> str:
+    text = str(value)
+    if fmt == "gsm8k":
+        return text.split("####")[-1].strip().replace(",", "")
+    return text.strip()
+
+
+def _prompt_turns(where: str, r: dict, m: FieldMapping) -> list[dict]:
+    value = _field(where, r, m.prompt, m)
+    if isinstance(value, list):
+        return [dict(t) for t in value]
+    text = str(value)
+    if m.prompt_suffix:
+        text = f"{text}\n{m.prompt_suffix}"
+    turns = [{"role": "user", "content": text}]
+    if m.system:
+        turns.insert(0, {"role": "system", "content": m.system})
+    return turns
+
+
+def conversation(where: str, r: dict, m: FieldMapping) -> tuple[list[dict], list[dict]]:
+    """(prompt turns, [assistant turn]) of one record, for SFT and distillation."""
+    if m.messages:
+        turns = _field(where, r, m.messages, m)
+        if not isinstance(turns, list) or not turns:
+            raise DataError(f"{where}: {m.messages!r} must be a non-empty list of chat turns")
+        last = max((i for i, t in enumerate(turns) if t.get("role") == "assistant"), default=None)
+        if last is None:
+            raise DataError(f"{where}: {m.messages!r} has no assistant turn to train on")
+        return [dict(t) for t in turns[:last]], [dict(turns[last])]
+    if m.completion is None:
+        raise DataError(f"mapping {m.name!r} names no completion field, so it cannot feed SFT or distillation")
+    completion = _field(where, r, m.completion, m)
+    return _prompt_turns(where, r, m), [{"role": "assistant", "content": str(completion)}]
+
+
+def load_conversations(source: str, mapping: str = "auto", split: str = "train", limit: int | None = None) -> list[dict]:
+    """``[{"prompt": turns, "completion": [assistant turn]}]`` from any supported source."""
+    records = read_records(source, split, limit)
+    m = resolve_mapping(mapping, records[0][1])
+    out = []
+    for where, r in records:
+        prompt, completion = conversation(where, r, m)
+        out.append({"prompt": prompt, "completion": completion})
+    log.info("%s: %d conversations (mapping %s)", source, len(out), m.name)
+    return out
+
+
+def load_prompts(source: str, mapping: str = "auto", split: str = "train", limit: int | None = None) -> list[dict]:
+    """``[{"prompt": turns, "answer": gold}]`` for GRPO; every record must carry a gold answer."""
+    records = read_records(source, split, limit)
+    m = resolve_mapping(mapping, records[0][1])
+    if m.answer is None:
+        raise DataError(f"mapping {m.name!r} names no answer field; GRPO needs a gold answer per prompt")
+    out = []
+    for where, r in records:
+        if m.messages and not m.prompt:
+            prompt, _ = conversation(where, r, m)
+        else:
+            prompt = _prompt_turns(where, r, m)
+        gold = gold_from(_field(where, r, m.answer, m), m.answer_format)
+        if not gold:
+            raise DataError(f"{where}: the answer field {m.answer!r} is empty")
+        out.append({"prompt": prompt, "answer": gold})
+    log.info("%s: %d prompts (mapping %s)", source, len(out), m.name)
+    return out
+
+
+# ---------------------------------------------------------------- tokenisation
+
+
+def tokenize_conversation(tokenizer, prompt: list[dict], completion: list[dict], max_length: int | None = None) -> dict:
+    """Chat-template ids of prompt + completion, with ``completion_mask`` 1 on the assistant tokens.
+
+    The prompt is rendered with the generation prompt (the assistant header), so the mask
+    starts exactly where generation would; the template must render the prompt as a prefix
+    of the whole conversation, which is checked.
+    """
+    p = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+    full = list(tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False))
+    if full[: len(p)] != p:
+        raise DataError("the chat template does not render the prompt as a prefix of the full conversation; cannot mask the completion")
+    mask = [0] * len(p) + [1] * (len(full) - len(p))
+    if max_length is not None:
+        full, mask = full[:max_length], mask[:max_length]
+    return {"input_ids": full, "completion_mask": mask}
+
+
+def tokenize_conversations(tokenizer, rows: list[dict], max_length: int | None = None):
+    """A `datasets.Dataset` of tokenised conversations; rows left with no completion token are dropped."""
+    import datasets
+
+    out = {"input_ids": [], "completion_mask": []}
+    dropped = 0
+    for row in rows:
+        t = tokenize_conversation(tokenizer, row["prompt"], row["completion"], max_length)
+        if sum(t["completion_mask"]) == 0:
+            dropped += 1
+            continue
+        out["input_ids"].append(t["input_ids"])
+        out["completion_mask"].append(t["completion_mask"])
+    if dropped:
+        log.warning("dropped %d conversations whose completion was cut off by max_length=%s", dropped, max_length)
+    if not out["input_ids"]:
+        raise DataError("no conversation has a completion token left after truncation; raise max_length")
+    return datasets.Dataset.from_dict(out)
+
+
+def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str = "teacher", student_name: str = "student") -> None:
+    """Distillation compares logits token by token, so both vocabularies must be identical."""
+    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
+    if tv != sv:
+        only_t = sorted(set(tv) - set(sv))[:5]
+        only_s = sorted(set(sv) - set(tv))[:5]
+        moved = [k for k in set(tv) & set(sv) if tv[k] != sv[k]][:5]
+        raise DataError(
+            f"teacher and student tokenizers differ ({teacher_name}: {len(tv)} tokens, {student_name}: {len(sv)}); "
+            f"distillation needs the same vocabulary. Only in teacher: {only_t}; only in student: {only_s}; "
+            f"different ids: {moved}"
+        )
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def describe(source: str) -> str:
+    return _SAFE.sub("_", source)[-80:]

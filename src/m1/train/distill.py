@@ -1,0 +1,227 @@
+"""`m1 distill`: stage 1, distil the hybrid student from its teacher's logits.
+
+Fixed-data distillation (M1's stage 1) is `DistillTrainer`, a subclass of TRL's
+`SFTTrainer` that replaces only ``compute_loss``: a divergence between the frozen,
+in-process teacher's next-token distribution and the student's, on assistant tokens
+only. TRL's own `DistillationTrainer` is on-policy (the student generates the text), so
+it cannot train on a fixed corpus; it serves ``--on-policy``. Everything else (data
+order, optimizer, schedule, accumulation, checkpoints, resume, logging, accelerate/DDP/
+FSDP) is transformers' and TRL's.
+
+The loss is computed by `m1.train.losses.chunked_divergence` from hidden states in
+chunks, inside the student's forward (see `m1.train.model`), so (seq x vocab) logits are
+never whole in memory. Normalisation (``loss_normalization: token``): the divergence
+summed over the assistant tokens of the micro-batch, divided by the assistant-token count
+of the whole optimizer step (transformers' ``num_items_in_batch``), so accumulation and
+batch composition never change the scale.
+
+Options:
+- ``--freeze non_mamba`` trains only the Mamba mixers; ``--trainable-pattern REGEX``
+  trains exactly the parameters whose names match. Frozen parameters get
+  ``requires_grad=False`` before the optimizer is built.
+- ``--stepwise-layers K --stepwise-steps S``: a stepwise schedule in the spirit of
+  MambaInLlama. Stage i (optimizer steps [i*S, (i+1)*S)) trains only the i-th group of K
+  Mamba layers, bottom up; after the last group everything trainable trains together.
+  (MambaInLlama also converts attention layers to Mamba stage by stage; here the layout
+  is fixed by `m1 convert`, so the stages choose which converted layers learn.) Grads of
+  the layers outside the stage are dropped just before each optimizer step, which keeps
+  DDP's gradient buckets intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+from transformers import AutoTokenizer, TrainerCallback
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+
+from m1.train.config import DistillConfig, parse_config
+from m1.train.data import DataError, check_same_tokenizer, load_conversations, tokenize_conversations
+from m1.train.losses import DIVERGENCES, chunked_divergence, next_token_positions
+from m1.train.model import backbone_hidden, load_student, load_teacher
+from m1.train.runs import CompleteCheckpoints, JsonlMetrics, common_args, prepare_out, resume_step, save_final
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- parameter selection
+
+
+def mamba_layer_index(name: str) -> int | None:
+    m = re.match(r"model\.layers\.(\d+)\.mamba\.", name)
+    return int(m.group(1)) if m else None
+
+
+def select_trainable(model: torch.nn.Module, freeze: str = "none", pattern: str = "") -> list[str]:
+    """Set ``requires_grad`` per parameter; return the names left trainable."""
+    if pattern:
+        rx = re.compile(pattern)
+        keep = lambda n: bool(rx.search(n))  # noqa: E731
+    elif freeze == "non_mamba":
+        keep = lambda n: mamba_layer_index(n) is not None  # noqa: E731
+    elif freeze == "none":
+        keep = lambda n: True  # noqa: E731
+    else:
+        raise ValueError(f"freeze must be 'none' or 'non_mamba', got {freeze!r}")
+    names = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(keep(n))
+        if keep(n):
+            names.append(n)
+    if not names:
+        raise ValueError(f"no parameter is left trainable (freeze={freeze!r}, pattern={pattern!r})")
+    log.info("training %d of %d parameter tensors (%d of %d values)", len(names), len(list(model.parameters())),
+             sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+    return names
+
+
+class StepwiseSchedule(TrainerCallback):
+    """Train one group of Mamba layers per stage by dropping other grads before each optimizer step."""
+
+    def __init__(self, model: torch.nn.Module, layers_per_stage: int, steps_per_stage: int):
+        mamba = sorted({i for n, _ in model.named_parameters() if (i := mamba_layer_index(n)) is not None})
+        self.groups = [mamba[i : i + layers_per_stage] for i in range(0, len(mamba), layers_per_stage)]
+        self.steps = steps_per_stage
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        log.info("stepwise schedule: %d stages of %d steps, layer groups %s", len(self.groups), steps_per_stage, self.groups)
+
+    def stage(self, step: int) -> int | None:
+        i = step // self.steps
+        return i if i < len(self.groups) else None
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        i = self.stage(state.global_step)
+        if i is None:
+            return
+        allowed = set(self.groups[i])
+        for n, p in self.params.items():
+            if mamba_layer_index(n) not in allowed:
+                p.grad = None
+
+
+# ---------------------------------------------------------------- trainer
+
+
+class DistillTrainer(CompleteCheckpoints, SFTTrainer):
+    """SFTTrainer whose loss is a masked divergence against a frozen in-process teacher."""
+
+    def __init__(self, *args, teacher: torch.nn.Module, dcfg: DistillConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        if dcfg.loss not in DIVERGENCES:
+            raise ValueError(f"--loss must be one of {DIVERGENCES}, got {dcfg.loss!r}")
+        if dcfg.loss_normalization != "token":
+            raise ValueError(f"loss_normalization {dcfg.loss_normalization!r} is not supported (only 'token')")
+        self.teacher = teacher.to(self.accelerator.device)
+        self.dcfg = dcfg
+        self._kl_log: list[float] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+        select = next_token_positions(labels)
+        n_local = select.sum()
+        with torch.no_grad():
+            t_hidden = backbone_hidden(self.teacher, **fwd)[select]
+        t_head = self.teacher.get_output_embeddings()
+        cfg = self.dcfg
+
+        def loss_fn(hidden: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+            return chunked_divergence(hidden[select], t_hidden, lm_head, t_head, cfg.loss, cfg.loss_chunk_size, cfg.jsd_beta, cfg.temperature)
+
+        total = model(**fwd, chunked_loss=loss_fn).loss
+        if num_items_in_batch is None:  # no accumulation bookkeeping: this micro-batch is the whole step
+            denom = n_local.clamp(min=1) * self.current_gradient_accumulation_steps
+        else:
+            denom = torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
+            if self.args.average_tokens_across_devices:
+                total = total * self.accelerator.num_processes  # DDP averages grads across ranks
+        loss = total / denom
+        self._kl_log.append((total.detach() / n_local.clamp(min=1)).item())
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs, start_time=None):
+        if self._kl_log and "loss" in logs:
+            logs[f"{self.dcfg.loss}_per_token"] = sum(self._kl_log) / len(self._kl_log)
+            self._kl_log.clear()
+        # SFTTrainer.log merges its own metrics (entropy, accuracy) that this loss never computes
+        return super(SFTTrainer, self).log(logs, start_time)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_trainer(cfg: DistillConfig, resume_from: str | None = None) -> tuple[DistillTrainer, object]:
+    for name in ("teacher", "student", "data"):
+        if not getattr(cfg, name):
+            raise DataError(f"--{name} is required")
+    s_tok = AutoTokenizer.from_pretrained(cfg.student)
+    t_tok = AutoTokenizer.from_pretrained(cfg.teacher)
+    check_same_tokenizer(t_tok, s_tok, cfg.teacher, cfg.student)
+    rows = load_conversations(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
+    train = tokenize_conversations(s_tok, rows, cfg.max_length)
+    train = train.map(lambda r: {"labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]}, remove_columns=["completion_mask"])
+
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    student = load_student(cfg.student, dtype=torch.float32)  # fp32 master weights; bf16 via autocast
+    teacher = load_teacher(cfg.teacher, dtype=dtype)
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise DataError(f"student vocab_size {student.config.vocab_size} != teacher vocab_size {teacher.config.vocab_size}")
+    select_trainable(student, cfg.freeze, cfg.trainable_pattern)
+
+    args = TRLSFTConfig(
+        **common_args(cfg),
+        max_length=cfg.max_length,
+        packing=False,  # the teacher sees the same padded batch; packed attention would need varlen kernels in it
+        completion_only_loss=True,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    callbacks = [JsonlMetrics(f"{cfg.out}/metrics.jsonl", resume_step(resume_from))]
+    if cfg.stepwise_layers:
+        if cfg.stepwise_steps <= 0:
+            raise ValueError("--stepwise-layers needs --stepwise-steps > 0")
+        callbacks.append(StepwiseSchedule(student, cfg.stepwise_layers, cfg.stepwise_steps))
+    trainer = DistillTrainer(
+        model=student, args=args, train_dataset=train, processing_class=s_tok, callbacks=callbacks, teacher=teacher, dcfg=cfg
+    )
+    return trainer, s_tok
+
+
+def build_on_policy_trainer(cfg: DistillConfig):
+    """TRL's DistillationTrainer: the student samples, the teacher scores (generalised JSD)."""
+    from trl import DistillationConfig, DistillationTrainer
+
+    from m1.train.data import load_prompts
+
+    s_tok = AutoTokenizer.from_pretrained(cfg.student)
+    check_same_tokenizer(AutoTokenizer.from_pretrained(cfg.teacher), s_tok, cfg.teacher, cfg.student)
+    rows = load_prompts(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
+    import datasets
+
+    train = datasets.Dataset.from_list([{"messages": r["prompt"]} for r in rows])
+    beta = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": cfg.jsd_beta}[cfg.loss]
+    args = DistillationConfig(**common_args(cfg), max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=beta)
+    student = load_student(cfg.student)
+    teacher = load_teacher(cfg.teacher)
+    select_trainable(student, cfg.freeze, cfg.trainable_pattern)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train, processing_class=s_tok,
+                                  callbacks=[JsonlMetrics(f"{cfg.out}/metrics.jsonl", None)])
+    return trainer, s_tok
+
+
+def run(cfg: DistillConfig):
+    resume_from = prepare_out(cfg)
+    torch.manual_seed(cfg.seed)
+    trainer, tok = build_on_policy_trainer(cfg) if cfg.on_policy else build_trainer(cfg, resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    final = save_final(trainer, tok, cfg.out)
+    log.info("distilled student saved to %s", final)
+    return trainer
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(DistillConfig, argv, "m1 distill", __doc__.split("\n\n")[0])
+    run(cfg)
+    return 0

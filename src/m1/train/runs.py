@@ -1,0 +1,148 @@
+"""What every stage's run shares: trainer arguments, metrics, checkpoints, resume, final save.
+
+- **Metrics** go to ``OUT/metrics.jsonl`` (one JSON object per log call, with ``step``)
+  and to TensorBoard under ``OUT/tb`` (transformers' own integration), with the trainer's
+  progress bar on the terminal.
+- **Checkpoints** are transformers' ``OUT/checkpoint-N`` directories (model in the hybrid
+  format through `HybridForCausalLM.save_pretrained`, optimizer, scheduler, RNG states).
+  A checkpoint counts only once its ``COMPLETE`` marker is written, last of all, so a run
+  killed mid-save resumes from the previous one; incomplete ones are deleted on resume.
+- **Resume** (``--resume``) restarts from the newest complete checkpoint; transformers
+  restores optimizer, scheduler, RNG and data order, so the losses continue as if the run
+  had never stopped (a test checks this to 1e-4).
+- **Final model** goes to ``OUT/final`` (hybrid checkpoint + tokenizer), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from m1.checkpoint import atomic_write_text
+from m1.train.config import RunConfig, dump_yaml
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def common_args(cfg: RunConfig) -> dict:
+    """Keyword arguments of transformers' TrainingArguments shared by every stage."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    # transformers 5 reads the TensorBoard directory from the environment when its callback is built
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out) / "tb")
+    return dict(
+        output_dir=cfg.out,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+class JsonlMetrics(TrainerCallback):
+    """Append every logged dict (with its step) to ``OUT/metrics.jsonl``.
+
+    On resume, lines from steps after the checkpoint are dropped first, so the file reads
+    as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = Path(path)
+        if resume_step is not None and self.path.exists():
+            kept = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(l + "\n" for l in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class CompleteCheckpoints:
+    """Trainer mixin: mark a checkpoint complete once every file of it is written."""
+
+    def _save_checkpoint(self, model, trial):  # noqa: D401 - transformers' hook
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            ckpt = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if ckpt.is_dir():
+                atomic_write_text(ckpt / COMPLETE, json.dumps({"step": self.state.global_step}))
+
+
+def complete_checkpoints(out: str | Path) -> list[Path]:
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found) if (p / COMPLETE).exists()]
+
+
+def prepare_out(cfg: RunConfig) -> str | None:
+    """Create ``out``; with ``resume``, return the checkpoint to resume from (deleting incomplete ones)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume_from = None
+    if cfg.resume:
+        for p in out.iterdir():
+            if _CKPT.match(p.name) and p.is_dir() and not (p / COMPLETE).exists():
+                log.warning("removing incomplete checkpoint %s", p)
+                shutil.rmtree(p, ignore_errors=True)
+        done = complete_checkpoints(out)
+        if done:
+            resume_from = str(done[-1])
+            log.info("resuming from %s", resume_from)
+        else:
+            log.warning("--resume: no complete checkpoint in %s; starting from scratch", out)
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    return resume_from
+
+
+def resume_step(resume_from: str | None) -> int | None:
+    if resume_from is None:
+        return None
+    return int(_CKPT.match(Path(resume_from).name).group(1))
+
+
+def save_final(trainer, tokenizer, out: str | Path) -> Path:
+    """The trained model as a hybrid checkpoint (atomic) plus its tokenizer in ``OUT/final``."""
+    final = Path(out) / "final"
+    trainer.save_model(str(final))  # HybridForCausalLM.save_pretrained: atomic, GraniteMoeHybrid layout
+    if trainer.args.should_save:
+        tokenizer.save_pretrained(str(final))
+    return final
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
