@@ -30,20 +30,33 @@ def _silu(v):
 def _conv_channels(
     zx_row, cs_row, w_ptr, b_ptr, ch, mask, s_cs_d, W: tl.constexpr, HAS_BIAS: tl.constexpr
 ):
-    """Depthwise conv over channels `ch` (any shape) for one request; shifts its conv state."""
+    """Depthwise conv over channels `ch` (any shape) for one request; shifts its conv state.
+
+    Every state value is read before the barrier and written after it: a tile's layout may
+    hold one element in several threads, and without the barrier one thread's shifted
+    write could land before another thread's read (seen as wrong results with 8 warps)."""
     new = tl.load(zx_row + ch, mask=mask, other=0.0)
     acc = new.to(tl.float32) * tl.load(w_ptr + ch * W + (W - 1), mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(b_ptr + ch, mask=mask, other=0.0).to(tl.float32)
-    prev = tl.load(cs_row + ch * s_cs_d, mask=mask, other=0.0)
-    for j in tl.static_range(W - 1):
-        acc += prev.to(tl.float32) * tl.load(w_ptr + ch * W + j, mask=mask, other=0.0).to(tl.float32)
-        if j + 1 < W - 1:
-            nxt = tl.load(cs_row + ch * s_cs_d + (j + 1), mask=mask, other=0.0)
-        else:
-            nxt = new.to(prev.dtype)
-        tl.store(cs_row + ch * s_cs_d + j, nxt, mask=mask)
-        prev = nxt
+    s0 = tl.load(cs_row + ch * s_cs_d, mask=mask, other=0.0)
+    acc += s0.to(tl.float32) * tl.load(w_ptr + ch * W, mask=mask, other=0.0).to(tl.float32)
+    if W > 2:
+        s1 = tl.load(cs_row + ch * s_cs_d + 1, mask=mask, other=0.0)
+        acc += s1.to(tl.float32) * tl.load(w_ptr + ch * W + 1, mask=mask, other=0.0).to(tl.float32)
+    if W > 3:
+        s2 = tl.load(cs_row + ch * s_cs_d + 2, mask=mask, other=0.0)
+        acc += s2.to(tl.float32) * tl.load(w_ptr + ch * W + 2, mask=mask, other=0.0).to(tl.float32)
+    tl.debug_barrier()
+    if W == 2:
+        tl.store(cs_row + ch * s_cs_d, new.to(s0.dtype), mask=mask)
+    if W == 3:
+        tl.store(cs_row + ch * s_cs_d, s1, mask=mask)
+        tl.store(cs_row + ch * s_cs_d + 1, new.to(s0.dtype), mask=mask)
+    if W == 4:
+        tl.store(cs_row + ch * s_cs_d, s1, mask=mask)
+        tl.store(cs_row + ch * s_cs_d + 1, s2, mask=mask)
+        tl.store(cs_row + ch * s_cs_d + 2, new.to(s0.dtype), mask=mask)
     # round through the input dtype, as the reference computes the conv in it
     return _silu(acc.to(new.dtype).to(tl.float32)).to(new.dtype).to(tl.float32)
 
@@ -98,6 +111,7 @@ def _decode_kernel(
     s_off = heads[:, None, None] * (P * N) + offs_p[None, :, None] * N + offs_n[None, None, :]
     s_mask = mask_hp[:, :, None] & mask_n[None, None, :]
     S = tl.load(ss_row + s_off, mask=s_mask, other=0.0)
+    tl.debug_barrier()  # all reads of the state before any write (see _conv_channels)
     S = S * tl.exp(dt * A)[:, None, None] + (dt[:, None] * xc)[:, :, None] * Bh[:, None, :]
     tl.store(ss_row + s_off, S, mask=s_mask)
     y = tl.sum(S * Ch[:, None, :], axis=2)  # (BH, BP)
@@ -145,8 +159,8 @@ def mamba2_decode_step_triton(
         raise ValueError("decode step needs unit last strides for zxbcdt/conv_state and a contiguous ssm_state")
     HPG = H // G
     W = conv_weight.shape[-1]
-    if W < 2:
-        raise ValueError(f"conv width must be at least 2, got {W}")
+    if not 2 <= W <= 4:
+        raise ValueError(f"the fused decode step supports conv widths 2 to 4, got {W}")
     weight = conv_weight.reshape(conv_dim, W).contiguous()
     if not (W - 1 == conv_state.shape[-1] and conv_state.shape[1] == conv_dim):
         raise ValueError(f"conv_state must be (slots, {conv_dim}, {W - 1}); got {tuple(conv_state.shape)}")
