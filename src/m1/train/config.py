@@ -91,6 +91,8 @@ class GRPOConfig(RunConfig):
     """Stage 3: GRPO on prompts with verifiable answers. Defaults are M1's recipe."""
 
     model: str = opt("", "hybrid checkpoint directory (the policy)")
+    learning_rate: float = opt(1e-6, "learning rate (M1: 1e-6)")
+    lr_scheduler: str = opt("constant", "learning-rate schedule (M1: constant)")
     prompts: str = opt("", "prompts with gold answers: JSONL/JSON file, directory, or hub dataset id")
     rollout_backend: str = opt("auto", "rollouts from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (engine when importable)")
     num_generations: int = opt(8, "rollouts per prompt")
@@ -99,7 +101,7 @@ class GRPOConfig(RunConfig):
     max_completion_length: int = opt(32768, "longest rollout in tokens (M1: long rollouts were essential)")
     max_prompt_length: int = opt(1024, "longest prompt in tokens (longer prompts are dropped)")
     generation_batch_size: int = opt(128, "rollouts per generation round (the PPO batch), across devices")
-    num_iterations: int = opt(2, "PPO epochs over one generation batch; with mini-batches of batch/2 that is M1's two updates")
+    num_iterations: int = opt(1, "PPO epochs over one generation batch (M1: 1; its two updates come from two mini-batches per batch)")
     mini_batch_size: int = opt(64, "rollouts per optimizer step (per_device_batch_size x devices x grad accumulation)")
     beta: float = opt(0.0, "KL coefficient against the reference model (M1: none)")
     entropy_coef: float = opt(0.01, "entropy bonus coefficient (M1: 0.01)")
@@ -111,6 +113,7 @@ class GRPOConfig(RunConfig):
     dynamic_sampling_tries: int = opt(4, "replacement prompts tried per zero-variance group")
     tis_cap: float = opt(2.0, "truncated importance sampling: weight min(exp(trainer - rollout logprob), cap) per token; 0 disables")
     recipe: str = opt("m1", "preset applied before config/CLI values: m1, dr_grpo or dapo")
+
 
 
 # ---------------------------------------------------------------- YAML + argparse

@@ -63,6 +63,8 @@ def common_args(cfg: RunConfig) -> dict:
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=False,
+        # m1 models are dense; GraniteMoeHybrid's config carries a router coefficient TRL would otherwise apply
+        router_aux_loss_coef=0.0,
     )
 
 
