@@ -56,6 +56,8 @@ class MambaInit:
     A: float = 0.01  # decay rate: exp(-dt * A) per step; small = long memory, like attention
     D: float = 0.0  # skip connection; linear attention has none
     norm_scale: str = "v_rms"  # "v_rms" or "ones"
+    norm_mult: float = 0.25  # attention averages v over positions, so its output is smaller than v
+    conv_scale: float = 1.0  # identity tap of the conv; < 1 keeps silu(conv) in its near-linear range
 
 
 def load_teacher(teacher, dtype: torch.dtype | None = None):
@@ -165,17 +167,22 @@ def _init_mamba_from_attention(mixer, attn, input_norm_w: torch.Tensor, cfg: Hyb
         bias[2 * inner + gn : 2 * inner + 2 * gn] = attn.q_proj.bias
     conv = mixer.conv1d
     conv.weight.zero_()
-    conv.weight[:, 0, -1] = 1.0
+    conv.weight[:, 0, -1] = init.conv_scale
     if conv.bias is not None:
         conv.bias.zero_()
-    mixer.dt_bias.fill_(init.dt + math.log(-math.expm1(-init.dt)))  # inverse softplus
-    mixer.A_log.fill_(math.log(init.A))
+    # silu(eps * u) ~ eps * u / 2 for small eps: y then scales by eps^3 (C, B and x), which dt
+    # restores; A shrinks by the same factor so the per-step decay exp(dt * A) is unchanged.
+    comp = init.conv_scale**-3
+    dt = init.dt * comp
+    mixer.dt_bias.fill_(dt + math.log(-math.expm1(-dt)) if dt < 20 else dt)  # inverse softplus
+    mixer.A_log.fill_(math.log(init.A / comp))
     mixer.D.fill_(init.D)
     if init.norm_scale == "v_rms":
         # E[v_c^2] for a unit-RMS normalised input scaled by the input norm's weight.
-        mixer.norm.weight.copy_(torch.sqrt(((w_x.float() * input_norm_w.float()[None]) ** 2).sum(-1)).to(mixer.norm.weight.dtype))
+        v_rms = torch.sqrt(((w_x.float() * input_norm_w.float()[None]) ** 2).sum(-1))
+        mixer.norm.weight.copy_((init.norm_mult * v_rms).to(mixer.norm.weight.dtype))
     elif init.norm_scale == "ones":
-        mixer.norm.weight.fill_(1.0)
+        mixer.norm.weight.fill_(init.norm_mult)
     else:
         raise ConfigError("norm_scale", f"unknown norm scale {init.norm_scale!r}")
     mixer.out_proj.weight.copy_(attn.o_proj.weight)
