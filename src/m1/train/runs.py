@@ -11,6 +11,18 @@
   restores optimizer, scheduler, RNG and data order, so the losses continue as if the run
   had never stopped (a test checks this to 1e-4).
 - **Final model** goes to ``OUT/final`` (hybrid checkpoint + tokenizer), atomically.
+
+Multi-GPU: every stage is a transformers/TRL Trainer, so accelerate drives it unchanged:
+
+    accelerate launch --num_processes 8 -m m1.cli sft --config configs/sft.yaml ...        # DDP
+    accelerate launch --use_fsdp --fsdp_transformer_layer_cls_to_wrap DecoderLayer \
+        --num_processes 8 -m m1.cli distill --config configs/distill.yaml ...              # FSDP
+
+Distillation's LM-head use happens inside the student's forward (``chunked_loss``), which
+is what DDP's gradient hooks and FSDP's parameter gathering need; the frozen teacher is
+replicated per process, unwrapped. GRPO sizes its accumulation from ``WORLD_SIZE`` so
+``mini_batch_size`` stays the global mini-batch. Only single-process CPU runs are tested
+here; multi-process runs were not exercised in this issue.
 """
 
 from __future__ import annotations
