@@ -38,6 +38,7 @@ class Difficulty:
     max_steps: int
     max_value: int = 99
     max_operand: int = 9
+    ops: tuple[str, ...] = ("add", "sub", "mul", "div")
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
@@ -113,7 +114,7 @@ def sample_problem(rng: random.Random, difficulty: str) -> Problem:
     start = value = rng.randint(1, d.max_value)
     ops_text, lines = [], []
     for i in range(n_steps):
-        choices = {op: ks for op in _OPS if (ks := _valid_operands(op, value, d))}
+        choices = {op: ks for op in d.ops if (ks := _valid_operands(op, value, d))}
         op = rng.choice(sorted(choices))
         k = rng.choice(choices[op])
         new = _apply(op, value, k)

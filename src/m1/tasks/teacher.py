@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -87,6 +88,7 @@ def train_teacher(
     tokenizer: PreTrainedTokenizerBase,
     train: dict[str, list[Problem]],
     cfg: TeacherConfig,
+    callback: Callable[[int, LlamaForCausalLM], None] | None = None,
 ) -> TrainLog:
     """Train on ``train`` (difficulty -> problems) with loss on the assistant turn only."""
     encoded: dict[str, list[Example]] = {d: [encode_example(tokenizer, p) for p in ps] for d, ps in train.items()}
@@ -119,6 +121,8 @@ def train_teacher(
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             out.losses.append((step, value))
             log.debug("step %d loss %.4f", step, value)
+        if callback is not None:
+            callback(step, model)
     bar.close()
     out.seconds = time.perf_counter() - start
     model.eval()
