@@ -196,6 +196,8 @@ class HybridConfig(GraniteMoeHybridConfig):
             logits_scaling=1.0,
             num_local_experts=0,
             num_experts_per_tok=0,
+            router_aux_loss_coef=0.0,  # dense: no router, so trainers must add no router loss
+            output_router_logits=False,
             hidden_act="silu",
             **extra,
         )

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from m1.config import HybridConfig
 from m1.layers.attention import Attention
@@ -113,7 +113,12 @@ class HybridModel(HybridPreTrainedModel):
         cache=None,
         inputs_embeds=None,
         cu_seqlens=None,
-    ) -> torch.Tensor:
+        past_key_values=None,
+        use_cache=None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Final hidden states. Extra keywords that trainers pass (`use_cache`, ...) are accepted and unused."""
+        cache = cache if cache is not None else past_key_values
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, l = hidden.shape[:2]
         past = _past_length(cache, self.config)
@@ -147,7 +152,7 @@ class HybridModel(HybridPreTrainedModel):
                 hidden = torch.utils.checkpoint.checkpoint(lambda h, lay=layer, kw=kwargs: lay(h, **kw), hidden, use_reentrant=False)
             else:
                 hidden = layer(hidden, **kwargs)
-        return self.norm(hidden)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden))
 
 
 class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
@@ -177,8 +182,16 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         use_cache=None,
         logits_to_keep: int = 0,
         cu_seqlens=None,
+        chunked_loss=None,
         **kwargs,
     ):
+        """Causal-LM forward.
+
+        `chunked_loss(hidden, lm_head) -> Tensor`, when given, replaces the logits: the loss
+        is computed from the final hidden states in pieces (see `m1.train.losses`), so
+        (sequence x vocab) logits never sit in memory at once. Keeping the LM head's use
+        inside this forward is what DDP and FSDP need (FSDP un-shards only inside forward).
+        """
         cache = cache if cache is not None else past_key_values
         hidden = self.model(
             input_ids=input_ids,
@@ -187,7 +200,9 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             cu_seqlens=cu_seqlens,
-        )
+        ).last_hidden_state
+        if chunked_loss is not None:
+            return CausalLMOutputWithPast(loss=chunked_loss(hidden, self.lm_head))
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
