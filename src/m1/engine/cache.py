@@ -150,8 +150,8 @@ class EngineCache:
             return
         idx = torch.tensor(dst, device=next(iter(self.conv.values()), torch.empty(0)).device) if self.conv else None
         for i in self.conv:
-            self.conv[i].index_copy_(0, idx, self.conv[i][src].expand(len(dst), *self.conv[i].shape[1:]).contiguous())
-            self.ssm[i].index_copy_(0, idx, self.ssm[i][src].expand(len(dst), *self.ssm[i].shape[1:]).contiguous())
+            self.conv[i].index_copy_(0, idx, self.conv[i][src].expand(len(dst), *self.conv[i].shape[1:]).clone())
+            self.ssm[i].index_copy_(0, idx, self.ssm[i][src].expand(len(dst), *self.ssm[i].shape[1:]).clone())
 
     def copy_block(self, src: int, dst: list[int]) -> None:
         """Copy KV block `src` into each of `dst` (copy-on-write of a prompt's partial last block)."""

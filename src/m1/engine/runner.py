@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from m1.engine.cache import EngineCache
-from m1.engine.mamba_step import choose_decode_step
 from m1.engine.paged_attention import paged_decode
 from m1.engine.sampler import sample
 from m1.layers.rope import apply_rotary
+from m1.ops.decode import mamba2_decode_step
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,10 @@ class ModelRunner:
             piece = torch.tensor(ids[start : start + chunk], device=self.device)
             L = piece.numel()
             positions = torch.arange(start, start + L, device=self.device)
-            blk = torch.tensor(blocks, device=self.device)[positions // self.bs]
-            slot_mapping = blk * self.bs + positions % self.bs
+            slot_mapping = None
+            if blocks:
+                blk = torch.tensor(blocks, device=self.device)[positions // self.bs]
+                slot_mapping = blk * self.bs + positions % self.bs
             hidden = m.embed_tokens(piece)[None]
             rope = m.rotary_emb(positions[None], hidden.dtype)
             for layer in m.layers:
@@ -133,12 +135,19 @@ class ModelRunner:
         y, ssm_final = ssd_chunked(
             x.reshape(b, L, mx.num_heads, mx.head_dim), mx._dt(dt_raw), -torch.exp(mx.A_log.float()),
             B.reshape(b, L, mx.n_groups, mx.state_size), C.reshape(b, L, mx.n_groups, mx.state_size),
-            mx.D, initial_state=prev_ssm, chunk_size=mx.chunk_size,
+            mx.D, initial_state=prev_ssm, chunk_size=self._ssd_chunk(mx.chunk_size, L),
         )
         conv_pool[slot].copy_(conv_final[0])
         ssm_pool[slot].copy_(ssm_final[0])
         y = mx.norm(y.reshape(b, L, mx.inner), z)
         return mx.out_proj(y.to(h.dtype))
+
+    def _ssd_chunk(self, chunk: int, L: int) -> int:
+        """On CPU a short piece need not be padded to the model's chunk (same maths, less work);
+        GPU kernels keep the model's chunk size."""
+        if self.device.type == "cuda":
+            return chunk
+        return min(chunk, max(8, 1 << (L - 1).bit_length()))
 
     # ---- decode ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -157,13 +166,12 @@ class ModelRunner:
         max_blocks = None if max_ctx is None else -(-max_ctx // self.bs)
         hidden = m.embed_tokens(tok)  # (b, D)
         cos, sin = m.rotary_emb(pos[:, None], hidden.dtype)  # (b, 1, d)
-        step = choose_decode_step() if self.config.mamba_layers else None
         for layer in m.layers:
             h = layer.input_layernorm(hidden)
             if layer.is_attention:
                 h = self._decode_attention(layer.self_attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks)
             else:
-                h = self._decode_mamba(step, layer.mamba, h, slot_ids)
+                h = self._decode_mamba(layer.mamba, h, slot_ids)
             hidden = hidden + h
             hidden = hidden + layer.shared_mlp(layer.post_attention_layernorm(hidden))
         logits = self.model.lm_head(m.norm(hidden)).float()
@@ -187,8 +195,9 @@ class ModelRunner:
         out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks)
         return attn.o_proj(out.reshape(b, -1))
 
-    def _decode_mamba(self, step, mx, h, slot_ids):
-        y = step(
+    def _decode_mamba(self, mx, h, slot_ids):
+        # The fused op (m1.ops.decode): Triton on CUDA, composed references elsewhere; it logs its choice.
+        y = mamba2_decode_step(
             mx.in_proj(h), self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], slot_ids,
             mx.conv1d.weight.squeeze(1), mx.conv1d.bias, mx.dt_bias, -torch.exp(mx.A_log.float()), mx.D, mx.norm.weight,
             n_heads=mx.num_heads, head_dim=mx.head_dim, n_groups=mx.n_groups, state_size=mx.state_size,

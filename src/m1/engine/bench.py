@@ -1,0 +1,388 @@
+"""`m1 bench`: decode throughput of the hybrid shapes against a same-size transformer.
+
+What it measures, in one process on one GPU:
+1. copy bandwidth (device-to-device copy, bytes read + written): the roofline's ceiling;
+2. steady-state decode steps of our engine at each (batch, context) that fits the memory
+   budget: the captured decode graph replayed over sequences whose KV blocks and states
+   hold random data (context c means every row attends to c positions);
+3. the integration of those step times into throughput for prompt 256 + generation G
+   under continuous batching (rows' contexts spread evenly over [256, 256 + G]), at each
+   model's best batch;
+4. one real end-to-end `Engine.generate` run per model to validate the integration;
+5. `transformers.generate` at batch 64, 256 + 256, as the baseline.
+
+Every point is one JSON record (model, engine, batch, prompt_len, gen_len or context,
+tokens_per_s, step_ms, peak_memory_gb, bytes_per_step, roofline_fraction, param_count,
+device, versions, date). roofline_fraction = the bytes a decode step must move (weights,
+KV read, Mamba state read + write, logits written and read once) / step time / copy
+bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CONTEXTS = [256, 1024, 2048, 4096, 8192, 16384]
+GENS = [4096, 8192, 16384]
+MODELS = ["llama-3.2-3b", "m1-3b", "m1-3b-s128"]
+PROMPT = 256
+
+
+@dataclass
+class Env:
+    device: str
+    versions: dict
+    date: str
+    bandwidth: float  # bytes/s
+
+
+def _env(bandwidth: float) -> Env:
+    import transformers
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    try:
+        import triton
+
+        versions["triton"] = triton.__version__
+    except ImportError:  # a CPU run: recorded as absent, nothing chosen from it
+        versions["triton"] = None
+    try:
+        versions["m1_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        versions["m1_commit"] = None
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return Env(dev, versions, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), bandwidth)
+
+
+def copy_bandwidth(gib: float = 4.0) -> float:
+    """Bytes/s of a large device-to-device copy, counting bytes read plus bytes written (median of 20)."""
+    n = int(gib * 2**30) // 2
+    a = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    times = []
+    for i in range(25):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        e.synchronize()
+        if i >= 5:
+            times.append(s.elapsed_time(e) / 1e3)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n * 2 / sorted(times)[len(times) // 2]
+
+
+def build_model(name: str, dtype=torch.bfloat16):
+    from m1.config import HybridConfig
+    from m1.modeling import HybridForCausalLM
+
+    cfg = HybridConfig.from_name(name)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = HybridForCausalLM(cfg)
+    return model.to(dtype).eval()
+
+
+def weight_bytes(model) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def step_bytes(model, engine, batch: int, context: int) -> int:
+    """The minimum a decode step moves: weights once, KV of `context` positions per row,
+    Mamba state read + written per row, logits written and read once (bf16)."""
+    lay = engine.layout
+    logits = batch * model.config.vocab_size * 2 * 2
+    return weight_bytes(model) + batch * context * lay.kv_bytes_per_token + 2 * batch * lay.state_bytes_per_slot + logits
+
+
+class DecodeTimer:
+    """Times captured decode steps of `engine` for rows whose context is `context`."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        r = engine.runner
+        g = torch.Generator(device="cuda").manual_seed(1)
+        for t in list(engine.cache.k.values()) + list(engine.cache.v.values()):
+            t.normal_(generator=g)  # random data, never zeros: zeros can time faster than real data
+        for t in engine.cache.conv.values():
+            t.normal_(generator=g)
+        for t in engine.cache.ssm.values():
+            t.normal_(std=0.1, generator=g)
+        r.temperature.fill_(0.7)
+        r.top_p.fill_(1.0)
+        r.top_k.zero_()
+        r.key.copy_(torch.randint(0, 2**31, r.key.shape, device="cuda", generator=g))
+        r.tok.copy_(torch.randint(0, engine.model.config.vocab_size, r.tok.shape, device="cuda", generator=g))
+
+    def fits(self, batch: int, context: int, steps: int) -> bool:
+        lay = self.engine.layout
+        if batch > lay.num_slots or context + steps > lay.max_model_len:
+            return False
+        return not self.engine.has_kv or batch * math.ceil((context + steps) / lay.block_size) <= lay.usable_blocks
+
+    def time(self, batch: int, context: int, steps: int = 12, warmup: int = 3) -> float:
+        """Median seconds per decode step (graph replay) at this batch and context."""
+        eng, r = self.engine, self.engine.runner
+        bs = eng.layout.block_size
+        per_seq = math.ceil((context + steps + warmup) / bs)
+        if eng.has_kv:
+            blocks = torch.arange(1, 1 + batch * per_seq, dtype=torch.int32, device="cuda").view(batch, per_seq)
+            r.block_table[:batch].zero_()
+            r.block_table[:batch, :per_seq] = blocks  # distinct blocks per row: every read comes from HBM
+        slot_ids = torch.arange(batch, device="cuda")
+        r.pos[:batch] = context - 1 - warmup  # after warm-up, each row attends to `context` positions
+        for _ in range(warmup):
+            eng.graphs.run(slot_ids, False)
+        times = []
+        for _ in range(steps):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            eng.graphs.run(slot_ids, False)
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) / 1e3)
+        return sorted(times)[len(times) // 2]
+
+
+def interp_step(points: dict[int, float], c: float) -> float:
+    """Step time at context c, linear between measured contexts (extrapolated from the last two)."""
+    cs = sorted(points)
+    if len(cs) == 1:
+        return points[cs[0]]
+    for a, b in zip(cs[:-1], cs[1:]):
+        if c <= b or b == cs[-1]:
+            return points[a] + (points[b] - points[a]) * (c - a) / (b - a)
+    raise AssertionError
+
+
+def integrate(points: dict[int, float], batch: int, gen: int, prefill_s: float, n: int = 64) -> tuple[float, float]:
+    """(tokens/s, mean step s) for `batch` rows generating `gen` tokens after a 256 prompt, contexts spread
+    over [256, 256 + gen] as under continuous batching; prefill of each prompt is paid once."""
+    cs = [PROMPT + gen * (i + 0.5) / n for i in range(n)]
+    mean_step = sum(interp_step(points, c) for c in cs) / n
+    return batch * gen / (gen * mean_step + batch * prefill_s), mean_step
+
+
+def _record(env: Env, model_name: str, model, **fields) -> dict:
+    rec = dict(model=model_name, engine=fields.pop("engine", "m1"), param_count=sum(p.numel() for p in {p.data_ptr(): p for p in model.parameters()}.values()),
+               device=env.device, versions=env.versions, date=env.date, copy_bandwidth_gbs=env.bandwidth / 1e9)
+    rec.update(fields)
+    return rec
+
+
+def _write(out: Path, name: str, records: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(records, indent=1))
+
+
+def prefill_seconds(engine, n: int = 8) -> float:
+    """Seconds to prefill one 256-token prompt (mean over n, after one warm-up)."""
+    r = engine.runner
+    ids = torch.randint(0, engine.model.config.vocab_size, (PROMPT,)).tolist()
+    blocks = list(range(1, 1 + math.ceil(PROMPT / engine.layout.block_size))) if engine.has_kv else []
+    r.prefill(ids, 0, blocks, engine.prefill_chunk)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        r.prefill(ids, 0, blocks, engine.prefill_chunk)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
+
+
+def run_e2e(engine, batch: int, gen: int) -> tuple[float, float]:
+    """Real `Engine.generate`: batch random 256-token prompts, `gen` tokens each. Returns (tokens/s, seconds)."""
+    from m1.engine import SamplingParams
+
+    g = torch.Generator().manual_seed(2)
+    prompts = torch.randint(0, engine.model.config.vocab_size, (batch, PROMPT), generator=g).tolist()
+    params = SamplingParams(temperature=0.7, max_tokens=gen, ignore_eos=True, seed=0)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    outs = engine.generate(prompts, params, use_tqdm=False)
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    n = sum(len(o.outputs[0].token_ids) for o in outs)
+    assert n == batch * gen, f"end-to-end run produced {n} tokens, expected {batch * gen}"
+    return n / dt, dt
+
+
+def hf_baseline(name: str, batch: int = 64, gen: int = 256) -> tuple[float, float]:
+    """transformers.generate, greedy, 256 + 256, on the model class transformers itself serves:
+    LlamaForCausalLM for the teacher shape, our HybridForCausalLM (GenerationMixin) for hybrids."""
+    if name == "llama-3.2-3b":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from m1.config import NAMED_SHAPES
+
+        s = NAMED_SHAPES[name]
+        cfg = LlamaConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+                          num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
+                          num_key_value_heads=s.num_key_value_heads, rope_parameters=dict(s.rope_parameters),
+                          tie_word_embeddings=True, max_position_embeddings=s.max_position_embeddings)
+        with torch.device("cuda"):
+            model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    else:
+        model = build_model(name)
+    ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT), device="cuda")
+    kw = dict(max_new_tokens=gen, min_new_tokens=gen, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        model.generate(ids[:, :16], max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate(ids, **kw)
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    n = (out.shape[1] - PROMPT) * batch
+    del model
+    torch.cuda.empty_cache()
+    return n / dt, dt
+
+
+def bench_model(name: str, args, env: Env, out: Path) -> dict:
+    from m1.engine import Engine
+
+    torch.cuda.reset_peak_memory_stats()
+    model = build_model(name)
+    wb = weight_bytes(model)
+    total = torch.cuda.get_device_properties(0).total_memory
+    budget = args.memory_gb * 2**30 - wb - args.workspace_gb * 2**30  # the same total for every model
+    max_batch = max(args.batches)
+    if name == "m1-3b-s128":
+        max_batch = min(max_batch, args.s128_max_batch)
+    max_len = PROMPT + max(args.gens) + 64
+    engine = Engine(model, max_batch_size=max_batch, max_model_len=max_len, memory_budget_gb=budget / 2**30)
+    log.info("%s: %.2f GB weights, cache budget %.1f GiB of %.1f GiB device", name, wb / 1e9, budget / 2**30, total / 2**30)
+    timer = DecodeTimer(engine)
+    steps: dict[int, dict[int, float]] = {}
+    records = []
+    for b in sorted(args.batches):
+        for c in args.contexts:
+            if not timer.fits(b, c, 16):
+                continue
+            t = timer.time(b, c)
+            steps.setdefault(b, {})[c] = t
+            nbytes = step_bytes(model, engine, b, c)
+            rec = _record(env, name, model, batch=b, context=c, prompt_len=None, gen_len=None, tokens_per_s=b / t, step_ms=t * 1e3,
+                          peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
+                          roofline_fraction=nbytes / t / env.bandwidth, kind="decode_step")
+            records.append(rec)
+            log.info("%s b=%d c=%d: %.2f ms/step, %.0f tok/s, roofline %.2f", name, b, c, t * 1e3, b / t, rec["roofline_fraction"])
+    _write(out, f"engine_steps_{name}.json", records)
+    prefill_s = prefill_seconds(engine)
+    integ = []
+    for gen in args.gens:
+        best = None
+        for b, pts in steps.items():
+            if not timer.fits(b, PROMPT + gen, 0) or len(pts) < 2:
+                continue
+            tps, mean_step = integrate(pts, b, gen, prefill_s)
+            if best is None or tps > best[1]:
+                best = (b, tps, mean_step)
+        if best is None:
+            continue
+        b, tps, mean_step = best
+        c_mid = PROMPT + gen / 2
+        nbytes = step_bytes(model, engine, b, int(c_mid))
+        integ.append(_record(env, name, model, batch=b, prompt_len=PROMPT, gen_len=gen, tokens_per_s=tps, step_ms=mean_step * 1e3,
+                             peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
+                             roofline_fraction=nbytes / mean_step / env.bandwidth, prefill_ms_per_prompt=prefill_s * 1e3,
+                             kind="integrated", note="best batch; step times integrated over contexts [256, 256+gen]"))
+    _write(out, f"engine_throughput_{name}.json", integ)
+    e2e = []
+    if args.e2e_gen:
+        want = args.e2e_batch if name != "llama-3.2-3b" else max((b for b in steps if timer.fits(b, PROMPT + args.e2e_gen, 0)), default=0)
+        if want and timer.fits(want, PROMPT + args.e2e_gen, 0) and want in steps:
+            engine.graphs.clear()
+            tps, dt = run_e2e(engine, want, args.e2e_gen)
+            pred, mean_step = integrate(steps[want], want, args.e2e_gen, prefill_s)
+            e2e.append(_record(env, name, model, batch=want, prompt_len=PROMPT, gen_len=args.e2e_gen, tokens_per_s=tps,
+                               step_ms=dt / args.e2e_gen * 1e3, peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9,
+                               bytes_per_step=step_bytes(model, engine, want, PROMPT + args.e2e_gen // 2),
+                               roofline_fraction=None, predicted_tokens_per_s=pred, agreement=tps / pred, kind="end_to_end", seconds=dt))
+            log.info("%s e2e b=%d gen=%d: %.0f tok/s measured, %.0f predicted (%.3f)", name, want, args.e2e_gen, tps, pred, tps / pred)
+        # batch 64, 256 + 256: the comparison point for transformers.generate
+        if timer.fits(64, PROMPT + 256, 0):
+            engine.graphs.clear()
+            tps, dt = run_e2e(engine, 64, 256)
+            e2e.append(_record(env, name, model, batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
+                               peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=None, roofline_fraction=None,
+                               kind="end_to_end", seconds=dt))
+        _write(out, f"engine_e2e_{name}.json", e2e)
+    summary = {"steps": steps, "integrated": integ, "e2e": e2e}
+    del engine, timer, model
+    torch.cuda.empty_cache()
+    return summary
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="m1 bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=MODELS, help="named shapes (HybridConfig.from_name)")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 128, 256, 512, 1024])
+    ap.add_argument("--contexts", nargs="+", type=int, default=CONTEXTS)
+    ap.add_argument("--gens", nargs="+", type=int, default=GENS)
+    ap.add_argument("--memory-gb", type=float, default=128.0, help="total device memory each model may use (weights + cache + workspace)")
+    ap.add_argument("--workspace-gb", type=float, default=12.0, help="held back for activations, logits and graphs")
+    ap.add_argument("--s128-max-batch", type=int, default=512, help="slot cap for m1-3b-s128, whose state is 35 MB a slot")
+    ap.add_argument("--e2e-gen", type=int, default=4096, help="generation length of the validation run (0 skips)")
+    ap.add_argument("--e2e-batch", type=int, default=256, help="batch of the hybrids' validation run")
+    ap.add_argument("--baseline", nargs="*", default=["llama-3.2-3b", "m1-3b"], help="shapes run through transformers.generate")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        ap.error("needs a CUDA device")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    bw = copy_bandwidth()
+    env = _env(bw)
+    log.info("device %s, copy bandwidth %.2f TB/s", env.device, bw / 1e12)
+    summaries = {}
+    for name in args.models:
+        summaries[name] = bench_model(name, args, env, args.out)
+    base = []
+    for name in args.baseline:
+        tps, dt = hf_baseline(name)
+        ours = next((r["tokens_per_s"] for r in summaries.get(name, {}).get("e2e", []) if r["batch"] == 64 and r["gen_len"] == 256), None)
+        base.append(dict(model=name, engine="transformers.generate", batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps,
+                         seconds=dt, m1_engine_tokens_per_s=ours, speedup=None if ours is None else ours / tps,
+                         device=env.device, versions=env.versions, date=env.date))
+        log.info("transformers.generate %s: %.0f tok/s (m1 engine %s)", name, tps, ours)
+        _write(args.out, "engine_baseline.json", base)
+    _print_summary(summaries, base)
+    return 0
+
+
+def _print_summary(summaries: dict, base: list[dict]) -> None:
+    print("\nmodel            gen    best_b   tok/s     roofline")
+    for name, s in summaries.items():
+        for r in s["integrated"]:
+            print(f"{name:<16} {r['gen_len']:<6} {r['batch']:<8} {r['tokens_per_s']:<9.0f} {r['roofline_fraction']:.2f}")
+    ref = {r["gen_len"]: r["tokens_per_s"] for r in summaries.get("llama-3.2-3b", {}).get("integrated", [])}
+    for name, s in summaries.items():
+        if name != "llama-3.2-3b":
+            for r in s["integrated"]:
+                if r["gen_len"] in ref:
+                    print(f"ratio {name}/llama at gen {r['gen_len']}: {r['tokens_per_s'] / ref[r['gen_len']]:.2f}x")
+    for name, s in summaries.items():
+        for r in s["e2e"]:
+            print(f"e2e {name} b={r['batch']} gen={r['gen_len']}: {r['tokens_per_s']:.0f} tok/s"
+                  + (f" (predicted {r['predicted_tokens_per_s']:.0f}, ratio {r['agreement']:.3f})" if "agreement" in r else ""))
+    for r in base:
+        print(f"transformers.generate {r['model']}: {r['tokens_per_s']:.0f} tok/s; m1 engine {r['m1_engine_tokens_per_s']}; speedup {r['speedup']}")

@@ -1,0 +1,65 @@
+"""Tiny fp32 models of each layer mix, and a character tokenizer, shared by the engine tests."""
+
+import pytest
+import torch
+
+from m1.convert import convert_from_transformer
+from tests.helpers import tiny_llama
+
+VOCAB = 97
+KINDS = {"hybrid": [1], "attention": [0, 1, 2], "mamba": []}
+
+
+def make_model(kind: str, seed: int = 0):
+    teacher = tiny_llama(layers=3, seed=seed, vocab=VOCAB)
+    model = convert_from_transformer(teacher, attention_layers=KINDS[kind], init="random", seed=seed).float().eval()
+    # Random Mamba init has tiny dt; give the state real memory so a leak would show.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            if not layer.is_attention:
+                layer.mamba.dt_bias.fill_(0.5)
+                layer.mamba.conv1d.weight.normal_(0, 0.5)
+    model.config.eos_token_id = None
+    return model
+
+
+class CharTokenizer:
+    """id i <-> one printable character; enough for stop strings and streaming text."""
+
+    eos_token_id = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) - 33 for c in text]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(33 + i) for i in ids)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only add sync overhead (and thrash a shared 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def models():
+    return {k: make_model(k) for k in KINDS}
+
+
+@pytest.fixture
+def tokenizer():
+    return CharTokenizer()
+
+
+def full_logits(model, prompt, completion):
+    with torch.no_grad():
+        logits = model(torch.tensor([list(prompt) + list(completion)])).logits[0].float()
+    return logits[len(prompt) - 1 : len(prompt) + len(completion) - 1]
+
+
+def prompts_of(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]

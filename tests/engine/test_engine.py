@@ -1,0 +1,184 @@
+"""The engine against the model's own full forward (CPU, fp32), and its batching behaviour."""
+
+import pytest
+import torch
+
+from m1.engine import Engine, SamplingParams
+from tests.engine.conftest import KINDS, full_logits, prompts_of
+
+# Prompt lengths cross block (16) and prefill-chunk (8 here) boundaries.
+LENGTHS = [1, 5, 16, 23, 40]
+
+
+def engine(model, **kw):
+    kw.setdefault("max_batch_size", 4)
+    kw.setdefault("max_model_len", 96)
+    kw.setdefault("prefill_chunk", 8)
+    kw.setdefault("poll_interval", 3)
+    return Engine(model, **kw)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_greedy_equals_full_forward_argmax(models, kind):
+    model = models[kind]
+    prompts = prompts_of(LENGTHS)
+    outs = engine(model).generate(prompts, SamplingParams(temperature=0, max_tokens=20), use_tqdm=False)
+    for p, o in zip(prompts, outs):
+        c = o.outputs[0]
+        assert c.finish_reason == "length" and len(c.token_ids) == 20
+        logits = full_logits(model, p, c.token_ids)
+        assert c.token_ids == logits.argmax(-1).tolist()
+        ref = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(c.logprobs), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_logprobs_match_full_forward(models, kind, temperature):
+    model = models[kind]
+    prompts = prompts_of([7, 30])
+    params = SamplingParams(n=3, temperature=temperature, max_tokens=16, seed=1)
+    outs = engine(model).generate(prompts, params, use_tqdm=False)
+    for p, o in zip(prompts, outs):
+        for c in o.outputs:
+            logits = full_logits(model, p, c.token_ids)
+            ref = torch.log_softmax(logits / temperature, -1).gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
+            assert (torch.tensor(c.logprobs) - ref).abs().max() <= 1e-4
+        assert len({tuple(c.token_ids) for c in o.outputs}) > 1  # the samples differ
+
+
+@pytest.mark.parametrize("kind", ["hybrid", "mamba"])
+def test_mixed_lengths_equal_each_alone(models, kind):
+    model = models[kind]
+    prompts = prompts_of([3, 37, 1, 25])
+    eng = engine(model, max_batch_size=8)
+    for params in (SamplingParams(temperature=0, max_tokens=8), SamplingParams(temperature=1.0, max_tokens=8, seed=5)):
+        together = eng.generate(prompts, params, use_tqdm=False)
+        for i, p in enumerate(prompts):
+            # Alone, but with the request index it had, so its random stream is the same.
+            alone = eng.generate([[0]] * i + [p], [SamplingParams(max_tokens=1)] * i + [params], use_tqdm=False)[i]
+            assert alone.outputs[0].token_ids == together[i].outputs[0].token_ids
+
+
+def test_seeds_reproduce_and_do_not_depend_on_batching(models):
+    model = models["hybrid"]
+    prompts = prompts_of([9, 21])
+    params = SamplingParams(n=5, temperature=0.9, top_p=0.9, top_k=20, max_tokens=8, seed=123)
+    a = engine(model, max_batch_size=16).generate(prompts, params, use_tqdm=False)
+    b = engine(model, max_batch_size=3, poll_interval=1).generate(prompts, params, use_tqdm=False)  # n > slots: re-prefills
+    c = engine(model).generate(prompts, SamplingParams(n=5, temperature=0.9, top_p=0.9, top_k=20, max_tokens=8, seed=124), use_tqdm=False)
+    ids = lambda outs: [[c.token_ids for c in o.outputs] for o in outs]
+    assert ids(a) == ids(b)
+    assert ids(a) != ids(c)
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(models):
+    model = models["hybrid"]
+    prompts = prompts_of([6, 18])
+    eng = engine(model)
+    greedy = eng.generate(prompts, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+    for params in (SamplingParams(temperature=1.0, top_k=1, max_tokens=8, seed=3), SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=8, seed=3)):
+        outs = eng.generate(prompts, params, use_tqdm=False)
+        assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in greedy]
+
+
+def test_stop_strings_cut_at_the_right_place(models, tokenizer):
+    model = models["hybrid"]
+    eng = engine(model, tokenizer=tokenizer)
+    prompt = "hello_world"
+    base = eng.generate(prompt, SamplingParams(temperature=0, max_tokens=30), use_tqdm=False)[0].outputs[0]
+    stop = base.text[11:13]
+    cut = base.text.find(stop)
+    out = eng.generate(prompt, SamplingParams(temperature=0, max_tokens=30, stop=[stop, "\x7f\x7f\x7f"]), use_tqdm=False)[0].outputs[0]
+    assert out.finish_reason == "stop"
+    assert out.text == base.text[:cut]
+    assert out.token_ids == base.token_ids[: cut + len(stop)]  # up to the token that completed the stop string
+    assert len(out.logprobs) == len(out.token_ids)
+    tok = base.token_ids[4]
+    first = base.token_ids.index(tok)
+    out = eng.generate(prompt, SamplingParams(temperature=0, max_tokens=30, stop_token_ids=[tok]), use_tqdm=False)[0].outputs[0]
+    assert out.finish_reason == "stop" and out.token_ids == base.token_ids[: first + 1]
+
+
+def test_streaming_yields_the_same_text_as_generate(models, tokenizer):
+    model = models["hybrid"]
+    eng = engine(model, tokenizer=tokenizer)
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=25, seed=7, stop=["zz"])
+    full = eng.generate("abc", params, use_tqdm=False)[0]
+    texts, toks, reasons = {}, {}, {}
+    for d in eng.stream("abc", params):
+        texts[d.index] = texts.get(d.index, "") + d.text
+        toks.setdefault(d.index, []).extend(d.token_ids)
+        if d.finish_reason:
+            reasons[d.index] = d.finish_reason
+    for c in full.outputs:
+        assert texts[c.index] == c.text and toks[c.index] == c.token_ids and reasons[c.index] == c.finish_reason
+
+
+def test_200_requests_through_8_slots_all_finish(models):
+    model = models["hybrid"]
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 30, (200,), generator=g).tolist()
+    maxes = torch.randint(1, 12, (200,), generator=g).tolist()
+    params = [SamplingParams(n=1 + i % 3, temperature=0.8, max_tokens=m, seed=i, ignore_eos=True) for i, m in enumerate(maxes)]
+    outs = engine(model, max_batch_size=8, poll_interval=4).generate(prompts_of(lengths), params, use_tqdm=False)
+    assert len(outs) == 200
+    for o, p in zip(outs, params):
+        assert len(o.outputs) == p.n
+        assert all(c.finish_reason == "length" and len(c.token_ids) == p.max_tokens for c in o.outputs)
+
+
+def test_memory_pressure_1000_requests_only_impossible_ones_fail(models):
+    model = models["hybrid"]
+    budget_tokens = 192  # the KV pool holds 12 blocks of 16 tokens: a few sequences at a time
+    from m1.engine.cache import kv_bytes_per_token, state_bytes_per_slot
+
+    budget = state_bytes_per_slot(model.config, torch.float32) * 17 + kv_bytes_per_token(model.config, torch.float32) * (budget_tokens + 16)
+    eng = engine(model, max_batch_size=16, max_model_len=200, poll_interval=4, memory_budget_gb=budget / 2**30)
+    assert eng.layout.usable_blocks == budget_tokens // 16
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 40, (1000,), generator=g).tolist()
+    maxes = torch.randint(1, 16, (1000,), generator=g).tolist()
+    for i in range(3, 1000, 97):
+        maxes[i] = 190  # beyond max_model_len with its prompt
+    for i in range(50, 1000, 101):
+        lengths[i], maxes[i] = 30, 170  # within max_model_len, but more than the whole pool
+    params = [SamplingParams(n=1 + (i % 7 == 0), temperature=0.5, max_tokens=m, seed=i, ignore_eos=True) for i, m in enumerate(maxes)]
+    outs = eng.generate(prompts_of(lengths, seed=2), params, use_tqdm=False)
+    n_err = 0
+    for o, L, p in zip(outs, lengths, params):
+        need = -(-(L + p.max_tokens) // 16)
+        impossible = L + p.max_tokens > 200 or need > budget_tokens // 16
+        for c in o.outputs:
+            if impossible:
+                assert c.finish_reason == "error" and c.error and ("max_model_len" in c.error or "KV blocks" in c.error)
+                n_err += 1
+            else:
+                assert c.finish_reason == "length" and len(c.token_ids) == p.max_tokens
+    assert 0 < n_err < 1000
+    assert eng.generate([[1]], SamplingParams(max_tokens=3, temperature=0), use_tqdm=False)[0].outputs[0].finish_reason == "length"
+
+
+def test_live_weights_are_used(models):
+    model = models["attention"]
+    eng = engine(model)
+    prompt = prompts_of([10])
+    before = eng.generate(prompt, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)[0].outputs[0].token_ids
+    params = list(model.model.layers[-1].parameters())
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p))  # an in-place "training step"
+        after = eng.generate(prompt, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)[0].outputs[0]
+        assert after.token_ids != before
+        assert after.token_ids == full_logits(model, prompt[0], after.token_ids).argmax(-1).tolist()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
+def test_string_prompts_need_a_tokenizer(models):
+    with pytest.raises(ValueError, match="tokenizer"):
+        engine(models["hybrid"]).generate("abc", SamplingParams(max_tokens=2), use_tqdm=False)
