@@ -265,16 +265,16 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
     wb = weight_bytes(model)
     total = torch.cuda.get_device_properties(0).total_memory
     budget = args.memory_gb * 2**30 - wb - args.workspace_gb * 2**30  # the same total for every model
-    max_batch = max(args.batches)
+    batches = args.llama_batches if name == "llama-3.2-3b" else args.batches
     if name == "m1-3b-s128":
-        max_batch = min(max_batch, args.s128_max_batch)
+        batches = [b for b in batches if b <= args.s128_max_batch]
     max_len = PROMPT + max(args.gens) + 64
-    engine = Engine(model, max_batch_size=max_batch, max_model_len=max_len, memory_budget_gb=budget / 2**30)
+    engine = Engine(model, max_batch_size=max(batches), max_model_len=max_len, memory_budget_gb=budget / 2**30, graph_buckets=batches)
     log.info("%s: %.2f GB weights, cache budget %.1f GiB of %.1f GiB device", name, wb / 1e9, budget / 2**30, total / 2**30)
     timer = DecodeTimer(engine)
     steps: dict[int, dict[int, float]] = {}
     records = []
-    for b in sorted(args.batches):
+    for b in sorted(batches):
         for c in args.contexts:
             if not timer.fits(b, c, 16):
                 continue
@@ -310,6 +310,7 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
     e2e = []
     if args.e2e_gen:
         want = args.e2e_batch if name != "llama-3.2-3b" else max((b for b in steps if timer.fits(b, PROMPT + args.e2e_gen, 0)), default=0)
+        want = want if name in args.e2e_models else 0
         if want and timer.fits(want, PROMPT + args.e2e_gen, 0) and want in steps:
             engine.graphs.clear()
             tps, dt = run_e2e(engine, want, args.e2e_gen)
@@ -337,6 +338,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="m1 bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=MODELS, help="named shapes (HybridConfig.from_name)")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 128, 256, 512, 1024])
+    ap.add_argument("--llama-batches", nargs="+", type=int, default=[1, 16, 32, 48, 64, 96, 128, 192],
+                    help="batches for the all-attention shape, dense near its KV memory limits")
+    ap.add_argument("--e2e-models", nargs="*", default=["llama-3.2-3b", "m1-3b"], help="shapes given the long validation run")
     ap.add_argument("--contexts", nargs="+", type=int, default=CONTEXTS)
     ap.add_argument("--gens", nargs="+", type=int, default=GENS)
     ap.add_argument("--memory-gb", type=float, default=128.0, help="total device memory each model may use (weights + cache + workspace)")
@@ -355,10 +359,19 @@ def cli_main(argv: list[str] | None = None) -> int:
     log.info("device %s, copy bandwidth %.2f TB/s", env.device, bw / 1e12)
     summaries = {}
     for name in args.models:
-        summaries[name] = bench_model(name, args, env, args.out)
+        try:
+            summaries[name] = bench_model(name, args, env, args.out)
+        except Exception:  # report and go on to the next shape; the failure is in the log and the summary
+            log.exception("bench of %s failed", name)
+            summaries[name] = {"steps": {}, "integrated": [], "e2e": [], "failed": True}
+        torch.cuda.empty_cache()
     base = []
     for name in args.baseline:
-        tps, dt = hf_baseline(name)
+        try:
+            tps, dt = hf_baseline(name)
+        except Exception:
+            log.exception("transformers.generate baseline of %s failed", name)
+            continue
         ours = next((r["tokens_per_s"] for r in summaries.get(name, {}).get("e2e", []) if r["batch"] == 64 and r["gen_len"] == 256), None)
         base.append(dict(model=name, engine="transformers.generate", batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps,
                          seconds=dt, m1_engine_tokens_per_s=ours, speedup=None if ours is None else ours / tps,

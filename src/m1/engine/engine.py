@@ -38,6 +38,7 @@ class Engine:
         and activations not included). Default: on CUDA, 90% of free device memory less
         a workspace estimate; on CPU, just what max_batch_size x max_model_len can use, up to 4 GiB.
     poll_interval: decode steps between host polls of finished flags.
+    graph_buckets: extra batch sizes to capture decode graphs for (powers of two always are).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Engine:
         prefill_chunk: int = 2048,
         poll_interval: int = 8,
         use_cuda_graphs: bool | None = None,
+        graph_buckets: Sequence[int] | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -71,7 +73,8 @@ class Engine:
         self.use_cuda_graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         if self.use_cuda_graphs and self.device.type != "cuda":
             raise ValueError("use_cuda_graphs: needs a CUDA model")
-        buckets = sorted({min(2**i, max_batch_size) for i in range(max_batch_size.bit_length() + 1)} | {max_batch_size})
+        buckets = {min(2**i, max_batch_size) for i in range(max_batch_size.bit_length() + 1)} | {max_batch_size}
+        buckets = sorted(buckets | {b for b in (graph_buckets or []) if b <= max_batch_size})
         self.graphs = DecodeGraphs(self.runner, buckets) if self.use_cuda_graphs else None
         self._param_sig: tuple[int, ...] | None = None
         eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
