@@ -56,7 +56,7 @@ def tokenizer():
 
 def full_logits(model, prompt, completion):
     with torch.no_grad():
-        logits = model(torch.tensor([list(prompt) + list(completion)])).logits[0].float()
+        logits = model(torch.tensor([list(prompt) + list(completion)], device=model.device)).logits[0].float()
     return logits[len(prompt) - 1 : len(prompt) + len(completion) - 1]
 
 

@@ -32,6 +32,17 @@ def test_triton_paged_decode_matches_reference(dtype, heads, kv_heads, head_dim,
     assert err < 1e-2, err
 
 
+def test_graphs_recaptured_after_parameters_move():
+    model = make_model("hybrid").cuda()
+    eng = Engine(model, max_batch_size=4, max_model_len=64)
+    p = SamplingParams(temperature=0, max_tokens=6)
+    eng.generate([[1, 2, 3]], p, use_tqdm=False)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 2)  # re-allocated
+    out = eng.generate([[1, 2, 3]], p, use_tqdm=False)[0].outputs[0]
+    ref = full_logits(model, [1, 2, 3], out.token_ids).argmax(-1).tolist()
+    assert out.token_ids == ref
+
+
 def test_cuda_graph_decode_equals_eager():
     model = make_model("hybrid").cuda().to(torch.bfloat16)
     prompts = prompts_of([3, 30, 17, 9, 50])
@@ -57,6 +68,7 @@ def test_cuda_engine_matches_full_forward(kind):
         logits = full_logits(model, p, c.token_ids)
         logp = torch.log_softmax(logits, -1)
         chosen = logp.gather(1, torch.tensor(c.token_ids, device="cuda")[:, None])[:, 0]
+        assert c.finish_reason == "length" and len(c.token_ids) == 16
         # Triton dots run in tf32: allow near-ties, but every token must be (near) the argmax.
         assert (logp.max(-1).values - chosen).max() < 1e-2
         assert (chosen.cpu() - torch.tensor(c.logprobs)).abs().max() < 1e-2

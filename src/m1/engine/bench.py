@@ -312,7 +312,6 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
         want = args.e2e_batch if name != "llama-3.2-3b" else max((b for b in steps if timer.fits(b, PROMPT + args.e2e_gen, 0)), default=0)
         want = want if name in args.e2e_models else 0
         if want and timer.fits(want, PROMPT + args.e2e_gen, 0) and want in steps:
-            engine.graphs.clear()
             tps, dt = run_e2e(engine, want, args.e2e_gen)
             pred, mean_step = integrate(steps[want], want, args.e2e_gen, prefill_s)
             e2e.append(_record(env, name, model, batch=want, prompt_len=PROMPT, gen_len=args.e2e_gen, tokens_per_s=tps,
@@ -322,7 +321,6 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
             log.info("%s e2e b=%d gen=%d: %.0f tok/s measured, %.0f predicted (%.3f)", name, want, args.e2e_gen, tps, pred, tps / pred)
         # batch 64, 256 + 256: the comparison point for transformers.generate
         if timer.fits(64, PROMPT + 256, 0):
-            engine.graphs.clear()
             tps, dt = run_e2e(engine, 64, 256)
             e2e.append(_record(env, name, model, batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
                                peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=None, roofline_fraction=None,

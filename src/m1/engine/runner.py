@@ -227,7 +227,12 @@ class DecodeGraphs:
         raise ValueError(f"{n} rows exceed the largest bucket {self.buckets[-1]}")
 
     def clear(self) -> None:
+        """Drop every graph and its memory pool; the next capture starts a fresh pool
+        (re-capturing into a pool whose graphs were freed trips the caching allocator)."""
         self.graphs.clear()
+        self.pool = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
     def _capture(self, b: int, truncate: bool):
         r = self.runner
