@@ -13,7 +13,7 @@ from m1.demo import STAGES, attention_layer_indices
 def test_attention_layers_are_spread_and_end_at_the_last_layer():
     assert attention_layer_indices(4, 0.25) == [3]
     assert attention_layer_indices(8, 0.25) == [3, 7]
-    assert attention_layer_indices(28, 6 / 28) == [3, 8, 13, 18, 22, 27]
+    assert attention_layer_indices(28, 6 / 28) == [3, 8, 13, 17, 22, 27]
     assert attention_layer_indices(4, 1.0) == [0, 1, 2, 3]
 
 

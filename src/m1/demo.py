@@ -51,7 +51,7 @@ class DemoConfig:
             return cls(
                 out=out, quick=True, seed=seed, force=force, threads=threads,
                 n_train=2_000, n_test_easy=200, n_test_hard=1_000, n_eval_easy=64, n_eval_hard=0,
-                teacher=TeacherConfig(steps=60, seed=seed),
+                teacher=TeacherConfig(steps=40, batch_size=16, seed=seed),
             )
         return cls(out=out, seed=seed, force=force, threads=threads, teacher=TeacherConfig(seed=seed))
 
@@ -129,6 +129,7 @@ def stage_teacher(ctx: Context, out: Path) -> dict:
     return {
         "params": train_log.num_params,
         "train_seconds": round(train_log.seconds, 1),
+        "train_cpu_seconds": round(train_log.cpu_seconds, 1),
         "final_loss": train_log.losses[-1][1],
         "config": asdict(ctx.cfg.teacher),
     }
@@ -137,7 +138,7 @@ def stage_teacher(ctx: Context, out: Path) -> dict:
 def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
     """Evenly spaced attention layers ending at the last one, like M1's 3, 8, ..., 27 of 28."""
     k = max(1, round(num_layers * fraction))
-    return sorted({round((i + 1) * num_layers / k) - 1 for i in range(k)})
+    return sorted({(i + 1) * num_layers // k - 1 for i in range(k)})
 
 
 def stage_convert(ctx: Context, out: Path) -> dict:
@@ -267,7 +268,7 @@ def write_report(summary: dict, path: Path) -> None:
         lines += [f"Task: chained small-number arithmetic. Tokenizer vocab {tok['vocab_size']}; hard solutions are {ratio:.1f}x as long as easy ones.", ""]
     teacher = summary["stages"].get("teacher", {})
     if teacher:
-        lines += [f"Teacher: Llama, {teacher['params']:,} parameters, trained {teacher['config']['steps']} steps in {teacher['train_seconds']}s (final loss {teacher['final_loss']:.3f}).", ""]
+        lines += [f"Teacher: Llama, {teacher['params']:,} parameters, trained {teacher['config']['steps']} steps in {teacher['train_seconds']}s wall, {teacher.get('train_cpu_seconds', '?')}s CPU (last logged loss {teacher['final_loss']:.3f}).", ""]
     conv = summary["stages"].get("convert", {})
     if conv:
         lines += [f"Hybrid: attention kept at layers {conv['attention_layers']} of {conv['num_layers']}, Mamba-2 {conv['mamba_shape']}.", ""]
