@@ -332,6 +332,36 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
     return summary
 
 
+def plot(results: Path, out: Path) -> Path:
+    """Decode throughput against batch, one panel per shape, a line per context, with the
+    bandwidth ceiling (batch / (bytes a step must move / copy bandwidth)) dashed beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = sorted(results.glob("engine_steps_*.json"))
+    fig, axes = plt.subplots(1, len(files), figsize=(6 * len(files), 4.5), squeeze=False)
+    for ax, f in zip(axes[0], files):
+        recs = json.loads(f.read_text())
+        for i, c in enumerate(sorted({r["context"] for r in recs})):
+            pts = sorted((r["batch"], r["tokens_per_s"], r["batch"] / (r["bytes_per_step"] / (r["copy_bandwidth_gbs"] * 1e9)))
+                         for r in recs if r["context"] == c)
+            color = f"C{i}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"context {c}")
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], "--", color=color, alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch (sequences decoded at once)")
+        ax.set_ylabel("decode tokens/s")
+        ax.set_title(f"{recs[0]['model']} ({recs[0]['device']}, bf16)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, title="solid: measured, dashed: bandwidth ceiling", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="m1 bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=MODELS, help="named shapes (HybridConfig.from_name)")
@@ -348,7 +378,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e-batch", type=int, default=256, help="batch of the hybrids' validation run")
     ap.add_argument("--baseline", nargs="*", default=["llama-3.2-3b", "m1-3b"], help="shapes run through transformers.generate")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--plot-only", action="store_true", help="only redraw engine_throughput.png from the JSON in --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        print(plot(args.out, args.out / "engine_throughput.png"))
+        return 0
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -377,6 +411,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         log.info("transformers.generate %s: %.0f tok/s (m1 engine %s)", name, tps, ours)
         _write(args.out, "engine_baseline.json", base)
     _print_summary(summaries, base)
+    plot(args.out, args.out / "engine_throughput.png")
     return 0
 
 
