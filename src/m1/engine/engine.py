@@ -1,7 +1,7 @@
 """`Engine`: continuous batching of sampled generation over a hybrid (or pure) model.
 
-The loop: admit waiting samples into free slots (one unpadded prefill per prompt, its
-state forked into the prompt's other samples), then decode every running slot for a
+The loop: admit waiting samples into free slots (the admitted prompts prefilled together,
+packed end to end with `cu_seqlens`, each prompt's state forked into its other samples), then decode every running slot for a
 window of a few steps without looking at the host, then poll the window's tokens
 once, apply stop rules, free finished slots and refill them. On CUDA each decode
 step is a replayed graph; on CPU the same step runs eagerly on reference ops.
@@ -37,6 +37,9 @@ class Engine:
     memory_budget_gb: bytes for the KV block pool and the slot states together (weights
         and activations not included). Default: on CUDA, 90% of free device memory less
         a workspace estimate; on CPU, just what max_batch_size x max_model_len can use, up to 4 GiB.
+    prefill_chunk: longest piece of one prompt prefilled at once (longer prompts continue in later packs).
+    prefill_tokens: most prompt tokens packed into one prefill forward (bounds its activations).
+    max_admit: most prompts admitted per packed-prefill round (bounds the first-token logits held).
     poll_interval: decode steps between host polls of finished flags.
     graph_buckets: extra batch sizes to capture decode graphs for (powers of two always are).
     """
@@ -50,6 +53,8 @@ class Engine:
         memory_budget_gb: float | None = None,
         block_size: int | None = None,
         prefill_chunk: int = 2048,
+        prefill_tokens: int = 8192,
+        max_admit: int = 256,
         poll_interval: int = 8,
         use_cuda_graphs: bool | None = None,
         graph_buckets: Sequence[int] | None = None,
@@ -64,6 +69,8 @@ class Engine:
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size: must be a power of two >= 16, got {self.block_size}")
         self.prefill_chunk = prefill_chunk
+        self.prefill_tokens = max(int(prefill_tokens), 1)
+        self.max_admit = max(int(max_admit), 1)
         self.poll_interval = poll_interval
         budget = self._budget_bytes(memory_budget_gb, max_batch_size)
         self.layout = plan_cache(cfg, self.dtype, max_batch_size, self.max_model_len, budget, self.block_size)
@@ -157,10 +164,8 @@ class Engine:
         left = {r.request_id: len(r.pending) for r in reqs if not r.error}
         while sched.waiting or running:
             finished: list[Running] = []
-            while (adm := sched.admit_next()) is not None:
-                new = self._admit(*adm)
-                for run in new:
-                    (finished if run.out.finish_reason else running).append(run)
+            for run in self._admit_all(sched):
+                (finished if run.out.finish_reason else running).append(run)
             if running:
                 self._decode_window(running, stream)
                 still = []
@@ -193,33 +198,65 @@ class Engine:
             self.graphs.clear()
         self._param_sig = sig
 
-    def _admit(self, req: Request, samples: list[int], slots: list[int], shared: list[int], own: list[list[int]]) -> list[Running]:
-        """Prefill once into the first slot, fork into the rest, and sample each one's first token."""
-        P = len(req.prompt_ids)
-        tables = [shared + o for o in own]
-        for s, t in zip(slots, tables):
-            self.runner.set_block_table(s, t)
-        logits = self.runner.prefill(req.prompt_ids, slots[0], tables[0], self.prefill_chunk)
-        if len(slots) > 1:
-            self.cache.fork_state(slots[0], slots[1:])
-            if self.has_kv and P % self.block_size:
-                self.cache.copy_block(own[0][0], [o[0] for o in own[1:]])
-        p = req.params
-        k = len(slots)
-        keys = [sample_key(req.seed, req.request_id, j) for j in samples]
+    def _admit_all(self, sched: Scheduler) -> list[Running]:
+        """Admit everything that fits now; prefill the admitted prompts packed, at most
+        `max_admit` prompts per round (bounds the first-token logits held at once)."""
+        runs: list[Running] = []
+        while True:
+            adms = []
+            while len(adms) < self.max_admit and (adm := sched.admit_next()) is not None:
+                adms.append(adm)
+            if not adms:
+                return runs
+            runs += self._admit(adms)
+
+    def _admit(self, adms) -> list[Running]:
+        """One packed prefill for the admissions (each prompt into its first slot), fork each into
+        its other slots, and sample every sample's first token."""
+        for req, samples, slots, shared, own in adms:
+            for s, o in zip(slots, own):
+                self.runner.set_block_table(s, shared + o)
+        logits = self.runner.prefill_many([(req.prompt_ids, slots[0], shared + own[0]) for req, _, slots, shared, own in adms],
+                                          self.prefill_chunk, self.prefill_tokens)
+        rows, slots_all, keys, pos, temp, top_p, top_k, trunc = [], [], [], [], [], [], [], []
+        for i, (req, samples, slots, shared, own) in enumerate(adms):
+            P = len(req.prompt_ids)
+            if len(slots) > 1:
+                self.cache.fork_state(slots[0], slots[1:])
+                if self.has_kv and P % self.block_size:
+                    self.cache.copy_block(own[0][0], [o[0] for o in own[1:]])
+            p = req.params
+            for j, s in zip(samples, slots):
+                rows.append(i)
+                slots_all.append(s)
+                keys.append(sample_key(req.seed, req.request_id, j))
+                pos.append(P)
+                temp.append(p.temperature)
+                top_p.append(p.top_p)
+                top_k.append(p.top_k)
+                trunc.append(p.truncates)
         dev = self.device
-        tok, lp = sample(
-            logits[None].expand(k, -1), torch.full((k,), p.temperature, device=dev), torch.full((k,), p.top_p, device=dev),
-            torch.full((k,), p.top_k, dtype=torch.long, device=dev), torch.tensor(keys, device=dev),
-            torch.full((k,), P, dtype=torch.long, device=dev), p.truncates,
-        )
-        toks, lps = tok.tolist(), lp.tolist()
-        self.runner.start_slots(slots, toks, [P] * k, keys, [p.temperature] * k, [p.top_p] * k, [p.top_k] * k)
-        runs = []
-        for j, s, t, blocks, tk, l in zip(samples, slots, tables, own, toks, lps):
-            run = Running(req, req.outputs[j], s, shared + blocks)
-            self._accept(run, [tk], [l])
-            runs.append(run)
+        toks, lps = [0] * len(rows), [0.0] * len(rows)
+        for flag in (False, True):  # each sample draws as it would alone: truncating rows on the sorted path only
+            idx = [r for r in range(len(rows)) if trunc[r] == flag]
+            if not idx:
+                continue
+            sel = lambda xs: [xs[r] for r in idx]  # noqa: E731
+            tok, lp = sample(
+                logits[torch.tensor(sel(rows), device=dev)], torch.tensor(sel(temp), dtype=torch.float32, device=dev),
+                torch.tensor(sel(top_p), dtype=torch.float32, device=dev), torch.tensor(sel(top_k), dtype=torch.long, device=dev),
+                torch.tensor(sel(keys), device=dev), torch.tensor(sel(pos), dtype=torch.long, device=dev), flag,
+            )
+            for r, t, l in zip(idx, tok.tolist(), lp.tolist()):
+                toks[r], lps[r] = t, l
+        self.runner.start_slots(slots_all, toks, pos, keys, temp, top_p, top_k)
+        runs, r = [], 0
+        for req, samples, slots, shared, own in adms:
+            for j, s, blocks in zip(samples, slots, own):
+                run = Running(req, req.outputs[j], s, shared + blocks)
+                self._accept(run, [toks[r]], [lps[r]])
+                runs.append(run)
+                r += 1
         return runs
 
     def _decode_window(self, running: list[Running], stream: bool) -> None:

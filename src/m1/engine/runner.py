@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from m1.engine.cache import EngineCache
+from m1.engine.packed import Piece, attention_groups, packed_causal_conv1d, plan_pieces
 from m1.engine.paged_attention import paged_decode
 from m1.engine.sampler import sample
 from m1.layers.rope import apply_rotary
@@ -70,76 +71,114 @@ class ModelRunner:
     @torch.no_grad()
     def prefill(self, ids: list[int], slot: int, blocks: list[int], chunk: int) -> torch.Tensor:
         """Run one prompt into `slot` and `blocks`; return the last position's logits (V,) fp32."""
+        return self.prefill_many([(ids, slot, blocks)], chunk, budget=chunk)[0]
+
+    @torch.no_grad()
+    def prefill_many(self, prompts: list[tuple[list[int], int, list[int]]], chunk: int, budget: int) -> torch.Tensor:
+        """Prefill prompts (ids, slot, blocks) in packs of at most `budget` tokens (pieces of at most
+        `chunk`); return each prompt's last-position logits (n, V) fp32, in the order given."""
+        out: list[torch.Tensor | None] = [None] * len(prompts)
+        where = {slot: i for i, (_, slot, _) in enumerate(prompts)}
+        if len(where) != len(prompts):
+            raise ValueError("prefill_many: two prompts share a slot")
+        for pack in plan_pieces(prompts, chunk, budget):
+            logits = self.prefill_pack(pack)
+            for piece, row in zip([p for p in pack if p.last], logits):
+                out[where[piece.slot]] = row
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def prefill_pack(self, pack: list[Piece]) -> torch.Tensor:
+        """One forward over the pieces of `pack` laid end to end; returns (pieces with `last`, V) fp32 logits."""
         m = self.model.model
-        hidden_last = None
-        for start in range(0, len(ids), chunk):
-            piece = torch.tensor(ids[start : start + chunk], device=self.device)
-            L = piece.numel()
-            positions = torch.arange(start, start + L, device=self.device)
-            slot_mapping = None
-            if blocks:
-                blk = torch.tensor(blocks, device=self.device)[positions // self.bs]
-                slot_mapping = blk * self.bs + positions % self.bs
-            hidden = m.embed_tokens(piece)[None]
-            rope = m.rotary_emb(positions[None], hidden.dtype)
-            for layer in m.layers:
-                h = layer.input_layernorm(hidden)
-                if layer.is_attention:
-                    h = self._prefill_attention(layer.self_attn, h, rope, slot_mapping, blocks, start)
-                else:
-                    h = self._prefill_mamba(layer.mamba, h, slot, first=start == 0)
-                hidden = hidden + h
-                hidden = hidden + layer.shared_mlp(layer.post_attention_layernorm(hidden))
-            hidden_last = hidden[:, -1]
-        return self.model.lm_head(m.norm(hidden_last))[0].float()
+        dev = self.device
+        lens = [len(p.ids) for p in pack]
+        cu = [0]
+        for n in lens:
+            cu.append(cu[-1] + n)
+        positions = torch.cat([torch.arange(p.start, p.start + n) for p, n in zip(pack, lens)])
+        ids = torch.tensor([t for p in pack for t in p.ids])
+        slot_mapping = None
+        if self.cache.k:
+            maps = [torch.tensor(p.blocks, dtype=torch.long)[positions[a:b] // self.bs] * self.bs + positions[a:b] % self.bs
+                    for p, a, b in zip(pack, cu[:-1], cu[1:])]
+            slot_mapping = torch.cat(maps).to(dev)
+        ctx = _PackCtx(pack, lens, cu, dev)
+        ids, positions = ids.to(dev), positions.to(dev)
+        hidden = m.embed_tokens(ids)[None]  # (1, T, D)
+        rope = m.rotary_emb(positions[None], hidden.dtype)
+        for layer in m.layers:
+            h = layer.input_layernorm(hidden)
+            if layer.is_attention:
+                h = self._pack_attention(layer.self_attn, h, rope, slot_mapping, ctx)
+            else:
+                h = self._pack_mamba(layer.mamba, h, ctx)
+            hidden = hidden + h
+            hidden = hidden + layer.shared_mlp(layer.post_attention_layernorm(hidden))
+        rows = torch.tensor([b - 1 for p, b in zip(pack, cu[1:]) if p.last], dtype=torch.long, device=dev)
+        return self.model.lm_head(m.norm(hidden[0, rows])).float()
 
-    def _prefill_attention(self, attn, h, rope, slot_mapping, blocks, start):
-        b, L, _ = h.shape
-        q = attn.q_proj(h).view(b, L, attn.num_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, L, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, L, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
+    def _pack_attention(self, attn, h, rope, slot_mapping, ctx: "_PackCtx"):
+        T = h.shape[1]
+        H, KVH, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        q = attn.q_proj(h).view(1, T, H, d).transpose(1, 2)
+        k = attn.k_proj(h).view(1, T, KVH, d).transpose(1, 2)
+        v = attn.v_proj(h).view(1, T, KVH, d)
         cos, sin = rope
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = apply_rotary(q, cos, sin)[0].transpose(0, 1)  # (T, H, d)
+        k = apply_rotary(k, cos, sin)[0].transpose(0, 1)  # (T, KVH, d)
+        v = v[0]
         kc, vc = self.cache.k[attn.layer_idx], self.cache.v[attn.layer_idx]
-        flat = (-1, attn.num_kv_heads, attn.head_dim)
-        kc.view(flat).index_copy_(0, slot_mapping, k[0].transpose(0, 1).to(kc.dtype))
-        vc.view(flat).index_copy_(0, slot_mapping, v[0].transpose(0, 1).to(vc.dtype))
-        mask = None
-        if start > 0:  # later chunks of a long prompt: attend to the earlier chunks, gathered from the blocks
-            total = start + L
+        flat = (-1, KVH, d)
+        kc.view(flat).index_copy_(0, slot_mapping, k.to(kc.dtype))
+        vc.view(flat).index_copy_(0, slot_mapping, v.to(vc.dtype))
+        rep = H // KVH
+        out = torch.empty_like(q)
+        for n, lmax, src, dst in ctx.groups:  # fresh pieces: right-padded, causal
+            def pad(t):
+                buf = t.new_zeros(n * lmax, *t.shape[1:])
+                buf[dst] = t[src]
+                return buf.view(n, lmax, *t.shape[1:]).transpose(1, 2)  # (n, heads, lmax, d)
+
+            qq, kk, vv = pad(q), pad(k), pad(v)
+            if rep > 1:
+                kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
+            o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=lmax > 1, scale=attn.scaling)
+            out[src] = o.transpose(1, 2).reshape(n * lmax, H, d)[dst]
+        for i in ctx.continuing:  # later chunks of long prompts: attend over the blocks written so far
+            p, a, b = ctx.pack[i], ctx.cu[i], ctx.cu[i + 1]
+            L, total = b - a, p.start + b - a
             nb = -(-total // self.bs)
-            bt = torch.tensor(blocks[:nb], device=h.device)
-            k = kc[bt].reshape(1, nb * self.bs, *flat[1:])[:, :total].transpose(1, 2)
-            v = vc[bt].reshape(1, nb * self.bs, *flat[1:])[:, :total].transpose(1, 2)
-            mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(start, total, device=h.device)[:, None]
-        rep = attn.num_heads // attn.num_kv_heads
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=L > 1, scale=attn.scaling)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-        return attn.o_proj(out.transpose(1, 2).reshape(b, L, -1))
+            bt = torch.tensor(p.blocks[:nb], device=h.device)
+            kk = kc[bt].reshape(1, nb * self.bs, KVH, d)[:, :total].transpose(1, 2)
+            vv = vc[bt].reshape(1, nb * self.bs, KVH, d)[:, :total].transpose(1, 2)
+            if rep > 1:
+                kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
+            mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(p.start, total, device=h.device)[:, None]
+            o = F.scaled_dot_product_attention(q[a:b].transpose(0, 1)[None], kk.to(q.dtype), vv.to(q.dtype), attn_mask=mask, scale=attn.scaling)
+            out[a:b] = o[0].transpose(0, 1)
+        return attn.o_proj(out.reshape(1, T, H * d))
 
-    def _prefill_mamba(self, mx, h, slot: int, first: bool):
-        from m1.ops import causal_conv1d, ssd_chunked
+    def _pack_mamba(self, mx, h, ctx: "_PackCtx"):
+        from m1.ops import ssd_chunked
 
-        b, L, _ = h.shape
+        T = h.shape[1]
         conv_pool, ssm_pool = self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx]
         z, xBC, dt_raw = mx._split(mx.in_proj(h))
-        conv_w = mx.conv1d.weight.squeeze(1)
-        prev_conv = None if first else conv_pool[slot : slot + 1]
-        prev_ssm = None if first else ssm_pool[slot : slot + 1]
-        xBC_act, conv_final = causal_conv1d(xBC, conv_w, mx.conv1d.bias, initial_state=prev_conv)
-        x, B, C = mx._split_xbc(xBC_act)
+        init_conv = init_ssm = None
+        if ctx.continuing:  # fresh pieces start from zeros, continuing ones from their slot
+            init_conv = torch.where(ctx.cont_mask[:, None, None], conv_pool[ctx.slots], 0)
+            init_ssm = torch.where(ctx.cont_mask[:, None, None, None], ssm_pool[ctx.slots], 0)
+        xBC_act, conv_final = packed_causal_conv1d(xBC[0], mx.conv1d.weight.squeeze(1), mx.conv1d.bias, init_conv, ctx.cu)
+        x, B, C = mx._split_xbc(xBC_act[None])
         y, ssm_final = ssd_chunked(
-            x.reshape(b, L, mx.num_heads, mx.head_dim), mx._dt(dt_raw), -torch.exp(mx.A_log.float()),
-            B.reshape(b, L, mx.n_groups, mx.state_size), C.reshape(b, L, mx.n_groups, mx.state_size),
-            mx.D, initial_state=prev_ssm, chunk_size=self._ssd_chunk(mx.chunk_size, L),
+            x.reshape(1, T, mx.num_heads, mx.head_dim), mx._dt(dt_raw), -torch.exp(mx.A_log.float()),
+            B.reshape(1, T, mx.n_groups, mx.state_size), C.reshape(1, T, mx.n_groups, mx.state_size),
+            mx.D, initial_state=init_ssm, chunk_size=self._ssd_chunk(mx.chunk_size, max(ctx.lens)), cu_seqlens=ctx.cu_dev,
         )
-        conv_pool[slot].copy_(conv_final[0])
-        ssm_pool[slot].copy_(ssm_final[0])
-        y = mx.norm(y.reshape(b, L, mx.inner), z)
+        conv_pool.index_copy_(0, ctx.slots, conv_final.to(conv_pool.dtype))
+        ssm_pool.index_copy_(0, ctx.slots, ssm_final.to(ssm_pool.dtype))
+        y = mx.norm(y.reshape(1, T, mx.inner), z)
         return mx.out_proj(y.to(h.dtype))
 
     def _ssd_chunk(self, chunk: int, L: int) -> int:
@@ -265,3 +304,21 @@ class DecodeGraphs:
         ids[n:].fill_(self.runner.scratch_slot)
         g.replay()
         return tok[:n], lp[:n]
+
+
+class _PackCtx:
+    """Index tensors of one pack, built once and shared by every layer."""
+
+    def __init__(self, pack: list[Piece], lens: list[int], cu: list[int], dev):
+        self.pack, self.lens, self.cu = pack, lens, cu
+        self.cu_dev = torch.tensor(cu, dtype=torch.int32, device=dev)
+        self.slots = torch.tensor([p.slot for p in pack], device=dev)
+        fresh = [p.start == 0 for p in pack]
+        self.continuing = [i for i, f in enumerate(fresh) if not f]
+        self.cont_mask = torch.tensor([not f for f in fresh], device=dev)
+        self.groups = []  # (pieces, padded length, packed rows, padded rows)
+        for g in attention_groups(lens, fresh):
+            lmax = lens[g[0]]
+            src = torch.cat([torch.arange(cu[i], cu[i + 1]) for i in g])
+            dst = torch.cat([torch.arange(j * lmax, j * lmax + lens[i]) for j, i in enumerate(g)])
+            self.groups.append((len(g), lmax, src.to(dev), dst.to(dev)))
