@@ -221,24 +221,31 @@ STAGES: list[Stage] = [
 # ---------------------------------------------------------------- running
 
 
-def run_stage(ctx: Context, stage: Stage) -> None:
-    """Run one stage unless its marker says it finished; the marker is written last."""
+def run_stage(ctx: Context, stage: Stage, force: bool) -> bool:
+    """Run one stage unless its marker says it finished with the same settings; returns
+    whether it ran. The marker is written last, so a killed stage has none and reruns."""
     out = ctx.path(stage.name)
     marker = out / MARKER
-    if marker.exists() and not ctx.cfg.force:
-        ctx.results[stage.name] = json.loads(marker.read_text())
-        print(f"[{stage.name}] done earlier, skipped ({marker})", flush=True)
-        return
+    settings = {"quick": ctx.cfg.quick, "seed": ctx.cfg.seed}
+    if marker.exists() and not force:
+        done = json.loads(marker.read_text())
+        if done.get("settings") == settings:
+            ctx.results[stage.name] = done
+            print(f"[{stage.name}] done earlier, skipped ({marker})", flush=True)
+            return False
+        log.info("%s was built with %s, now %s: rebuilding", stage.name, done.get("settings"), settings)
     if out.exists():
-        shutil.rmtree(out)  # a partial stage from a killed run
+        shutil.rmtree(out)  # a partial stage from a killed run, or stale settings
     out.mkdir(parents=True)
     print(f"[{stage.name}] {stage.title} ...", flush=True)
     t0 = time.perf_counter()
     result = stage.run(ctx, out)
     result["stage_seconds"] = round(time.perf_counter() - t0, 1)
+    result["settings"] = settings
     marker.write_text(json.dumps(result, indent=1))
     ctx.results[stage.name] = result
     print(f"[{stage.name}] done in {result['stage_seconds']:.1f}s", flush=True)
+    return True
 
 
 def summarize(ctx: Context) -> dict:
@@ -294,8 +301,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(cfg)
     t0 = time.perf_counter()
+    ran = False
     for stage in STAGES:
-        run_stage(ctx, stage)
+        # Once a stage has run, everything after it is stale and runs too.
+        ran = run_stage(ctx, stage, force=cfg.force or ran) or ran
     summary = summarize(ctx)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -39,6 +39,10 @@ class Difficulty:
     max_value: int = 99
     max_operand: int = 9
     ops: tuple[str, ...] = ("add", "sub", "mul", "div")
+    # Distinct random letters as step labels (in question order) instead of A, B, C, ...:
+    # the position of a label then says nothing, so the model must learn the look-up by
+    # label, which is what carries over from short chains to long ones.
+    random_labels: bool = False
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
@@ -112,13 +116,13 @@ def sample_problem(rng: random.Random, difficulty: str) -> Problem:
     d = DIFFICULTIES[difficulty]
     n_steps = rng.randint(d.min_steps, d.max_steps)
     start = value = rng.randint(1, d.max_value)
+    labels = rng.sample(_LABELS, n_steps) if d.random_labels else _LABELS[:n_steps]
     ops_text, lines = [], []
-    for i in range(n_steps):
+    for label in labels:
         choices = {op: ks for op in d.ops if (ks := _valid_operands(op, value, d))}
         op = rng.choice(sorted(choices))
         k = rng.choice(choices[op])
         new = _apply(op, value, k)
-        label = _LABELS[i]
         word, sym = _OPS[op]
         ops_text.append(f"{label}: {word} {k}.")
         lines.append(f"{label}: {word} {k}: {value}{sym}{k}={new}")
