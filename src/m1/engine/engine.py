@@ -189,7 +189,9 @@ class Engine:
         bar.close()
 
     def _check_graphs(self) -> None:
-        """Recapture graphs if any parameter was re-allocated since capture (live-weight serving)."""
+        """Refresh the runner's stacked weights from the live parameters, and recapture graphs if
+        any parameter was re-allocated since capture (live-weight serving)."""
+        self.runner.refresh_weights()
         if self.graphs is None:
             return
         sig = tuple(p.data_ptr() for p in self.model.parameters())

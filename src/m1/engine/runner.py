@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from m1.engine.cache import EngineCache
+from m1.engine.fused import add_rms_norm, swiglu
 from m1.engine.packed import Piece, attention_groups, packed_causal_conv1d, plan_pieces
 from m1.engine.paged_attention import paged_decode
 from m1.engine.sampler import sample
@@ -49,6 +50,26 @@ class ModelRunner:
         self.top_k = torch.zeros(slots, dtype=torch.long, device=dev)
         self.block_table = torch.zeros(slots, self.max_cols, dtype=torch.int32, device=dev)
         self.scratch_slot = lay.num_slots
+        # Decode reads q/k/v through one stacked weight per attention layer: a persistent buffer
+        # (CUDA graphs bake in its address), refilled from the live parameters by `refresh_weights`.
+        self.qkv: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for layer in model.model.layers:
+            if layer.is_attention:
+                a = layer.self_attn
+                w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach().clone()
+                b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach().clone()
+                self.qkv[a.layer_idx] = (w, b)
+
+    @torch.no_grad()
+    def refresh_weights(self) -> None:
+        """Copy the live q/k/v parameters into the stacked decode weights (in place: same addresses)."""
+        for layer in self.model.model.layers:
+            if layer.is_attention:
+                a = layer.self_attn
+                w, b = self.qkv[a.layer_idx]
+                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], out=w)
+                if b is not None:
+                    torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], out=b)
 
     # ---- per-slot setup ------------------------------------------------------------------------
     def set_block_table(self, slot: int, blocks: list[int]) -> None:
@@ -205,15 +226,21 @@ class ModelRunner:
         max_blocks = None if max_ctx is None else -(-max_ctx // self.bs)
         hidden = m.embed_tokens(tok)  # (b, D)
         cos, sin = m.rotary_emb(pos[:, None], hidden.dtype)  # (b, 1, d)
-        for layer in m.layers:
-            h = layer.input_layernorm(hidden)
+        layers = list(m.layers)
+        first = layers[0].input_layernorm
+        h, residual = add_rms_norm(hidden, None, first.weight, first.variance_epsilon)
+        for i, layer in enumerate(layers):
             if layer.is_attention:
                 h = self._decode_attention(layer.self_attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks)
             else:
                 h = self._decode_mamba(layer.mamba, h, slot_ids)
-            hidden = hidden + h
-            hidden = hidden + layer.shared_mlp(layer.post_attention_layernorm(hidden))
-        logits = self.model.lm_head(m.norm(hidden)).float()
+            post = layer.post_attention_layernorm
+            h, residual = add_rms_norm(h, residual, post.weight, post.variance_epsilon)
+            mlp = layer.shared_mlp
+            h = mlp.output_linear(swiglu(mlp.input_linear(h)))
+            nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm
+            h, residual = add_rms_norm(h, residual, nxt.weight, nxt.variance_epsilon)
+        logits = self.model.lm_head(h).float()
         new_tok, logprobs = sample(
             logits, self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids], pos + 1, truncate
         )
@@ -223,9 +250,12 @@ class ModelRunner:
 
     def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks):
         b = h.shape[0]
-        q = attn.q_proj(h).view(b, attn.num_heads, 1, attn.head_dim)
-        k = attn.k_proj(h).view(b, attn.num_kv_heads, 1, attn.head_dim)
-        v = attn.v_proj(h).view(b, attn.num_kv_heads, attn.head_dim)
+        w, bias = self.qkv[attn.layer_idx]
+        nq, nkv = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
+        q, k, v = F.linear(h, w, bias).split([nq, nkv, nkv], dim=-1)  # one GEMM for q, k and v
+        q = q.reshape(b, attn.num_heads, 1, attn.head_dim)
+        k = k.reshape(b, attn.num_kv_heads, 1, attn.head_dim)
+        v = v.reshape(b, attn.num_kv_heads, attn.head_dim)
         q, k = apply_rotary(q, cos, sin)[:, :, 0], apply_rotary(k, cos, sin)[:, :, 0]
         kc, vc = self.cache.k[attn.layer_idx], self.cache.v[attn.layer_idx]
         flat = (-1, attn.num_kv_heads, attn.head_dim)
