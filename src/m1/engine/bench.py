@@ -194,18 +194,22 @@ def _write(out: Path, name: str, records: list[dict]) -> None:
     (out / name).write_text(json.dumps(records, indent=1))
 
 
-def prefill_seconds(engine, n: int = 8) -> float:
-    """Seconds to prefill one 256-token prompt (mean over n, after one warm-up)."""
+def prefill_seconds(engine, n: int = 64) -> float:
+    """Seconds per 256-token prompt when n prompts are prefilled together (packed, as `Engine.generate`
+    admits them), mean over 3 calls after one warm-up."""
     r = engine.runner
-    ids = torch.randint(0, engine.model.config.vocab_size, (PROMPT,)).tolist()
-    blocks = list(range(1, 1 + math.ceil(PROMPT / engine.layout.block_size))) if engine.has_kv else []
-    r.prefill(ids, 0, blocks, engine.prefill_chunk)
+    n = min(n, engine.layout.num_slots)
+    g = torch.Generator().manual_seed(3)
+    nb = math.ceil(PROMPT / engine.layout.block_size)
+    items = [(torch.randint(0, engine.model.config.vocab_size, (PROMPT,), generator=g).tolist(), i,
+              list(range(1 + i * nb, 1 + (i + 1) * nb)) if engine.has_kv else []) for i in range(n)]
+    r.prefill_many(items, engine.prefill_chunk, engine.prefill_tokens)
     torch.cuda.synchronize()
     t = time.perf_counter()
-    for _ in range(n):
-        r.prefill(ids, 0, blocks, engine.prefill_chunk)
+    for _ in range(3):
+        r.prefill_many(items, engine.prefill_chunk, engine.prefill_tokens)
     torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / 3 / n
 
 
 def run_e2e(engine, batch: int, gen: int) -> tuple[float, float]:
@@ -285,8 +289,8 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
                           peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
                           roofline_fraction=nbytes / t / env.bandwidth, kind="decode_step")
             records.append(rec)
+            _write(out, f"engine_steps_{name}.json", records)  # after every point: a cut-off run keeps what it measured
             log.info("%s b=%d c=%d: %.2f ms/step, %.0f tok/s, roofline %.2f", name, b, c, t * 1e3, b / t, rec["roofline_fraction"])
-    _write(out, f"engine_steps_{name}.json", records)
     prefill_s = prefill_seconds(engine)
     integ = []
     for gen in args.gens:
@@ -306,9 +310,9 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
                              peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
                              roofline_fraction=nbytes / mean_step / env.bandwidth, prefill_ms_per_prompt=prefill_s * 1e3,
                              kind="integrated", note="best batch; step times integrated over contexts [256, 256+gen]"))
-    _write(out, f"engine_throughput_{name}.json", integ)
+        _write(out, f"engine_throughput_{name}.json", integ)
     e2e = []
-    if args.e2e_gen:
+    if args.e2e_gen and name in args.e2e_models:
         want = args.e2e_batch if name != "llama-3.2-3b" else max((b for b in steps if timer.fits(b, PROMPT + args.e2e_gen, 0)), default=0)
         want = want if name in args.e2e_models else 0
         if want and timer.fits(want, PROMPT + args.e2e_gen, 0) and want in steps:
@@ -319,12 +323,15 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
                                bytes_per_step=step_bytes(model, engine, want, PROMPT + args.e2e_gen // 2),
                                roofline_fraction=None, predicted_tokens_per_s=pred, agreement=tps / pred, kind="end_to_end", seconds=dt))
             log.info("%s e2e b=%d gen=%d: %.0f tok/s measured, %.0f predicted (%.3f)", name, want, args.e2e_gen, tps, pred, tps / pred)
-        # batch 64, 256 + 256: the comparison point for transformers.generate
-        if timer.fits(64, PROMPT + 256, 0):
-            tps, dt = run_e2e(engine, 64, 256)
-            e2e.append(_record(env, name, model, batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
-                               peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=None, roofline_fraction=None,
-                               kind="end_to_end", seconds=dt))
+            _write(out, f"engine_e2e_{name}.json", e2e)
+    cb = args.compare_batch
+    if cb and timer.fits(cb, PROMPT + 256, 0):  # batch 64, 256 + 256: the comparison point for transformers.generate
+        run_e2e(engine, cb, 256)  # warm-up: graph capture and Triton compiles are not part of the comparison
+        tps, dt = run_e2e(engine, cb, 256)
+        e2e.append(_record(env, name, model, batch=cb, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
+                           peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=None, roofline_fraction=None,
+                           kind="end_to_end", seconds=dt, prefill_ms_per_prompt=prefill_s * 1e3))
+        log.info("%s e2e b=%d 256+256: %.0f tok/s (%.2f s)", name, cb, tps, dt)
         _write(out, f"engine_e2e_{name}.json", e2e)
     summary = {"steps": steps, "integrated": integ, "e2e": e2e}
     del engine, timer, model
@@ -376,6 +383,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--s128-max-batch", type=int, default=512, help="slot cap for m1-3b-s128, whose state is 35 MB a slot")
     ap.add_argument("--e2e-gen", type=int, default=4096, help="generation length of the validation run (0 skips)")
     ap.add_argument("--e2e-batch", type=int, default=256, help="batch of the hybrids' validation run")
+    ap.add_argument("--compare-batch", type=int, default=64, help="batch of the 256 + 256 run compared with transformers.generate (0 skips)")
     ap.add_argument("--baseline", nargs="*", default=["llama-3.2-3b", "m1-3b"], help="shapes run through transformers.generate")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--plot-only", action="store_true", help="only redraw engine_throughput.png from the JSON in --out")
@@ -400,12 +408,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     base = []
     for name in args.baseline:
         try:
-            tps, dt = hf_baseline(name)
+            tps, dt = hf_baseline(name, batch=args.compare_batch or 64)
         except Exception:
             log.exception("transformers.generate baseline of %s failed", name)
             continue
-        ours = next((r["tokens_per_s"] for r in summaries.get(name, {}).get("e2e", []) if r["batch"] == 64 and r["gen_len"] == 256), None)
-        base.append(dict(model=name, engine="transformers.generate", batch=64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps,
+        ours = next((r["tokens_per_s"] for r in summaries.get(name, {}).get("e2e", []) if r["batch"] == args.compare_batch and r["gen_len"] == 256), None)
+        base.append(dict(model=name, engine="transformers.generate", batch=args.compare_batch or 64, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps,
                          seconds=dt, m1_engine_tokens_per_s=ours, speedup=None if ours is None else ours / tps,
                          device=env.device, versions=env.versions, date=env.date))
         log.info("transformers.generate %s: %.0f tok/s (m1 engine %s)", name, tps, ours)
