@@ -52,7 +52,7 @@ def test_jsonl_path_and_alternative_fields(tmp_path):
 def test_bad_json_names_file_and_line(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps({"problem": "a", "answer": "1"}) + "\n" + '{"problem": "b", "answer": \n')
-    with pytest.raises(BenchmarkFormatError, match=r"bad\.jsonl:2: invalid JSON"):
+    with pytest.raises(BenchmarkFormatError, match=r"bad\.jsonl:2: malformed JSON"):
         read_jsonl(f)
 
 

@@ -8,13 +8,13 @@ with its path and line number rather than a bare JSON error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from m1.eval.answer import gold_answer
+from m1.jsonio import iter_records
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "olympiadbench": BenchmarkSpec("Hothan/OlympiadBench", "train", "olympiadbench.jsonl", config="OE_TO_maths_en_COMP"),
     "minerva": BenchmarkSpec("math-ai/minervamath", "test", "minerva.jsonl"),
 }
+
 
 
 class BenchmarkFormatError(ValueError):
@@ -100,25 +101,9 @@ def problem_from_row(row: dict, index: int, where: str) -> Problem:
 
 def read_jsonl(path: Path) -> list[Problem]:
     """Problems from a JSONL file (or a JSON array file), with file:line in every error."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BenchmarkFormatError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-        if not isinstance(rows, list):
-            raise BenchmarkFormatError(f"{path}:1: expected a JSON array of problems")
-        return [problem_from_row(r, i, f"{path}:item {i}") for i, r in enumerate(rows)]
     problems = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchmarkFormatError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from e
-        problems.append(problem_from_row(row, len(problems), f"{path}:{lineno}"))
+    for where, row in iter_records(Path(path), BenchmarkFormatError):
+        problems.append(problem_from_row(row, len(problems), where))
     if not problems:
         raise BenchmarkFormatError(f"{path}: no problems in file")
     return problems

@@ -17,7 +17,6 @@ empty dataset says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from m1.tasks.arithmetic import PROMPT_SUFFIX
+from m1.jsonio import iter_records
 
 log = logging.getLogger(__name__)
+
 
 
 class DataError(ValueError):
@@ -94,30 +95,7 @@ def resolve_mapping(name: str, first: dict) -> FieldMapping:
 
 def _read_local(path: Path) -> Iterator[tuple[str, dict]]:
     """(where, record) pairs; ``where`` is 'file:line' for JSONL and 'file[index]' for JSON arrays."""
-    text_start = path.read_text()[:1].lstrip() if path.stat().st_size else ""
-    if path.suffix == ".json" or text_start == "[":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(data, list):
-            raise DataError(f"{path}: a .json data file must hold one JSON array of records")
-        for i, r in enumerate(data):
-            if not isinstance(r, dict):
-                raise DataError(f"{path}[{i}]: record is not a JSON object")
-            yield f"{path}[{i}]", r
-        return
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(r, dict):
-                raise DataError(f"{path}:{lineno}: line is not a JSON object")
-            yield f"{path}:{lineno}", r
+    return iter_records(path, DataError)
 
 
 def read_records(source: str, split: str = "train", limit: int | None = None) -> list[tuple[str, dict]]:
