@@ -42,6 +42,16 @@ class DemoConfig:
     eval_batch_size: int = 128
     attention_fraction: float = 0.25  # share of layers kept as attention in the hybrid
     teacher: Any = None  # m1.tasks.teacher.TeacherConfig, built lazily to keep --help fast
+    n_kl_texts: int = 32  # held-out sequences for KL(teacher || hybrid) at init
+    # Later stages' sizes (full mode); `make(quick=True)` shrinks them.
+    distill: dict = field(default_factory=lambda: dict(steps=100, batch=16, lr=1e-3, warmup=10, n_easy=2000, n_hard=500))
+    sft: dict = field(default_factory=lambda: dict(steps=100, batch=4, max_length=1024, lr=1e-3, warmup=10, n_easy=500, n_hard=4000))
+    grpo: dict = field(default_factory=lambda: dict(steps=20, generations=8, generation_batch=64, mini_batch=32, lr=2e-5,
+                                                    temperature=1.0, max_tokens=256, n_prompts=2000))
+    verifier: dict = field(default_factory=lambda: dict(n_prompts=200, samples=4, temperature=1.0, steps=60, batch=32, lr=3e-4))
+    eval: dict = field(default_factory=lambda: dict(n_easy=500, n_hard=1000, n_final=8, n_mid=2, temperature=0.7,
+                                                    max_tokens_easy=64, max_tokens_hard=256))
+    speed: dict = field(default_factory=lambda: dict(batch=32, lengths=[32, 64, 128, 256, 384]))
 
     @classmethod
     def make(cls, out: Path, quick: bool, seed: int, force: bool, threads: int) -> "DemoConfig":
@@ -51,7 +61,13 @@ class DemoConfig:
             return cls(
                 out=out, quick=True, seed=seed, force=force, threads=threads,
                 n_train=2_000, n_test_easy=200, n_test_hard=1_000, n_eval_easy=64, n_eval_hard=0,
-                teacher=TeacherConfig(steps=40, batch_size=16, seed=seed),
+                teacher=TeacherConfig(steps=40, batch_size=16, seed=seed), n_kl_texts=8,
+                distill=dict(steps=3, batch=4, lr=1e-3, warmup=0, n_easy=32, n_hard=8),
+                sft=dict(steps=3, batch=2, max_length=512, lr=1e-3, warmup=0, n_easy=8, n_hard=32),
+                grpo=dict(steps=2, generations=4, generation_batch=8, mini_batch=8, lr=1e-5, temperature=1.0, max_tokens=48, n_prompts=16),
+                verifier=dict(n_prompts=8, samples=2, temperature=1.0, steps=3, batch=8, lr=3e-4),
+                eval=dict(n_easy=32, n_hard=32, n_final=4, n_mid=2, temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
+                speed=dict(batch=4, lengths=[16, 32, 64]),
             )
         return cls(out=out, seed=seed, force=force, threads=threads, teacher=TeacherConfig(seed=seed))
 
@@ -209,12 +225,21 @@ def stage_eval_init(ctx: Context, out: Path) -> dict:
     return results
 
 
+from m1 import demo_stages as _ds  # noqa: E402
+
 STAGES: list[Stage] = [
     Stage("data", stage_data, "task data"),
     Stage("tokenizer", stage_tokenizer, "tokenizer"),
     Stage("teacher", stage_teacher, "teacher pretraining"),
     Stage("convert", stage_convert, "conversion to hybrid"),
     Stage("eval_init", stage_eval_init, "greedy accuracy at conversion"),
+    Stage("init_kl", _ds.stage_init_kl, "KL(teacher||hybrid) at init: attention vs random init, 3 seeds"),
+    Stage("distill", _ds.stage_distill, "m1 distill (reverse KL) on task text"),
+    Stage("sft", _ds.stage_sft, "m1 sft on the hard split's solutions"),
+    Stage("grpo", _ds.stage_grpo, "m1 grpo on hard prompts (Engine rollouts, grader reward)"),
+    Stage("verifier", _ds.stage_verifier, "reward-model verifier on the SFT hybrid's own graded samples"),
+    Stage("eval", _ds.stage_eval, "sampled evaluation of every stage (Engine)"),
+    Stage("speed", _ds.stage_speed, "Engine throughput, teacher vs hybrid, by generation length"),
 ]
 
 
@@ -264,6 +289,7 @@ def summarize(ctx: Context) -> dict:
     if "teacher" in ev:
         acc = ev["teacher"]["easy"]["accuracy"]
         summary["targets"] = {"teacher_easy_greedy_ge_0.90": {"value": acc, "met": acc >= 0.90, "applies": not ctx.cfg.quick}}
+    _ds.extend_summary(ctx, summary)
     return summary
 
 
@@ -286,9 +312,11 @@ def write_report(summary: dict, path: Path) -> None:
         for difficulty, v in by_d.items():
             if isinstance(v, dict):
                 lines.append(f"| {model} | {difficulty} test | {v['accuracy']:.1%} | {v['correct']} / {v['n']} |")
+    lines += [""] + _ds.report_lines(summary)
+    lines += ["## Targets", "", "| target | value | met |", "| --- | --- | --- |"]
     for name, t in summary.get("targets", {}).items():
-        if t["applies"]:
-            lines += ["", f"Target {name}: {'met' if t['met'] else 'MISSED'} ({t['value']:.1%})."]
+        met = ("met" if t["met"] else "**MISSED**") if t["applies"] else f"n/a in {summary['mode']} mode ({'met' if t['met'] else 'not met'})"
+        lines.append(f"| {name} | {t['value']:.3f} | {met} |")
     lines += ["", "## Stage times", "", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {name} | {sec} |" for name, sec in summary["stage_seconds"].items()]
     path.write_text("\n".join(lines) + "\n")
