@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--benchmark", action="append", required=True,
                     help=f"benchmark name ({', '.join(BENCHMARKS)}) or a .jsonl path; repeat for several")
-    ap.add_argument("--n", type=int, default=64, help="samples per problem")
+    # --num-samples: torchrun's parser takes a bare --n for an abbreviation of its own options
+    ap.add_argument("--n", "--num-samples", dest="n", type=int, default=64, help="samples per problem")
     ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     ap.add_argument("--max-tokens", type=int, default=32768, help="generation limit per sample")
@@ -30,6 +31,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--chunk-size", type=int, default=16, help="samples of one problem generated as one batch")
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
     ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
+    ap.add_argument("--data-parallel", type=int, default=1,
+                    help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
+                         "problems split by index mod N, results merged. Under torchrun, the world size is used")
 
 
 def _config(args, model: str, out: Path):
@@ -51,14 +55,20 @@ def eval_main(argv: list[str] | None = None) -> int:
     _common(ap)
     args = ap.parse_args(argv)
     from m1.eval.generation import load_generator
+    from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
     from m1.eval.runner import run_eval
     from m1.eval.verifiers import load_verifier
 
-    gen, tok = load_generator(args.backend, args.model)
-    verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok)
-    summaries = run_eval(_config(args, args.model, args.out), gen, tok, verifier)
-    report = write_report(summaries, args.out, f"m1 eval: {args.model} ({gen.name} backend)")
+    if args.data_parallel > 1 or dist_env() is not None:
+        summaries = run_parallel(_config(args, args.model, args.out), args.backend, args.data_parallel)
+        if summaries is None:  # a torchrun rank other than 0: rank 0 merges and reports
+            return 0
+    else:
+        gen, tok = load_generator(args.backend, args.model)
+        verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok)
+        summaries = run_eval(_config(args, args.model, args.out), gen, tok, verifier)
+    report = write_report(summaries, args.out, f"m1 eval: {args.model} ({args.backend} backend)")
     for b, s in summaries.items():
         if s.get("problems"):
             logger.info("%s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", b, s["pass@1"]["mean"], *s["pass@1"]["ci95"], s["problems"])
@@ -74,18 +84,27 @@ def scaling_main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from m1.eval.generation import load_generator
     from m1.eval.metrics import k_values
+    from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
     from m1.eval.runner import read_samples, run_eval
     from m1.eval.scaling import accuracy_at, budget_curve, plot_scaling
 
     args.out.mkdir(parents=True, exist_ok=True)
+    parallel = args.data_parallel > 1 or dist_env() is not None
     results: dict[str, dict] = {}
     for i, model in enumerate(args.model):
         name = f"{i}_{Path(model).name}"
-        gen, tok = load_generator(args.backend, model)
-        summaries = run_eval(_config(args, model, args.out / name), gen, tok)
+        if parallel:
+            summaries = run_parallel(_config(args, model, args.out / name), args.backend, args.data_parallel)
+            if summaries is None:  # a torchrun rank other than 0: it only generates
+                continue
+        else:
+            gen, tok = load_generator(args.backend, model)
+            summaries = run_eval(_config(args, model, args.out / name), gen, tok)
         write_report(summaries, args.out / name, f"m1 eval: {model}")
         results[name] = {"summaries": summaries, "rows": read_samples(args.out / name / "samples.jsonl")}
+    if parallel and not results:
+        return 0
     lines = ["# m1 scaling", ""]
     scaling_json = {}
     for bench in args.benchmark:

@@ -96,18 +96,23 @@ class EngineGenerator:
         return [Sample(o.text, len(o.token_ids), o.finish_reason) for o in out.outputs]
 
 
-def load_generator(backend: str, model_dir: str, dtype: str = "auto") -> tuple[Generator, object]:
-    """Load the model and tokenizer from `model_dir` and wrap them in the chosen backend."""
+def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: str | None = None) -> tuple[Generator, object]:
+    """Load the model and tokenizer from `model_dir` and wrap them in the chosen backend.
+
+    ``device`` (e.g. ``cuda:1`` for one data-parallel rank) defaults to CUDA when present for
+    hf, and to where the checkpoint loads for engine.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if backend == "hf":
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        gen: Generator = HFGenerator(model, tokenizer)
+        gen: Generator = HFGenerator(model, tokenizer, device=device)
     elif backend == "engine":
         from m1.modeling import HybridForCausalLM
 
-        gen = EngineGenerator(HybridForCausalLM.from_pretrained(model_dir), tokenizer)
+        model = HybridForCausalLM.from_pretrained(model_dir)
+        gen = EngineGenerator(model if device is None else model.to(device), tokenizer)
     else:
         raise ValueError(f"unknown backend {backend!r} (choose hf or engine)")
     logger.info("generation backend: %s (%s)", gen.name, model_dir)

@@ -66,8 +66,14 @@ def read_samples(path: Path) -> list[dict]:
     return rows
 
 
-def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None) -> dict[str, dict]:
-    """Generate and grade every missing sample, then write and return the summaries."""
+def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
+             shard: tuple[int, int] | None = None) -> dict[str, dict]:
+    """Generate and grade every missing sample, then write and return the summaries.
+
+    ``shard=(rank, world)`` keeps only the problems whose index in their benchmark is
+    ``rank`` mod ``world`` (data-parallel eval, see `m1.eval.parallel`); seeds depend on
+    (benchmark, problem, chunk) only, so a shard's samples are those of a full run.
+    """
     cfg.out.mkdir(parents=True, exist_ok=True)
     path = cfg.out / "samples.jsonl"
     rows = read_samples(path)
@@ -82,6 +88,8 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None) ->
     with open(path, "a") as out:
         for bench in cfg.benchmarks:
             problems = load_benchmark(bench, data_dir=cfg.data_dir, limit=cfg.limit)
+            if shard is not None:
+                problems = [p for i, p in enumerate(problems) if i % shard[1] == shard[0]]
             for p in tqdm(problems, desc=f"{bench} ({generator.name})"):
                 prompt = build_prompt(p.problem, tokenizer, cfg.prompt)
                 for c0 in range(0, cfg.n, cfg.chunk_size):
