@@ -40,7 +40,41 @@ def test_quick_demo_end_to_end_then_rerun_skips(tmp_path, capsys):
     assert summary["stages"]["tokenizer"]["hard_to_easy_token_ratio"] >= 4
     assert summary["stages"]["teacher"]["params"] > 0
     assert summary["targets"]["teacher_easy_greedy_ge_0.90"]["applies"] is False
-    assert "Greedy accuracy" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    for heading in ("Greedy accuracy", "KL(teacher || hybrid)", "Training stages", "Accuracy of every stage",
+                    "Accuracy against wall-clock budget", "Engine throughput", "Targets"):
+        assert heading in report, heading
+
+    # Every later stage left its outputs and the keys the report reads.
+    st = summary["stages"]
+    kl = st["init_kl"]
+    assert len(kl["kl_attention_init"]) == len(kl["kl_random_init"]) == 3 and kl["ratio"] > 0
+    for stage in ("distill", "sft", "grpo"):
+        assert (out / stage / "run" / "final" / "model.safetensors").exists(), stage
+        assert (out / stage / "run" / "metrics.jsonl").exists(), stage
+        assert "--data-format" in st[stage]["argv"]
+    assert st["distill"]["loss_curve"] and st["sft"]["loss_curve"]
+    assert st["grpo"]["reward_curve"] and "--rollout-backend" in st["grpo"]["argv"]
+    assert all(0.0 <= r <= 1.0 for _, r in summary["grpo_reward_curve"])
+    assert (out / "verifier" / "model" / "config.json").exists() and st["verifier"]["samples"] > 0
+    models = st["eval"]["models"]
+    assert set(models) == {"teacher", "hybrid_init", "distill", "sft", "grpo"}
+    for name, by_set in models.items():
+        for d in ("easy", "hard"):
+            p1 = by_set[d]["pass@1"]
+            assert 0.0 <= p1["ci95"][0] <= p1["mean"] <= p1["ci95"][1] <= 1.0
+    for name in ("teacher", "sft", "grpo"):
+        s = models[name]["hard_k"]
+        assert {"pass@k", "maj@k", "verify@k", "samples_per_s"} <= set(s)
+    sp = st["speed"]
+    assert set(sp["throughput"]) == {"teacher", "hybrid"} and len(sp["hybrid_over_teacher"]) == len(sp["lengths"])
+    assert set(summary["accuracy_vs_budget"]) == {"teacher", "grpo"}
+    for target in ("sft_easy_ge_0.9x_teacher", "grpo_hard_pass1_ge_sft_plus_0.05_disjoint_ci", "init_kl_attention_le_0.5x_random"):
+        assert "met" in summary["targets"][target], target
+    assert not any(t["applies"] for name, t in summary["targets"].items() if name != "init_kl_attention_le_0.5x_random")
+    for png in ("accuracy_by_stage.png", "accuracy_vs_samples.png", "accuracy_vs_time.png", "throughput_vs_length.png"):
+        assert (out / png).stat().st_size > 1000, png
+        assert png in summary["plots"]
 
     # Outputs are normal HF checkpoints with safetensors weights and the tokenizer.
     for d in ("teacher", "convert"):

@@ -49,8 +49,9 @@ class DemoConfig:
     grpo: dict = field(default_factory=lambda: dict(steps=20, generations=8, generation_batch=64, mini_batch=32, lr=2e-5,
                                                     temperature=1.0, max_tokens=256, n_prompts=2000))
     verifier: dict = field(default_factory=lambda: dict(n_prompts=200, samples=4, temperature=1.0, steps=60, batch=32, lr=3e-4))
-    eval: dict = field(default_factory=lambda: dict(n_easy=500, n_hard=1000, n_final=8, n_mid=2, temperature=0.7,
-                                                    max_tokens_easy=64, max_tokens_hard=256))
+    eval: dict = field(default_factory=lambda: dict(
+        n_easy=200, n_easy_samples=4, n_hard=1000, n_hard_samples=dict(teacher=1, hybrid_init=1, distill=1, sft=2, grpo=2),
+        scaling_problems=100, scaling_n=8, temperature=0.7, max_tokens_easy=64, max_tokens_hard=256))
     speed: dict = field(default_factory=lambda: dict(batch=32, lengths=[32, 64, 128, 256, 384]))
 
     @classmethod
@@ -66,7 +67,8 @@ class DemoConfig:
                 sft=dict(steps=3, batch=2, max_length=512, lr=1e-3, warmup=0, n_easy=8, n_hard=32),
                 grpo=dict(steps=2, generations=4, generation_batch=8, mini_batch=8, lr=1e-5, temperature=1.0, max_tokens=48, n_prompts=16),
                 verifier=dict(n_prompts=8, samples=2, temperature=1.0, steps=3, batch=8, lr=3e-4),
-                eval=dict(n_easy=32, n_hard=32, n_final=4, n_mid=2, temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
+                eval=dict(n_easy=32, n_easy_samples=2, n_hard=64, n_hard_samples=dict(teacher=1, hybrid_init=1, distill=1, sft=1, grpo=1),
+                          scaling_problems=16, scaling_n=4, temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
                 speed=dict(batch=4, lengths=[16, 32, 64]),
             )
         return cls(out=out, seed=seed, force=force, threads=threads, teacher=TeacherConfig(seed=seed))

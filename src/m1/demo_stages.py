@@ -159,7 +159,8 @@ def stage_grpo(ctx: "Context", out: Path) -> dict:
     c = ctx.cfg.grpo
     prompts = out / "prompts.jsonl"
     write_grpo_prompts(ctx, prompts, c["n_prompts"])
-    argv = grpo_argv(str(ctx.path("sft", "run", "final")), str(prompts), str(out / "run"), c, ctx.cfg.seed, ctx.cfg.threads)
+    # one thread: the Engine rollouts dominate and decode faster single-threaded on this CPU
+    argv = grpo_argv(str(ctx.path("sft", "run", "final")), str(prompts), str(out / "run"), c, ctx.cfg.seed, 1)
     t0 = time.perf_counter()
     grpo.cli_main(argv)
     curve = reward_curve(out / "run")
@@ -229,12 +230,15 @@ def sample(model, tok, problems, n: int, temperature: float, max_tokens: int, se
     from m1.tasks.encode import prompt_ids
 
     prompts = [prompt_ids(tok, p) for p in problems]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread decodes tiny models much faster than two on this CPU (measured)
     engine = Engine(model, tok, max_batch_size=batch, max_model_len=max(map(len, prompts)) + max_tokens + 1)
     params = [SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed * 1_000_003 + i) for i in range(len(problems))]
     t0 = time.perf_counter()
     with torch.no_grad():
         outs = engine.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
+    torch.set_num_threads(threads)
     per = seconds / (n * len(problems))
     rows = []
     for i, (p, o) in enumerate(zip(problems, outs)):
@@ -346,7 +350,13 @@ def score_verifier(verifier, rows: list[dict], batch: int = 64) -> None:
 
 
 def stage_eval(ctx: "Context", out: Path) -> dict:
-    """Every stage's model on the hard and easy test sets through the Engine."""
+    """Every stage's model on the hard and easy test sets through the Engine.
+
+    Sets: ``easy`` and ``hard`` (all hard test problems) with few samples per problem for
+    pass@1 and its interval; ``hard_k`` (the first ``scaling_problems`` hard problems) with
+    ``scaling_n`` samples for the teacher, SFT and final hybrids, scored by the verifier:
+    pass@k, maj@k, verify@k and the wall-clock budget curves.
+    """
     from transformers import AutoTokenizer
 
     from m1.eval.runner import summarize
@@ -355,18 +365,23 @@ def stage_eval(ctx: "Context", out: Path) -> dict:
 
     e = ctx.cfg.eval
     tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
-    sets = {"easy": read_problems(ctx.path("data", "test_easy.jsonl"))[: e["n_easy"]],
-            "hard": read_problems(ctx.path("data", "test_hard.jsonl"))[: e["n_hard"]]}
+    hard = read_problems(ctx.path("data", "test_hard.jsonl"))
+    sets = {"easy": (read_problems(ctx.path("data", "test_easy.jsonl"))[: e["n_easy"]], e["max_tokens_easy"]),
+            "hard": (hard[: e["n_hard"]], e["max_tokens_hard"]),
+            "hard_k": (hard[: e["scaling_problems"]], e["max_tokens_hard"])}
     verifier = RewardModelVerifier(str(ctx.path("verifier", "model")), max_length=1024)
     results: dict[str, dict] = {}
+    plan: dict[str, dict[str, int]] = {}
     for name, parts in MODELS.items():
         model = load_model(ctx.path(*parts))
-        n = e["n_final"] if name in ("teacher", "grpo", "sft") else e["n_mid"]
-        for difficulty, problems in sets.items():
-            max_tokens = e["max_tokens_easy"] if difficulty == "easy" else e["max_tokens_hard"]
+        for difficulty, (problems, max_tokens) in sets.items():
+            n = e["n_easy_samples"] if difficulty == "easy" else e["n_hard_samples"][name] if difficulty == "hard" else e["scaling_n"]
+            if difficulty == "hard_k" and name not in SCALED:
+                continue
+            plan.setdefault(name, {})[difficulty] = n
             rows, seconds = sample(model, tok, problems, n, e["temperature"], max_tokens, seed=ctx.cfg.seed + 101)
             t0 = time.perf_counter()
-            if name in ("teacher", "grpo", "sft"):
+            if difficulty == "hard_k":
                 score_verifier(verifier, rows)
             verify_seconds = time.perf_counter() - t0
             s = summarize(rows, n)
@@ -377,8 +392,11 @@ def stage_eval(ctx: "Context", out: Path) -> dict:
                 for r in rows:
                     f.write(json.dumps({k: v for k, v in r.items() if k != "question"}) + "\n")
             log.info("%s %s: pass@1 %.3f (n=%d, %d problems) in %.1fs", name, difficulty, s["pass@1"]["mean"], n, len(problems), seconds)
-            print(f"  eval {name}/{difficulty}: pass@1 {s['pass@1']['mean']:.3f} n={n} ({seconds:.0f}s)", flush=True)
-    return {"models": results, "temperature": e["temperature"], "n": {m: (e["n_final"] if m in ("teacher", "grpo", "sft") else e["n_mid"]) for m in MODELS}}
+            print(f"  eval {name}/{difficulty}: pass@1 {s['pass@1']['mean']:.3f} n={n} x {len(problems)} problems ({seconds:.0f}s)", flush=True)
+    return {"models": results, "temperature": e["temperature"], "n": plan}
+
+
+SCALED = ("teacher", "sft", "grpo")  # models given many samples on the hard_k subset
 
 
 # ---------------------------------------------------------------- speed
@@ -398,6 +416,7 @@ def stage_speed(ctx: "Context", out: Path) -> dict:
     probs = read_problems(ctx.path("data", "test_hard.jsonl"))[: sp["batch"]]
     prompts = [prompt_ids(tok, p) for p in probs]
     rows = {}
+    torch.set_num_threads(1)  # as in evaluation
     for name, parts in (("teacher", MODELS["teacher"]), ("hybrid", MODELS["grpo"])):
         model = load_model(ctx.path(*parts))
         rows[name] = []
@@ -421,7 +440,7 @@ def stage_speed(ctx: "Context", out: Path) -> dict:
 # ---------------------------------------------------------------- report (plots + targets)
 
 
-def budget_curves(ctx: "Context", evald: dict, difficulty: str = "hard") -> dict:
+def budget_curves(ctx: "Context", evald: dict, difficulty: str = "hard_k") -> dict:
     """Accuracy against samples and against wall-clock budget, teacher vs final hybrid."""
     from m1.eval.metrics import k_values
     from m1.eval.runner import read_samples
@@ -475,7 +494,7 @@ def extend_summary(ctx: "Context", summary: dict) -> None:
         t["grpo_hard_pass1_ge_sft_plus_0.05_disjoint_ci"] = {"value": gm - sm, "grpo": [gm, glo, ghi], "sft": [sm, slo, shi],
                                                              "met": gm - sm >= 0.05 and glo > shi, "applies": applies}
     if "grpo" in ev:
-        for d in ("hard", "easy"):
+        for d in ("hard_k",):
             s = ev["grpo"][d]
             n = str(s["n"])
             p1 = s["pass@1"]["mean"]
