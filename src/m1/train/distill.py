@@ -13,7 +13,11 @@ chunks, inside the student's forward (see `m1.train.model`), so (seq x vocab) lo
 never whole in memory. Normalisation (``loss_normalization: token``): the divergence
 summed over the assistant tokens of the micro-batch, divided by the assistant-token count
 of the whole optimizer step (transformers' ``num_items_in_batch``), so accumulation and
-batch composition never change the scale.
+batch composition never change the scale. Under DDP that count is gathered over all ranks
+and the rank's sum is multiplied by the world size, which DDP's gradient average divides
+out again: N ranks with per-device batch B give the loss and the update of one process on
+N x B rows, whatever the split of assistant tokens between ranks (tests/train/test_ddp.py).
+The logged ``<loss>_per_token`` is likewise summed over ranks before dividing.
 
 Options:
 - ``--freeze non_mamba`` trains only the Mamba mixers; ``--trainable-pattern REGEX``
@@ -116,7 +120,8 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             raise ValueError(f"loss_normalization {dcfg.loss_normalization!r} is not supported (only 'token')")
         self.teacher = teacher.to(self.accelerator.device)
         self.dcfg = dcfg
-        self._kl_log: list[float] = []
+        # divergence summed over assistant tokens, and their count, since the last log (this rank)
+        self._kl_acc: torch.Tensor | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
@@ -132,6 +137,8 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             return chunked_divergence(hidden[select], t_hidden, lm_head, t_head, cfg.loss, cfg.loss_chunk_size, cfg.jsd_beta, cfg.temperature)
 
         total = model(**fwd, chunked_loss=loss_fn).loss
+        acc = torch.stack([total.detach().float(), n_local.to(total.device, torch.float32)])
+        self._kl_acc = acc if self._kl_acc is None else self._kl_acc + acc
         if num_items_in_batch is None:  # no accumulation bookkeeping: this micro-batch is the whole step
             denom = n_local.clamp(min=1) * self.current_gradient_accumulation_steps
         else:
@@ -139,13 +146,15 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             if self.args.average_tokens_across_devices:
                 total = total * self.accelerator.num_processes  # DDP averages grads across ranks
         loss = total / denom
-        self._kl_log.append((total.detach() / n_local.clamp(min=1)).item())
         return (loss, None) if return_outputs else loss
 
     def log(self, logs, start_time=None):
-        if self._kl_log and "loss" in logs:
-            logs[f"{self.dcfg.loss}_per_token"] = sum(self._kl_log) / len(self._kl_log)
-            self._kl_log.clear()
+        if self._kl_acc is not None and "loss" in logs:
+            # every rank logs at the same step, so the sums can be reduced here: the logged value is
+            # the divergence per assistant token over all ranks' tokens since the last log
+            acc = self.accelerator.reduce(self._kl_acc, reduction="sum")
+            logs[f"{self.dcfg.loss}_per_token"] = (acc[0] / acc[1].clamp(min=1)).item()
+            self._kl_acc = None
         # SFTTrainer.log merges its own metrics (entropy, accuracy) that this loss never computes
         return super(SFTTrainer, self).log(logs, start_time)
 

@@ -21,8 +21,14 @@ Multi-GPU: every stage is a transformers/TRL Trainer, so accelerate drives it un
 Distillation's LM-head use happens inside the student's forward (``chunked_loss``), which
 is what DDP's gradient hooks and FSDP's parameter gathering need; the frozen teacher is
 replicated per process, unwrapped. GRPO sizes its accumulation from ``WORLD_SIZE`` so
-``mini_batch_size`` stays the global mini-batch. Only single-process CPU runs are tested
-here; multi-process runs were not exercised in this issue.
+``mini_batch_size`` stays the global mini-batch. On CPU (no CUDA), launch with torchrun and
+``ACCELERATE_USE_CPU=true`` (``accelerate launch --cpu`` starts a single process):
+
+    ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 -m m1.cli distill ...  # gloo
+
+``tests/train/test_ddp.py`` runs exactly that: 2 ranks x batch 4 give the losses, logged
+divergence and final weights of one process with batch 8 (to 1e-4, fp32). FSDP and SFT/GRPO
+under several processes are not exercised by the CPU tests.
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ def common_args(cfg: RunConfig) -> dict:
         report_to=list(cfg.report_to),
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        # the token count that normalises the loss is summed over ranks (transformers' default,
+        # set here so it cannot drift): DDP then matches one process on the combined batch
+        average_tokens_across_devices=True,
         disable_tqdm=False,
         # m1 models are dense; GraniteMoeHybrid's config carries a router coefficient TRL would otherwise apply
         router_aux_loss_coef=0.0,
