@@ -186,6 +186,9 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None) -> tuple[D
         packing=False,  # the teacher sees the same padded batch; packed attention would need varlen kernels in it
         completion_only_loss=True,
         dataset_kwargs={"skip_prepare_dataset": True},
+        # the token count that normalises the loss is summed over ranks (transformers' default,
+        # stated so it cannot drift): DDP then matches one process on the combined batch
+        average_tokens_across_devices=True,
     )
     callbacks = [JsonlMetrics(f"{cfg.out}/metrics.jsonl", resume_step(resume_from))]
     if cfg.stepwise_layers:

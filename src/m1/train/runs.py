@@ -80,9 +80,6 @@ def common_args(cfg: RunConfig) -> dict:
         report_to=list(cfg.report_to),
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        # the token count that normalises the loss is summed over ranks (transformers' default,
-        # set here so it cannot drift): DDP then matches one process on the combined batch
-        average_tokens_across_devices=True,
         disable_tqdm=False,
         # m1 models are dense; GraniteMoeHybrid's config carries a router coefficient TRL would otherwise apply
         router_aux_loss_coef=0.0,
