@@ -28,7 +28,7 @@ _INT = re.compile(r"^-?\d+$")
 
 def _common_train_args(ctx: "Context", out: Path) -> list[str]:
     return ["--out", str(out), "--seed", str(ctx.cfg.seed), "--num-threads", str(ctx.cfg.threads),
-            "--report-to", "--save-total-limit", "1", "--logging-steps", "5"]
+            "--report-to", "--save-total-limit", "1", "--logging-steps", "1" if ctx.cfg.quick else "5"]
 
 
 def _metrics(out: Path) -> list[dict]:
