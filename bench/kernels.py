@@ -44,9 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from m1.ops import dispatch  # noqa: E402
-from m1.ops.conv import causal_conv1d_ref  # noqa: E402
-from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, split_zxbcdt  # noqa: E402
-from m1.ops.norm import gated_rms_norm_ref  # noqa: E402
+from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, mamba2_sequence_ref  # noqa: E402
 from m1.ops.ssd import ssd_chunked, ssd_chunked_ref  # noqa: E402
 
 SHAPES = {"m1-3b": (192, 16, 192, 16), "m1-3b-s128": (24, 128, 24, 128)}  # heads, head_dim, groups, state
@@ -152,23 +150,11 @@ def check_decode_step(shape_name, dtype_name, batch=256):
 def check_decode_after_prefill(shape_name, b=2, T=512, K=64):
     """Chunked prefill (Triton) of T tokens, then K fused steps, against the float64 full path."""
     H, P, G, N = SHAPES[shape_name]
-    inner = H * P
     params, kw, cs, ss, zx = layer_params(H, P, G, N, torch.float32, 8, seed=11)
-    w, cb, dtb, A, D, nw = params
     seq = zx(b, T + K)
-    z, xBC, dt_raw = split_zxbcdt(seq, H, P, G, N)
-
-    def path(ssd, xBC, dt_raw, z, dtype):
-        l = xBC.shape[1]
-        xc, conv_fin = causal_conv1d_ref(xBC.to(dtype), w.to(dtype), cb.to(dtype))
-        x, B, C = torch.split(xc, [inner, G * N, G * N], dim=-1)
-        dt = F.softplus(dt_raw.to(dtype) + dtb.to(dtype))
-        y, fin = ssd(x.reshape(b, l, H, P), dt, A.to(dtype), B.reshape(b, l, G, N), C.reshape(b, l, G, N), D.to(dtype))
-        return gated_rms_norm_ref(y.reshape(b, l, inner), z.to(dtype), nw.to(dtype), eps=1e-5, group_size=inner // G), conv_fin, fin
-
-    y_all, _, _ = path(ssd_chunked_ref, xBC, dt_raw, z, torch.float64)
+    y_all, _, _ = mamba2_sequence_ref(seq, *params, **kw, dtype=torch.float64)
     with torch.no_grad():
-        _, conv_fin, ssm_fin = path(ssd_chunked, xBC[:, :T], dt_raw[:, :T], z[:, :T], torch.float32)
+        _, conv_fin, ssm_fin = mamba2_sequence_ref(seq[:, :T], *params, **kw, ssd=ssd_chunked, dtype=torch.float32)
     ids = torch.tensor([5, 2], device="cuda")
     cs[ids], ss[ids] = conv_fin, ssm_fin
     ys = [mamba2_decode_step(seq[:, i].contiguous(), cs, ss, ids, *params, **kw) for i in range(T, T + K)]

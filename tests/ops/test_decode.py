@@ -1,5 +1,6 @@
 """CPU tests of the fused decode step's reference and its dispatch."""
 
+import functools
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from m1.ops import dispatch
 from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
-from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, split_zxbcdt
+from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, mamba2_sequence_ref, split_zxbcdt
 from m1.ops.norm import gated_rms_norm_ref
 from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
@@ -64,26 +65,31 @@ def test_decode_steps_after_chunked_prefill_equal_full_layer():
     t = _layer(H=4, P=3, G=2, N=5, slots=4, b=2, seed=1)
     T, K, b = 23, 9, 2
     zx = t["zxbcdt"](b * (T + K)).reshape(b, T + K, -1)
-    H, P, G, N, inner = t["H"], t["P"], t["G"], t["N"], t["inner"]
-    z, xBC, dt_raw = split_zxbcdt(zx, H, P, G, N)
-
-    def full(xBC, dt_raw, z, conv0=None, h0=None):
-        l = xBC.shape[1]
-        xc, conv_fin = causal_conv1d_ref(xBC, t["conv_weight"], t["conv_bias"], initial_state=conv0)
-        x, B, C = torch.split(xc, [inner, G * N, G * N], dim=-1)
-        dt = F.softplus(dt_raw + t["dt_bias"])
-        y, fin = ssd_chunked_ref(x.reshape(b, l, H, P), dt, t["A"], B.reshape(b, l, G, N), C.reshape(b, l, G, N), t["D"], initial_state=h0, chunk_size=8)
-        return gated_rms_norm_ref(y.reshape(b, l, inner), z, t["norm_weight"], group_size=inner // G), conv_fin, fin
-
-    y_all, _, _ = full(xBC, dt_raw, z)
-    _, conv_fin, ssm_fin = full(xBC[:, :T], dt_raw[:, :T], z[:, :T])
+    chunked = functools.partial(ssd_chunked_ref, chunk_size=8)
+    y_all, _, _ = mamba2_sequence_ref(zx, *_params(t), **_kw(t), ssd=chunked)
+    _, conv_fin, ssm_fin = mamba2_sequence_ref(zx[:, :T], *_params(t), **_kw(t), ssd=chunked)
     slots = torch.tensor([3, 1])
     cs = torch.zeros(4, t["conv_dim"], t["W"] - 1, dtype=torch.float64)
-    ss = torch.zeros(4, H, P, N, dtype=torch.float64)
+    ss = torch.zeros(4, t["H"], t["P"], t["N"], dtype=torch.float64)
     cs[slots], ss[slots] = conv_fin, ssm_fin
     for i in range(T, T + K):
         y = mamba2_decode_step_ref(zx[:, i], cs, ss, slots, *_params(t), **_kw(t))
         assert (y - y_all[:, i]).abs().max() <= 1e-5, i  # the norm computes in fp32
+
+
+def test_sequence_reference_is_the_unfused_composition():
+    """`mamba2_sequence_ref` is exactly conv + softplus + SSD + gated norm, composed by hand."""
+    t = _layer(seed=2)
+    H, P, G, N, inner, b, l = t["H"], t["P"], t["G"], t["N"], t["inner"], 2, 11
+    zx = t["zxbcdt"](b * l).reshape(b, l, -1)
+    z, xBC, dt_raw = split_zxbcdt(zx, H, P, G, N)
+    xc, conv_fin = causal_conv1d_ref(xBC, t["conv_weight"], t["conv_bias"])
+    x, B, C = torch.split(xc, [inner, G * N, G * N], dim=-1)
+    dt = F.softplus(dt_raw + t["dt_bias"])
+    y, fin = ssd_chunked_ref(x.reshape(b, l, H, P), dt, t["A"], B.reshape(b, l, G, N), C.reshape(b, l, G, N), t["D"])
+    want = gated_rms_norm_ref(y.reshape(b, l, inner), z, t["norm_weight"], eps=1e-6, group_size=inner // G)
+    got, conv_got, fin_got = mamba2_sequence_ref(zx, *_params(t), **_kw(t))
+    assert torch.equal(got, want) and torch.equal(conv_got, conv_fin) and torch.equal(fin_got, fin)
 
 
 def test_dispatch_uses_reference_on_cpu():

@@ -5,13 +5,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from m1.ops import dispatch
-from m1.ops.conv import causal_conv1d_ref
-from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, split_zxbcdt
-from m1.ops.norm import gated_rms_norm_ref
-from m1.ops.ssd import ssd_chunked, ssd_chunked_ref
+from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, mamba2_sequence_ref
+from m1.ops.ssd import ssd_chunked
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -83,22 +80,10 @@ def test_decode_after_chunked_prefill_equals_full_forward(shape):
     H, P, G, N = shape
     t = layer(H, P, G, N, dtype=torch.float32, slots=8, seed=5)
     b, T, K = 2, 200, 64
-    inner = H * P
     zx = t["zx"](b * (T + K)).reshape(b, T + K, -1)
-    w, cb, dtb, A, D, nw = t["params"]
-    z, xBC, dt_raw = split_zxbcdt(zx, H, P, G, N)
-
-    def path(ssd, xBC, dt_raw, z, dtype):
-        l = xBC.shape[1]
-        xc, conv_fin = causal_conv1d_ref(xBC.to(dtype), w.to(dtype), cb.to(dtype))
-        x, B, C = torch.split(xc, [inner, G * N, G * N], dim=-1)
-        dt = F.softplus(dt_raw.to(dtype) + dtb.to(dtype))
-        y, fin = ssd(x.reshape(b, l, H, P), dt, A.to(dtype), B.reshape(b, l, G, N), C.reshape(b, l, G, N), D.to(dtype))
-        return gated_rms_norm_ref(y.reshape(b, l, inner), z.to(dtype), nw.to(dtype), eps=1e-5, group_size=inner // G), conv_fin, fin
-
-    y_all, _, _ = path(ssd_chunked_ref, xBC, dt_raw, z, torch.float64)
+    y_all, _, _ = mamba2_sequence_ref(zx, *t["params"], **t["kw"], dtype=torch.float64)
     with torch.no_grad():
-        _, conv_fin, ssm_fin = path(ssd_chunked, xBC[:, :T], dt_raw[:, :T], z[:, :T], torch.float32)
+        _, conv_fin, ssm_fin = mamba2_sequence_ref(zx[:, :T], *t["params"], **t["kw"], ssd=ssd_chunked, dtype=torch.float32)
     slots = torch.tensor([5, 2], device="cuda")
     cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
     cs[slots], ss[slots] = conv_fin, ssm_fin

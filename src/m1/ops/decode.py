@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from m1.ops import dispatch
-from m1.ops.conv import causal_conv1d_step_ref
+from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
 from m1.ops.norm import gated_rms_norm_ref
-from m1.ops.ssd import ssd_step_ref
+from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
 
 def split_zxbcdt(zxbcdt: torch.Tensor, n_heads: int, head_dim: int, n_groups: int, state_size: int):
@@ -41,6 +41,33 @@ def split_zxbcdt(zxbcdt: torch.Tensor, n_heads: int, head_dim: int, n_groups: in
     if zxbcdt.shape[-1] != inner + conv_dim + n_heads:
         raise ValueError(f"zxbcdt has {zxbcdt.shape[-1]} channels, expected {inner + conv_dim + n_heads}")
     return torch.split(zxbcdt, [inner, conv_dim, n_heads], dim=-1)
+
+
+def mamba2_sequence_ref(
+    zxbcdt, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+    *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf), ssd=ssd_chunked_ref, dtype=None,
+):
+    """The whole-sequence counterpart of the decode step, from a zero state.
+
+    zxbcdt (b, l, inner + conv_dim + h) -> (y (b, l, inner), conv_state (b, conv_dim, w-1),
+    ssm_state (b, h, p, n)). A prefill with this followed by decode steps must equal this
+    over the whole sequence, which is how the fused step is checked; `ssd` picks the SSD
+    implementation (the reference, or the dispatching `ssd_chunked`), `dtype` the compute dtype.
+    """
+    dtype = dtype or zxbcdt.dtype
+    b, l = zxbcdt.shape[:2]
+    inner = n_heads * head_dim
+    z, xBC, dt_raw = split_zxbcdt(zxbcdt.to(dtype), n_heads, head_dim, n_groups, state_size)
+    weight = conv_weight.reshape(conv_weight.shape[0], -1).to(dtype)
+    xc, conv_state = causal_conv1d_ref(xBC, weight, None if conv_bias is None else conv_bias.to(dtype))
+    x, B, C = torch.split(xc, [inner, n_groups * state_size, n_groups * state_size], dim=-1)
+    dt = F.softplus(dt_raw + dt_bias.to(dtype)).clamp(dt_limit[0], dt_limit[1])
+    y, ssm_state = ssd(
+        x.reshape(b, l, n_heads, head_dim), dt, A.to(dtype), B.reshape(b, l, n_groups, state_size),
+        C.reshape(b, l, n_groups, state_size), D.to(dtype),
+    )
+    y = gated_rms_norm_ref(y.reshape(b, l, inner), z, norm_weight.to(dtype), eps=eps, group_size=inner // n_groups)
+    return y, conv_state, ssm_state
 
 
 def mamba2_decode_step_ref(
