@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+
+from m1.errors import UserError
 
 # command -> (module, function taking argv, one-line summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -31,11 +34,19 @@ def _usage() -> str:
         lines.append(f"  {name:<9} {summary}")
     lines.append("")
     lines.append("Run `m1 <command> --help` for the options of one command.")
+    lines.append("`m1 --debug <command> ...` shows the traceback of a user error (one line otherwise).")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Route to a subcommand. A `UserError` prints one line and exits 2 (`--debug`: traceback too)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("M1_DEBUG", "") not in ("", "0")
+    if argv and argv[0] == "--debug":
+        debug, argv = True, argv[1:]
+    if "--debug" in argv:  # also accepted after the command: no subcommand has an option of that name
+        debug = True
+        argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -46,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     module_name, func_name, _ = COMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)
-    result = func(rest)
+    try:
+        result = func(rest)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"m1 {name}: error: {e}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import GraniteMoeHybridConfig
 
+from m1.errors import UserError
+
 MAMBA = "linear_attention"  # transformers >= 5 spelling of a Mamba layer
 ATTENTION = "full_attention"
 # Older transformers (4.x) and vLLM read the legacy strings; config.json is written with these.
@@ -24,7 +26,7 @@ _FROM_LEGACY = {"mamba": MAMBA, "attention": ATTENTION}
 SUPPORTED_TEACHERS = ("llama", "qwen2")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value is invalid; the message starts with the field's name."""
 
     def __init__(self, field_name: str, message: str):

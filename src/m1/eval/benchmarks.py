@@ -15,6 +15,7 @@ from pathlib import Path
 
 from m1.eval.answer import gold_answer
 from m1.jsonio import iter_records
+from m1.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(UserError):
     """A benchmark row that cannot be read; the message names the file and line."""
 
 

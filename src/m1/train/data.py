@@ -26,12 +26,13 @@ from typing import Any
 
 from m1.tasks.arithmetic import PROMPT_SUFFIX
 from m1.jsonio import iter_records
+from m1.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad training data, found before training starts."""
 
 

@@ -1,0 +1,59 @@
+"""The CLI's one-line user errors (m1.errors + m1.cli)."""
+
+import sys
+import types
+
+import pytest
+
+from m1 import cli
+from m1.config import ConfigError
+from m1.errors import UserError, field_error, require_path
+
+
+def _fake_command(monkeypatch, exc):
+    mod = types.ModuleType("m1_fake_cmd")
+
+    def run(argv):
+        raise exc
+
+    mod.run = run
+    monkeypatch.setitem(sys.modules, "m1_fake_cmd", mod)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("m1_fake_cmd", "run", "test only"))
+
+
+def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
+    _fake_command(monkeypatch, ConfigError("attention_layers", "empty value"))
+    assert cli.main(["fake"]) == 2
+    err = capsys.readouterr().err
+    assert err == "m1 fake: error: attention_layers: empty value\n"
+
+
+def test_debug_shows_the_traceback(monkeypatch):
+    _fake_command(monkeypatch, field_error("--x", "bad"))
+    with pytest.raises(UserError, match="--x: bad"):
+        cli.main(["--debug", "fake"])
+    with pytest.raises(UserError):
+        cli.main(["fake", "--debug"])
+    monkeypatch.setenv("M1_DEBUG", "1")
+    with pytest.raises(UserError):
+        cli.main(["fake"])
+
+
+def test_a_bug_is_not_swallowed(monkeypatch):
+    _fake_command(monkeypatch, RuntimeError("a bug"))
+    with pytest.raises(RuntimeError):
+        cli.main(["fake"])
+
+
+def test_require_path(tmp_path):
+    assert require_path(tmp_path, "directory") == tmp_path
+    with pytest.raises(UserError, match=r"--data: file '.*nope.jsonl' does not exist"):
+        require_path(tmp_path / "nope.jsonl", "file", "--data")
+
+
+def test_error_classes_are_user_errors():
+    from m1.eval.benchmarks import BenchmarkFormatError
+    from m1.train.data import DataError
+
+    for cls in (ConfigError, DataError, BenchmarkFormatError):
+        assert issubclass(cls, UserError) and issubclass(cls, ValueError)
