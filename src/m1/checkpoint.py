@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic directory writes and tokenizer copying.
+"""Checkpoint files: atomic directory writes, and loading the teachers users bring.
 
 A checkpoint directory is written under a temporary sibling name and renamed into
 place only once every file is complete, so an interrupted save leaves either the old
@@ -43,3 +43,64 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+GGUF_INSTALL = "pip install gguf"
+
+
+def _is_gguf(source) -> bool:
+    return isinstance(source, (str, Path)) and str(source).lower().endswith(".gguf")
+
+
+def load_tokenizer(source):
+    """The tokenizer of a checkpoint directory, hub id or `.gguf` file."""
+    from transformers import AutoTokenizer
+
+    if _is_gguf(source):
+        p = Path(source)
+        return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    return AutoTokenizer.from_pretrained(str(source))
+
+
+def load_causal_lm(source, dtype=None):
+    """A transformers causal LM from a local directory, a hub id or a `.gguf` file.
+
+    GGUF files load through transformers' own GGUF reader (dequantised to `dtype`, fp32 by
+    default), which needs the optional `gguf` package. transformers marks a model loaded
+    from GGUF as quantised and refuses to save or re-wrap it; the weights are already plain
+    tensors, so the model is rebuilt as an ordinary one from its config and state dict.
+    A local path that does not exist is a `UserError` naming it (transformers would take it
+    for a malformed hub id).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from m1.errors import UserError
+
+    dtype = dtype or torch.float32
+    text = str(source)
+    if not Path(text).expanduser().exists() and not _hub_like(text):
+        raise UserError(f"model path {text!r} does not exist")
+    if _is_gguf(source):
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise UserError(f"{text}: loading a .gguf file needs the gguf package ({GGUF_INSTALL}, or pip install 'm1[gguf]')") from None
+        p = Path(text).expanduser()
+        loaded = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(loaded.config, dtype=dtype)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise RuntimeError(f"{text}: GGUF tensors do not match the model (missing {missing}, unexpected {unexpected})")
+        if model.config.tie_word_embeddings:
+            model.tie_weights()
+        model.generation_config = loaded.generation_config
+        return model.eval()
+    return AutoModelForCausalLM.from_pretrained(text, dtype=dtype, use_safetensors=True)
+
+
+def _hub_like(text: str) -> bool:
+    """'name' or 'owner/name' with no leading '.', '/' or '~' and no .gguf suffix may be a hub id."""
+    return text.count("/") <= 1 and not text.startswith((".", "/", "~")) and not _is_gguf(text)

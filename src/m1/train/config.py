@@ -73,6 +73,9 @@ class DistillConfig(RunConfig):
     stepwise_layers: int = opt(0, "stepwise schedule: train this many Mamba layers at a time, bottom up (0: all at once)")
     stepwise_steps: int = opt(0, "optimizer steps per stepwise stage")
     on_policy: bool = opt(False, "on-policy distillation (the student generates) through TRL's DistillationTrainer")
+    stages: str = opt("kl", "'kl' (M1's one stage: end-to-end divergence) or 'align,kl' (staged: teacher-forced per-layer alignment of the Mamba mixers, then end-to-end)")
+    align_fraction: float = opt(0.25, "with stages align,kl: share of max_steps, and so of the training tokens, spent in the align stage")
+    align_learning_rate: float = opt(1e-3, "peak learning rate of the align stage (only the Mamba mixers train there)")
     max_completion_length: int = opt(256, "on-policy only: tokens the student generates per prompt")
 
 

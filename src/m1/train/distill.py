@@ -34,14 +34,17 @@ Options:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
+from m1.checkpoint import load_tokenizer
 from m1.train.config import DistillConfig, parse_config
 from m1.train.data import DataError, check_same_tokenizer, load_conversations, tokenize_conversations
 from m1.train.losses import DIVERGENCES, chunked_divergence, next_token_positions
@@ -110,9 +113,13 @@ class StepwiseSchedule(TrainerCallback):
 
 
 class DistillTrainer(CompleteCheckpoints, SFTTrainer):
-    """SFTTrainer whose loss is a masked divergence against a frozen in-process teacher."""
+    """SFTTrainer whose loss is a masked divergence against a frozen in-process teacher.
 
-    def __init__(self, *args, teacher: torch.nn.Module, dcfg: DistillConfig, **kwargs):
+    With ``align=True`` (the staged recipe's first stage) the loss is instead the
+    teacher-forced per-layer alignment of `align_loss`, and only the Mamba mixers get gradients.
+    """
+
+    def __init__(self, *args, teacher: torch.nn.Module, dcfg: DistillConfig, align: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if dcfg.loss not in DIVERGENCES:
             raise ValueError(f"--loss must be one of {DIVERGENCES}, got {dcfg.loss!r}")
@@ -120,10 +127,19 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             raise ValueError(f"loss_normalization {dcfg.loss_normalization!r} is not supported (only 'token')")
         self.teacher = teacher.to(self.accelerator.device)
         self.dcfg = dcfg
+        self.align = align
+        if align and self.accelerator.num_processes > 1:
+            raise ValueError("the align stage runs in one process (it calls the mixers outside the DDP wrapper); run it without accelerate, then the kl stage with it")
         # divergence summed over assistant tokens, and their count, since the last log (this rank)
         self._kl_acc: torch.Tensor | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.align:
+            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+            loss = align_loss(self.accelerator.unwrap_model(model), self.teacher, **fwd)
+            acc = torch.stack([loss.detach().float(), torch.ones((), device=loss.device)])
+            self._kl_acc = acc if self._kl_acc is None else self._kl_acc + acc
+            return (loss, None) if return_outputs else loss
         labels = inputs["labels"]
         fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
         select = next_token_positions(labels)
@@ -153,21 +169,72 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             # every rank logs at the same step, so the sums can be reduced here: the logged value is
             # the divergence per assistant token over all ranks' tokens since the last log
             acc = self.accelerator.reduce(self._kl_acc, reduction="sum")
-            logs[f"{self.dcfg.loss}_per_token"] = (acc[0] / acc[1].clamp(min=1)).item()
+            name = "align_rel_mse" if self.align else f"{self.dcfg.loss}_per_token"
+            logs[name] = (acc[0] / acc[1].clamp(min=1)).item()
             self._kl_acc = None
         # SFTTrainer.log merges its own metrics (entropy, accuracy) that this loss never computes
         return super(SFTTrainer, self).log(logs, start_time)
 
 
+# ---------------------------------------------------------------- the align stage
+
+
+def align_loss(student: torch.nn.Module, teacher: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced alignment: each Mamba mixer reproduces its teacher attention layer's output.
+
+    The teacher runs once with hooks (`m1.calibrate.record_attention_io`); each student
+    mixer then reads the teacher's own input to that attention layer and is scored by
+    its squared error relative to the target's power, over real tokens, averaged over the
+    Mamba layers. Only the mixers are in the graph, so only they get gradients.
+    """
+    from m1.calibrate import record_attention_io
+
+    layers = list(student.config.mamba_layers)
+    if not layers:
+        raise ValueError("the align stage needs a student with Mamba layers")
+    token_mask = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None
+    with torch.no_grad(), record_attention_io(teacher, layers) as got:
+        backbone_hidden(teacher, input_ids=input_ids, attention_mask=attention_mask)
+        targets = {i: (got[i][0].detach(), got[i][1].detach()) for i in layers}
+    real = None if token_mask is None else token_mask.bool()
+    total = 0.0
+    for i in layers:
+        x, y = targets[i]
+        mixer = student.model.layers[i].mamba
+        pred = mixer(x.to(next(mixer.parameters()).dtype), token_mask=token_mask).float()
+        err, power = (pred - y.float()) ** 2, y.float() ** 2
+        if real is not None:
+            err, power = err[real], power[real]
+        total = total + err.mean() / power.mean().clamp(min=1e-12)
+    return total / len(layers)
+
+
+def stage_plan(cfg: DistillConfig) -> list[tuple[str, int]]:
+    """[(stage, optimizer steps)] from `stages` and `align_fraction`: the step (token) budget split between them."""
+    stages = [s.strip() for s in cfg.stages.split(",") if s.strip()]
+    if stages == ["kl"]:
+        return [("kl", cfg.max_steps)]
+    if stages == ["align", "kl"]:
+        if not 0 < cfg.align_fraction < 1:
+            raise DataError(f"align_fraction: must be in (0, 1), got {cfg.align_fraction}")
+        a = max(1, round(cfg.max_steps * cfg.align_fraction))
+        if a >= cfg.max_steps:
+            raise DataError(f"max_steps: {cfg.max_steps} leaves no step for the kl stage after {a} align steps")
+        return [("align", a), ("kl", cfg.max_steps - a)]
+    if stages == ["align"]:
+        return [("align", cfg.max_steps)]
+    raise DataError(f"stages: {cfg.stages!r}; use 'kl', 'align,kl' or 'align'")
+
+
 # ---------------------------------------------------------------- entry points
 
 
-def build_trainer(cfg: DistillConfig, resume_from: str | None = None) -> tuple[DistillTrainer, object]:
+def build_trainer(cfg: DistillConfig, resume_from: str | None = None, align: bool = False) -> tuple[DistillTrainer, object]:
     for name in ("teacher", "student", "data"):
         if not getattr(cfg, name):
             raise DataError(f"--{name} is required")
     s_tok = AutoTokenizer.from_pretrained(cfg.student)
-    t_tok = AutoTokenizer.from_pretrained(cfg.teacher)
+    t_tok = load_tokenizer(cfg.teacher)
     check_same_tokenizer(t_tok, s_tok, cfg.teacher, cfg.student)
     rows = load_conversations(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
     train = tokenize_conversations(s_tok, rows, cfg.max_length)
@@ -178,7 +245,7 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None) -> tuple[D
     teacher = load_teacher(cfg.teacher, dtype=dtype)
     if student.config.vocab_size != teacher.config.vocab_size:
         raise DataError(f"student vocab_size {student.config.vocab_size} != teacher vocab_size {teacher.config.vocab_size}")
-    select_trainable(student, cfg.freeze, cfg.trainable_pattern)
+    select_trainable(student, "non_mamba" if align else cfg.freeze, "" if align else cfg.trainable_pattern)
 
     args = TRLSFTConfig(
         **common_args(cfg),
@@ -196,7 +263,7 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None) -> tuple[D
             raise ValueError("--stepwise-layers needs --stepwise-steps > 0")
         callbacks.append(StepwiseSchedule(student, cfg.stepwise_layers, cfg.stepwise_steps))
     trainer = DistillTrainer(
-        model=student, args=args, train_dataset=train, processing_class=s_tok, callbacks=callbacks, teacher=teacher, dcfg=cfg
+        model=student, args=args, train_dataset=train, processing_class=s_tok, callbacks=callbacks, teacher=teacher, dcfg=cfg, align=align
     )
     return trainer, s_tok
 
@@ -208,7 +275,7 @@ def build_on_policy_trainer(cfg: DistillConfig):
     from m1.train.data import load_prompts
 
     s_tok = AutoTokenizer.from_pretrained(cfg.student)
-    check_same_tokenizer(AutoTokenizer.from_pretrained(cfg.teacher), s_tok, cfg.teacher, cfg.student)
+    check_same_tokenizer(load_tokenizer(cfg.teacher), s_tok, cfg.teacher, cfg.student)
     rows = load_prompts(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
     import datasets
 
@@ -224,12 +291,37 @@ def build_on_policy_trainer(cfg: DistillConfig):
 
 
 def run(cfg: DistillConfig):
-    resume_from = prepare_out(cfg)
-    torch.manual_seed(cfg.seed)
-    trainer, tok = build_on_policy_trainer(cfg) if cfg.on_policy else build_trainer(cfg, resume_from)
-    trainer.train(resume_from_checkpoint=resume_from)
-    final = save_final(trainer, tok, cfg.out)
-    log.info("distilled student saved to %s", final)
+    """One stage (M1's recipe), or the staged recipe: align in OUT/align, then kl in OUT.
+
+    Each stage is an ordinary resumable run; a finished align stage (OUT/align/final) is
+    not run again, so `--resume` continues wherever the interruption was.
+    """
+    plan = stage_plan(cfg)
+    if cfg.on_policy and len(plan) > 1:
+        raise DataError("stages: the align stage needs fixed data; use --stages kl with --on-policy")
+    student = cfg.student
+    trainer = None
+    for stage, steps in plan:
+        scfg = dataclasses.replace(cfg, max_steps=steps, student=student)
+        if stage == "align" and len(plan) > 1:
+            scfg = dataclasses.replace(scfg, out=str(Path(cfg.out) / "align"), learning_rate=cfg.align_learning_rate)
+            if (Path(scfg.out) / "final" / "config.json").exists():
+                log.info("align stage already finished in %s; continuing with the kl stage", scfg.out)
+                student = str(Path(scfg.out) / "final")
+                continue
+        elif stage == "align":
+            scfg = dataclasses.replace(scfg, learning_rate=cfg.align_learning_rate)
+        log.info("distill stage %s: %d optimizer steps", stage, steps)
+        resume_from = prepare_out(scfg)
+        torch.manual_seed(cfg.seed)
+        if cfg.on_policy:
+            trainer, tok = build_on_policy_trainer(scfg)
+        else:
+            trainer, tok = build_trainer(scfg, resume_from, align=stage == "align")
+        trainer.train(resume_from_checkpoint=resume_from)
+        final = save_final(trainer, tok, scfg.out)
+        log.info("distill stage %s: student saved to %s", stage, final)
+        student = str(final)
     return trainer
 
 

@@ -3,7 +3,8 @@
 Students load as `HybridForCausalLM` (which TRL's trainers drive directly: its backbone
 returns a `BaseModelOutputWithPast`, accepts the extra keywords trainers pass, and its
 forward takes a ``chunked_loss`` hook for distillation). Teachers load as m1's class when
-they are hybrid checkpoints and through `AutoModelForCausalLM` otherwise.
+they are hybrid checkpoints and through `m1.checkpoint.load_causal_lm` otherwise (a
+directory, a hub id or a `.gguf` file).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
-
+from m1.checkpoint import load_causal_lm
 from m1.modeling import HybridForCausalLM
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.
     if is_hybrid_checkpoint(path):
         model = HybridForTraining.from_pretrained(str(path), dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = load_causal_lm(path, dtype=dtype)
     model.eval()
     model.requires_grad_(False)
     return model
