@@ -55,7 +55,7 @@ from m1.calibrate import CalibrationConfig, calibrate  # noqa: E402
 from m1.checkpoint import load_causal_lm, load_tokenizer  # noqa: E402
 from m1.convert import convert_from_transformer  # noqa: E402
 from m1.init_study import fidelity, joined_sequences, math500_texts, tokenize_texts  # noqa: E402
-from m1.train.distill import align_loss  # noqa: E402
+from m1.train.align import align_loss  # noqa: E402
 from m1.train.losses import chunked_divergence  # noqa: E402
 
 UNIFORM = [3, 8, 13, 18, 23, 28]  # 6 of 30, evenly spaced (M1's share of attention)
@@ -79,8 +79,8 @@ def train_rows(tokenizer, data_dir: Path, seq_len: int, seed: int) -> torch.Tens
     random.Random(seed).shuffle(texts)
     eos = tokenizer.eos_token_id
     stream: list[int] = []
-    for t in texts:
-        stream += tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream += ids + [eos]
     n = len(stream) // seq_len
     return torch.tensor(stream[: n * seq_len]).view(n, seq_len)
 
