@@ -124,7 +124,7 @@ def fidelity(teacher, student, input_ids: torch.Tensor, attention_mask: torch.Te
         nll_t = -lt.gather(-1, nxt[..., None])[..., 0]
         agree = (lt.argmax(-1) == ls.argmax(-1)).double()
         for j, v in enumerate((fwd, rev, nll_s, nll_t, agree)):
-            sums[j] += v.double()[real].sum()
+            sums[j] += v.double()[real].sum().item()
         count += int(real.sum())
     fwd, rev, nll_s, nll_t, agree = (sums / max(count, 1)).tolist()
     return {"heldout_kl": fwd, "heldout_kl_reverse": rev, "ppl_ratio": math.exp(nll_s - nll_t), "student_nll": nll_s,
