@@ -31,6 +31,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--chunk-size", type=int, default=16, help="samples of one problem generated as one batch")
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
     ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
+    ap.add_argument("--extraction", choices=["strict", "lenient"], default="strict",
+                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also the last "
+                         "number of the final line when the gold is a number, for models that do not box")
     ap.add_argument("--data-parallel", type=int, default=1,
                     help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
                          "problems split by index mod N, results merged. Under torchrun, the world size is used")
@@ -43,7 +46,7 @@ def _config(args, model: str, out: Path):
                       sampling=SamplingConfig(args.temperature, args.top_p, args.max_tokens),
                       data_dir=args.data_dir, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
                       prompt=PromptConfig(template=args.prompt_template, chat_template=not args.no_chat_template),
-                      verifier=getattr(args, "verifier", None))
+                      verifier=getattr(args, "verifier", None), extraction=args.extraction)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
