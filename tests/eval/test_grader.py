@@ -160,6 +160,7 @@ def test_grade_correct(completion, gold):
         ("\\boxed{\\frac{1}{e}}", "0.3183"),  # a closed form of another value
         ("\\boxed{e^{i\\pi}}", "1"),
         ("\\boxed{x + 7}", "7"),  # a free variable is not a closed form
+        ("\\boxed{\\infty}", "\\frac{41}{5}"),  # infinity is no number's closed form
         ("\\boxed{2000}", "20"),  # no 100x percentage leniency
         ("\\boxed{[2, \\infty)}", "(2,\\infty)"),
         ("\\boxed{x^2+1}", "x^2+2"),

@@ -145,6 +145,8 @@ def _numeric_gold_verdict(g: list, p: list) -> bool | None:
     if got is None:
         return None
     _, (re_, im_) = got
+    if not (re_.is_finite and im_.is_finite):
+        return False  # oo, zoo, nan: never a finite gold
     gold = g[0]
     scale = max(1, abs(gold))
     if isinstance(gold, sympy.Integer):
