@@ -111,11 +111,16 @@ def read_records(source: str, split: str = "train", limit: int | None = None) ->
                 if limit is not None and len(out) >= limit:
                     return out
     else:
-        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")):
+        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")) or source.count("/") > 1:
             raise DataError(f"{source}: no such file")
         import datasets
 
-        ds = datasets.load_dataset(source, split=split)
+        try:
+            ds = datasets.load_dataset(source, split=split)
+        except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: the user cannot reach this data
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"{source}: cannot load hub dataset ({type(e).__name__}: {msg}); "
+                            "offline, pass a local JSONL/JSON file or directory instead") from e
         for i, r in enumerate(ds):
             out.append((f"{source}[{split}][{i}]", dict(r)))
             if limit is not None and len(out) >= limit:
