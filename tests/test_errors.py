@@ -57,3 +57,22 @@ def test_error_classes_are_user_errors():
 
     for cls in (ConfigError, DataError, BenchmarkFormatError):
         assert issubclass(cls, UserError) and issubclass(cls, ValueError)
+
+
+def test_cpu_kernel_hints_are_silenced(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    cli.quiet_cpu_kernel_hints()
+    log = logging.getLogger("transformers.integrations.hub_kernels")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        log.warning("`selective_state_update` is falling back ... because `mamba-ssm` is not installed")
+        log.warning("an unrelated warning")
+    assert [r.getMessage() for r in caplog.records] == ["an unrelated warning"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        log.warning("install `causal-conv1d` for the optimized kernel")
+    assert len(caplog.records) == 1
