@@ -1,4 +1,7 @@
-"""Checkpoint files: atomic directory writes and tokenizer copying.
+"""Checkpoint files: atomic directory and file writes.
+
+(Tokenizers are not handled here: callers save them next to the model themselves, e.g.
+`m1.train.runs.save_final`.)
 
 A checkpoint directory is written under a temporary sibling name and renamed into
 place only once every file is complete, so an interrupted save leaves either the old

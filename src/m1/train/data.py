@@ -18,7 +18,6 @@ empty dataset says so.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,9 +259,3 @@ def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str = "teacher"
             f"different ids: {moved}"
         )
 
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def describe(source: str) -> str:
-    return _SAFE.sub("_", source)[-80:]
