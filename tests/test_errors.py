@@ -57,3 +57,32 @@ def test_error_classes_are_user_errors():
 
     for cls in (ConfigError, DataError, BenchmarkFormatError):
         assert issubclass(cls, UserError) and issubclass(cls, ValueError)
+
+
+def test_cpu_kernel_hints_are_silenced(monkeypatch):
+    import logging
+
+    import torch
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    cli.quiet_cpu_kernel_hints()
+    log = logging.getLogger("transformers.integrations.hub_kernels")
+    keep = Keep()
+    log.addHandler(keep)  # on the logger itself: transformers' own loggers may not propagate to the root
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        log.warning("`selective_state_update` is falling back ... because `mamba-ssm` is not installed")
+        log.warning("an unrelated warning")
+        assert keep.messages == ["an unrelated warning"]
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        log.warning("install `causal-conv1d` for the optimized kernel")
+        assert len(keep.messages) == 2
+    finally:
+        log.removeHandler(keep)

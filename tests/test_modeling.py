@@ -53,7 +53,7 @@ def test_config_json_uses_legacy_layer_types_for_vllm(saved_hybrid):
 
 
 def test_m1_checkpoint_passes_vllm_layout_check(saved_hybrid):
-    from m1.vllm_layout import check_vllm_compat
+    from tests.vllm_layout import check_vllm_compat
 
     d, _ = saved_hybrid
     cfg = json.loads((d / "config.json").read_text())

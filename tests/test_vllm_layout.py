@@ -1,8 +1,8 @@
-"""Checkpoint layout vs. what vLLM's GraniteMoeHybrid loader reads (see m1/vllm_layout.py).
+"""Checkpoint layout vs. what vLLM's GraniteMoeHybrid loader reads (see tests/vllm_layout.py).
 
 A tiny dense GraniteMoeHybrid model is written by transformers' own `save_pretrained`; its
 config.json and safetensors keys are then checked against the vLLM layout recorded in
-`m1.vllm_layout`.
+`tests.vllm_layout`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 safetensors = pytest.importorskip("safetensors")
 
-from m1.vllm_layout import (  # noqa: E402
+from tests.vllm_layout import (  # noqa: E402
     TRANSFORMERS5_LAYER_TYPES,
     VLLM_LAYER_TYPES,
     VLLM_REQUIRED_CONFIG_KEYS,

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic directory writes, and loading the teachers users bring.
+"""Checkpoint files: atomic directory and file writes, and loading the teachers users bring
+(a directory, a hub id or a `.gguf` file) with their tokenizers.
 
 A checkpoint directory is written under a temporary sibling name and renamed into
 place only once every file is complete, so an interrupted save leaves either the old

@@ -28,6 +28,34 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_KERNEL_PACKAGES = ("mamba_ssm", "mamba-ssm", "causal_conv1d", "causal-conv1d")
+
+
+class _CPUKernelHintFilter(logging.Filter):
+    """Drops transformers' "install mamba_ssm / causal_conv1d" hints on a machine without CUDA.
+
+    Those packages are CUDA-only, so on a CPU the hint is advice that cannot be followed (and
+    m1's own model does not use them at all). With CUDA present the hint is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not any(p in msg for p in _KERNEL_PACKAGES):
+            return True
+        import torch
+
+        return torch.cuda.is_available()
+
+
+def quiet_cpu_kernel_hints() -> None:
+    """Install `_CPUKernelHintFilter` on the transformers loggers that emit the hint (idempotent)."""
+    for name in ("transformers.integrations.hub_kernels", "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
+                 "transformers.models.mamba2.modeling_mamba2"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _CPUKernelHintFilter) for f in log.filters):
+            log.addFilter(_CPUKernelHintFilter())
+
+
 def _usage() -> str:
     lines = ["usage: m1 <command> [options]", "", "commands:"]
     for name, (_, _, summary) in COMMANDS.items():
@@ -55,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"m1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_cpu_kernel_hints()
     module_name, func_name, _ = COMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)
     try:

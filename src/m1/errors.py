@@ -34,3 +34,63 @@ def require_path(path, what: str, field_name: str | None = None):
         prefix = f"{field_name}: " if field_name else ""
         raise UserError(f"{prefix}{what} {str(p)!r} does not exist")
     return p
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether a model/data argument names a local path rather than a hub id (`org/name`).
+
+    Hub ids have at most one `/` and never start with `.`, `/` or `~`; anything else that
+    does not exist is a missing path, and must be reported as one, not handed to the hub
+    client (whose answer is "Repo id must use alphanumeric chars").
+    """
+    s = str(name)
+    return s.startswith((".", "/", "~")) or s.count("/") > 1 or s.endswith((".json", ".jsonl", ".yaml", ".gguf"))
+
+
+def require_model_dir(path, field_name: str, hub_ok: bool = False):
+    """A model argument: an existing directory with a config.json, or (with `hub_ok`) a hub id.
+
+    Raises `UserError` naming `field_name` when the directory is missing or is not a model.
+    """
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    if not str(path):
+        raise field_error(field_name, "is required")
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise field_error(field_name, f"{str(p)!r} is not a model directory (no config.json)")
+        return p
+    if hub_ok and not looks_like_local_path(str(path)):
+        return path  # a hub id; the hub client reports its own failures
+    raise field_error(field_name, f"model directory {str(p)!r} does not exist")
+
+
+class remove_if_left_empty:
+    """Context manager: a directory this command creates is removed if the command fails leaving it empty.
+
+    "Empty" means no file with content anywhere under it (an empty samples.jsonl or a
+    config.yaml written before the failure does not count as output), so a failed first
+    run leaves nothing behind, while a directory that existed before is never touched.
+    """
+
+    KEEP_SMALL = ("config.yaml",)
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.existed = self.path.exists()
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or self.existed or not self.path.is_dir():
+            return False
+        files = [f for f in self.path.rglob("*") if f.is_file()]
+        if all(f.stat().st_size == 0 or f.name in self.KEEP_SMALL for f in files):
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+        return False

@@ -20,7 +20,7 @@ def iter_records(path: Path, error: type[Exception] = ValueError) -> Iterator[tu
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise error(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            raise error(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
         if not isinstance(data, list):
             raise error(f"{path}: a .json data file must hold one JSON array of records")
         for i, r in enumerate(data):
@@ -35,7 +35,9 @@ def iter_records(path: Path, error: type[Exception] = ValueError) -> Iterator[tu
             try:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
-                raise error(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+                # the column is json's own (1-based, within the line): the message ends at e.msg so no
+                # "at" is doubled, and file:line:column is the form editors jump to
+                raise error(f"{path}:{lineno}:{e.colno}: malformed JSON ({e.msg})") from None
             if not isinstance(r, dict):
                 raise error(f"{path}:{lineno}: line is not a JSON object")
             yield f"{path}:{lineno}", r

@@ -40,6 +40,71 @@ def test_extract_answer(text, want):
     assert extract_answer(text) == want
 
 
+LONG_REASONING = "We expand the product and collect terms.\n" * 30
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        # a final-answer statement in the closing lines
+        (LONG_REASONING + "Thus the final answer is $\\frac{1}{2}$. I hope it is correct.", "\\frac{1}{2}"),
+        (LONG_REASONING + "Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+        (LONG_REASONING + "**Final Answer:**\n$$42$$", "42"),
+        (LONG_REASONING + "### Final Answer\n\\[ 7 \\]", "7"),
+        (LONG_REASONING + "The answer is: \\( \\frac{3}{4} \\)", "\\frac{3}{4}"),
+        (LONG_REASONING + "Therefore, the answer is 5 apples.", "5"),
+        (LONG_REASONING + "So the answer is **17**.", "17"),  # bold inside a statement is markup
+        (LONG_REASONING + "The answer is -5, 7.", "-5, 7"),
+        (LONG_REASONING + "the answer is AB = 5", "AB = 5"),  # upper-case names are variables
+        (LONG_REASONING + "Answer: (C)", "(C)"),
+        (LONG_REASONING + "The answer is 12.\n\nLet me know if you have any other questions!", "12"),  # sign-off skipped
+        ("Janet sells 13 eggs.\nA: 26", "26"),  # the few-shot "A: x" on the last line
+        # never a mid-text mention
+        ("Step 1.\nI recall that the correct answer is 1/2.\n" + LONG_REASONING + "So we get 3 things.", None),
+        # never a non-mathematical word
+        (LONG_REASONING + "The answer is correct.", None),
+        (LONG_REASONING + "The answer is less than 90 degrees.", None),
+        (LONG_REASONING + "**Final Answer:**\nDue to the complexity, I cannot give $S$ here.", None),
+        # never a step label
+        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),
+        ("#### Step 2: compute\nwe get 4", None),  # a markdown heading is not GSM8K's ####
+        # never bold text on its own
+        (LONG_REASONING + "m + n = 25 + 169 = **194**", None),
+        (LONG_REASONING + "The midpoint is **(-1, 6)**.", None),
+    ],
+)
+def test_extract_statement(text, want):
+    assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (LONG_REASONING + "m + n = 25 + 169 = **194**", "194"),  # the last number of the final line
+        (LONG_REASONING + "v/c = z = **0.033**\n\nLet me know if you have any other questions!", "0.033"),
+        (LONG_REASONING + "14.01 g/mol + 5.05 g/mol + 16.00 g/mol = **35.06 g/mol**", "35.06"),
+        (LONG_REASONING + "so the total is 1,200 dollars", "1200"),
+        ("The answer is 3.\nBut we also know 7 = 7.", "3"),  # a statement still wins over the last number
+        ("\\boxed{4} and the final line says 9", "4"),  # and a box over both
+        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),  # a truncated step label stays None
+        (LONG_REASONING + "Let me know if you would like the details.", None),  # no number on the final line
+        ("30 apples.\nThe remaining steps are left to you.", None),  # only the final line counts
+    ],
+)
+def test_extract_lenient(text, want):
+    assert extract_answer(text, lenient=True) == want
+
+
+def test_grade_lenient_only_for_numeric_gold():
+    text = LONG_REASONING + "m + n = 25 + 169 = **194**"
+    assert not grade(text, "194")  # strict: a bold number is not a stated answer
+    assert grade(text, "194", lenient=True)
+    assert not grade(text, "195", lenient=True)
+    pair = LONG_REASONING + "The midpoint is at x = 3, y = **(-1, 6)**"
+    assert not grade(pair, "(-1,6)", lenient=True)  # a non-numeric gold gets no last-number fallback
+    assert not grade(LONG_REASONING + "so we have 1 < 2", "(-1,6)", lenient=True)
+
+
 # ---------------------------------------------------------------- equivalence
 
 
@@ -58,6 +123,17 @@ def test_extract_answer(text, want):
         ("\\boxed{(-2, -2)}", "-2,-2"),
         ("\\boxed{6 \\times 10^{13}}", "6e13"),
         ("\\boxed{85.71}", "\\frac{600}{7}"),  # a decimal to four significant figures
+        ("\\boxed{\\frac{9}{3}}", "3"),  # an integer gold: values that are exactly the integer
+        ("\\boxed{2^{10}}", "1024"),
+        ("\\boxed{10!}", "3628800"),
+        ("\\boxed{(2, 5]}", "2 < x \\le 5"),  # an inequality chain is its interval
+        ("\\boxed{2 < x \\le 5}", "(2,5]"),
+        ("\\boxed{x > 3}", "(3,\\infty)"),
+        ("\\boxed{x < -1 \\text{ or } x > 2}", "(-\\infty,-1)\\cup(2,\\infty)"),
+        ("\\boxed{\\frac{1}{\\pi}}", "0.3183"),  # closed forms in pi, e, i that evaluate to the gold
+        ("\\boxed{e}", "2.7183"),
+        ("\\boxed{e^{i\\pi}}", "-1"),
+        ("\\boxed{i^2 + 6}", "5"),
         ("\\boxed{12^{\\mathrm{th}} \\text{ grade}}", "12"),
         ("\\boxed{E_1, E_2}", "E_{1},E_{2}"),
         ("Janet makes\n#### 18", "She sells 9 eggs.\n#### 18"),
@@ -73,6 +149,18 @@ def test_grade_correct(completion, gold):
     [
         ("\\boxed{0.5}", "5"),
         ("\\boxed{102019}", "102018"),  # integers are exact
+        ("\\boxed{6630.65}", "6630"),  # an integer gold rejects a non-integer, however close
+        ("\\boxed{\\frac{69999}{7}}", "10000"),  # 9999.857...
+        ("\\boxed{9999.9999999}", "10000"),
+        ("\\boxed{\\sqrt{4.0001}}", "2"),
+        ("\\boxed{(2, 5)}", "2 < x \\le 5"),  # inequality vs interval: the endpoints' brackets matter
+        ("\\boxed{2 \\le x \\le 5}", "(2,5]"),
+        ("\\boxed{x \\ge 3}", "(3,\\infty)"),
+        ("\\boxed{x < -1}", "(-\\infty,-1)\\cup(2,\\infty)"),
+        ("\\boxed{\\frac{1}{e}}", "0.3183"),  # a closed form of another value
+        ("\\boxed{e^{i\\pi}}", "1"),
+        ("\\boxed{x + 7}", "7"),  # a free variable is not a closed form
+        ("\\boxed{\\infty}", "\\frac{41}{5}"),  # infinity is no number's closed form
         ("\\boxed{2000}", "20"),  # no 100x percentage leniency
         ("\\boxed{[2, \\infty)}", "(2,\\infty)"),
         ("\\boxed{x^2+1}", "x^2+2"),

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -46,7 +48,7 @@ def test_chunked_gradients_equal_scan_fp64():
 def test_packed_equals_padded_rows():
     t = _inputs(b=1, l=30)
     lens = [7, 16, 7]
-    cu = torch.tensor([0, 7, 23, 30])
+    cu = torch.tensor([0, *itertools.accumulate(lens)])
     h0 = torch.randn(3, *t["initial_state"].shape[1:], dtype=torch.float64)
     y, fin = ssd_chunked_ref(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], initial_state=h0, chunk_size=4, cu_seqlens=cu)
     for i, (s, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
@@ -54,7 +56,9 @@ def test_packed_equals_padded_rows():
         yi, fi = ssd_scan_ref(t["x"][:, sl], t["dt"][:, sl], t["A"], t["B"][:, sl], t["C"][:, sl], t["D"], h0[i : i + 1])
         assert (y[:, sl] - yi).abs().max() <= 1e-10
         assert (fin[i : i + 1] - fi).abs().max() <= 1e-10
-    assert sum(lens) == 30
+    # the boundaries matter: without them, the second segment carries the first one's state
+    y_flat, _ = ssd_chunked_ref(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], initial_state=h0[:1], chunk_size=4)
+    assert (y_flat[:, 7:23] - y[:, 7:23]).abs().max() > 1e-3
 
 
 def test_zero_dt_is_identity_step():

@@ -72,7 +72,7 @@ def test_resume_after_kill_reproduces_losses(task_dir, tmp_path):
     assert m1_main(distill_argv(task_dir, tmp_path / "full", steps, "--save-steps", "2")) == 0
     reference = losses(tmp_path / "full")
 
-    kill_at = random.Random().choice([3, 4, 5])
+    kill_at = random.Random(14).choice([3, 4, 5])  # seeded: a failure reproduces at the same step
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -140,5 +140,8 @@ def test_grpo_cli_logprob_gap_small(task_dir, tmp_path):
     rows = read_metrics(out)
     gaps = [r["sampling/logprob_gap/max"] for r in rows if "sampling/logprob_gap/max" in r]
     assert gaps and max(gaps) <= 1e-3, gaps
-    assert all(r.get("entropy_coef", 0.01) == 0.01 for r in rows if "entropy_coef" in r)
+    # TRL logs entropy_coef at every optimizer step while the bonus is on: a missing key means
+    # the bonus was off (M1's recipe has it at 0.01), so absence must fail
+    coefs = [r["entropy_coef"] for r in rows if "entropy_coef" in r]
+    assert coefs and all(c == pytest.approx(0.01) for c in coefs), coefs
     assert (out / "final" / "model.safetensors").exists()

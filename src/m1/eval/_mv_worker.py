@@ -11,6 +11,10 @@ labelled data (docs/grader.md): equations compared as lhs - rhs up to sign (math
 solves them, which is slow and accepts any rescaling), unit stripping tried both ways
 (`\\frac{37}{4}m` is 37m/4, not 37/4), and a numeric identity test at random points for
 expressions sympy cannot simplify to each other (`\\sinh(at)/a` vs `(e^{at}-e^{-at})/(2a)`).
+Three more rules decide before math-verify: a plain-number gold against a prediction that
+evaluates to a number (an integer gold needs that exact integer; other golds accept closed
+forms in e, pi and i within the decimal tolerance), and an inequality chain in one variable
+against interval notation, compared as sets.
 """
 
 from __future__ import annotations
@@ -105,12 +109,100 @@ def _numeric_identity(g: list, p: list, trials: int = 6) -> bool:
     return True
 
 
+_REL_TOL = 1e-4  # as m1.eval.answer.REL_TOL, for a non-integer numeric gold
+
+
+def _closed_form_value(expr):
+    """The value of a closed form with no free symbols (`e` and `i` read as the constants), else None."""
+    import sympy
+
+    if not isinstance(expr, sympy.Expr):
+        return None
+    subs = {s: sympy.E for s in expr.free_symbols if s.name == "e"}
+    subs.update({s: sympy.I for s in expr.free_symbols if s.name == "i"})
+    value = expr.subs(subs) if subs else expr
+    if value.free_symbols:
+        return None
+    try:
+        re_, im_ = (sympy.N(part, 50) for part in value.as_real_imag())
+        return complex(re_), (re_, im_)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError):
+        return None
+
+
+def _numeric_gold_verdict(g: list, p: list) -> bool | None:
+    """For a plain-number gold and a prediction that evaluates to a number: the verdict, else None.
+
+    An integer gold needs exactly that integer (`10!`, `2^{10}`, `e^{i\\pi}+2` pass; 9999.857
+    does not pass for 10000); any other numeric gold accepts a closed form (`\\frac{1}{\\pi}`,
+    `4e^2`, `i^2`) within the relative tolerance of plain decimals.
+    """
+    import sympy
+
+    if not g or not p or not isinstance(g[0], sympy.Number) or g[0] in (sympy.oo, -sympy.oo, sympy.nan):
+        return None
+    got = _closed_form_value(p[0])
+    if got is None:
+        return None
+    _, (re_, im_) = got
+    if not (re_.is_finite and im_.is_finite):
+        return False  # oo, zoo, nan: never a finite gold
+    gold = g[0]
+    scale = max(1, abs(gold))
+    if isinstance(gold, sympy.Integer):
+        return bool(abs(re_ - gold) <= sympy.Float(10) ** -30 * scale and abs(im_) <= sympy.Float(10) ** -30 * scale)
+    if abs(im_) > 1e-12 * scale:
+        return False
+    return bool(abs(re_ - gold) <= _REL_TOL * max(abs(gold), abs(re_)))
+
+
+def _as_set(obj):
+    """An inequality (chain) in one variable as the set it describes; an interval or union as itself."""
+    import sympy
+
+    if isinstance(obj, sympy.Set) and not isinstance(obj, sympy.FiniteSet):
+        return obj
+    if isinstance(obj, sympy.FiniteSet) and obj.args and all(isinstance(a, sympy.Rel) for a in obj.args):
+        obj = sympy.Or(*obj.args)  # "x < -1 or x > 2" parses as a set of relations
+    if isinstance(obj, (sympy.Rel, sympy.And, sympy.Or)) and not isinstance(obj, (sympy.Eq, sympy.Ne)):
+        syms = obj.free_symbols
+        if len(syms) == 1:
+            return obj.as_set()
+    return None
+
+
+def _is_relation(obj) -> bool:
+    import sympy
+
+    if isinstance(obj, sympy.FiniteSet):
+        return bool(obj.args) and all(isinstance(a, sympy.Rel) for a in obj.args)
+    return isinstance(obj, (sympy.Rel, sympy.And, sympy.Or))
+
+
+def _interval_verdict(g: list, p: list) -> bool | None:
+    """Inequality chains against interval notation (`2 < x \\le 5` is `(2, 5]`); None if neither is one."""
+    import sympy
+
+    if not g or not p:
+        return None
+    a, b = _as_set(g[0]), _as_set(p[0])
+    if a is None or b is None or not (_is_relation(g[0]) or _is_relation(p[0])):
+        return None  # two intervals: math-verify compares them
+    return bool(a == b or a.symmetric_difference(b) == sympy.S.EmptySet)
+
+
 def equivalent(gold: str, pred: str) -> bool:
     """math-verify's verdict on two extracted answers, plus the checks in the module docstring."""
     ge, pe = _split_equation(gold), _split_equation(pred)
     if ge and pe:
         return _equations_equal(ge, pe)
     g0, p0 = _parse(gold, False), _parse(pred, False)
+    numeric = _numeric_gold_verdict(g0, p0)
+    if numeric is not None:
+        return numeric
+    interval = _interval_verdict(g0, p0)
+    if interval is not None:
+        return interval
     if _verify(g0, p0):
         return True
     g1, p1 = _parse(gold, True), _parse(pred, True)

@@ -1,6 +1,6 @@
 """Grader audit: agreement with labelled model answers, and golds that must grade correct.
 
-    python -m m1.eval.agreement [--data-dir ../shared/data] [--out disagreements.jsonl]
+    python -m m1.eval.agreement [--data-dir ../shared/data] [--out disagreements.jsonl] [--extraction lenient]
 
 The labels come from other automatic graders (Qwen2.5-Math's `math_equal`, GSM8K's
 final-answer check), so they are noisy; the point is to measure agreement and then read
@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from m1.eval.answer import extract_answer, gold_answer
-from m1.eval.grader import TIME_LIMIT_S, grade, warm_up
+from m1.eval.grader import TIME_LIMIT_S, final_answer, grade, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +56,31 @@ def load_labeled(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def agreement(rows: Sequence[dict], workers: int = 2, progress: bool = True, time_limit: float = TIME_LIMIT_S) -> AgreementReport:
-    """Grade every row and compare with its label, per model and per (model, benchmark)."""
+def agreement(rows: Sequence[dict], workers: int = 2, progress: bool = True, time_limit: float = TIME_LIMIT_S,
+              lenient: bool = False) -> AgreementReport:
+    """Grade every row and compare with its label, per model and per (model, benchmark).
+
+    Also counted: `boxed` / `unboxed` (rows with and without a `\\boxed{}`/`\\fbox{}`) and
+    `no-answer` (agree = rows where no answer was extracted, out of all rows).
+    """
     warm_up(workers)
     with ThreadPoolExecutor(workers) as ex:
-        verdicts = list(tqdm(ex.map(lambda r: grade(r["completion"], r["gold"], time_limit), rows), total=len(rows),
-                             desc="grading", disable=not progress))
+        verdicts = list(tqdm(ex.map(lambda r: grade(r["completion"], r["gold"], time_limit, lenient=lenient), rows),
+                             total=len(rows), desc="grading", disable=not progress))
     rep = AgreementReport()
     for r, ok in zip(rows, verdicts):
         same = ok == _label(r["label"])
-        for key in ("all", r["model"], f"{r['model']}/{r['benchmark']}", f"benchmark/{r['benchmark']}"):
+        boxed = "\\boxed" in r["completion"] or "\\fbox" in r["completion"]
+        for key in ("all", r["model"], f"{r['model']}/{r['benchmark']}", f"benchmark/{r['benchmark']}",
+                    "boxed" if boxed else "unboxed"):
             rep.counts[key][0] += same
             rep.counts[key][1] += 1
+        rep.counts["no-answer"][0] += final_answer(r["completion"], r["gold"], lenient) is None
+        rep.counts["no-answer"][1] += 1
         if not same:
             rep.disagreements.append({
                 "model": r["model"], "benchmark": r["benchmark"], "idx": r["idx"], "sample": r.get("sample"),
-                "gold": r["gold"], "ref_pred": r.get("pred"), "our_pred": extract_answer(r["completion"]),
+                "gold": r["gold"], "ref_pred": r.get("pred"), "our_pred": final_answer(r["completion"], r["gold"], lenient),
                 "label": _label(r["label"]), "ours": ok,
             })
     return rep
@@ -106,16 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="grading threads (each uses one math-verify process)")
     ap.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
                     help="seconds per math-verify comparison (raise it on a loaded machine to avoid timeouts)")
+    ap.add_argument("--extraction", choices=["strict", "lenient"], default="strict",
+                    help="answer extraction mode, as `m1 eval --extraction`")
+    ap.add_argument("--no-golds", action="store_true", help="skip the boxed-gold check of the benchmarks")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     data = args.data_dir or shared_data_dir()
-    rep = agreement(load_labeled(data / "grader" / "labeled_answers.jsonl"), workers=args.workers, time_limit=args.time_limit)
+    rep = agreement(load_labeled(data / "grader" / "labeled_answers.jsonl"), workers=args.workers, time_limit=args.time_limit,
+                    lenient=args.extraction == "lenient")
     print(format_report(rep))
     if args.out:
         with open(args.out, "w") as f:
             for d in rep.disagreements:
                 f.write(json.dumps(d) + "\n")
-    for name, bad in boxed_gold_failures(data / "benchmarks").items():
+    for name, bad in ({} if args.no_golds else boxed_gold_failures(data / "benchmarks")).items():
         print(f"golds {name}: {len(bad)} failures")
         for b in bad:
             print("   ", b)

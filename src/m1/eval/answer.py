@@ -14,9 +14,6 @@ from fractions import Fraction
 _BRACE_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\[{}]|[{}]")
 # `\boxed 5` (no braces) is valid LaTeX and some models write it.
 _BOXED_BARE = re.compile(r"\\boxed[ \t]+([^\s{}$]+)")
-_GSM8K = re.compile(r"####\s*([^\n]*)")
-_ANSWER_IS = re.compile(r"(?:final answer is|answer is|^A:)\s*:?\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
-
 # Longest answer we normalise and compare; anything longer is not a final answer.
 MAX_ANSWER_CHARS = 2000
 
@@ -52,47 +49,131 @@ def _last_boxed(text: str) -> str | None:
     return text[best[0] : best[1]]
 
 
-_BOLD = re.compile(r"\*\*([^*\n]{1,80})\*\*")
+# How many non-empty closing lines a final-answer statement or `#### x` may stand in. A
+# statement further up is a mid-text mention ("I recall that the correct answer is 1/2").
+CLOSING_LINES = 3
+# Chat sign-offs after the answer ("Let me know if ...") are not closing lines.
+_SIGN_OFF = re.compile(
+    r"^\W*(?:let me know|i hope (?:this|it|that)|hope this helps|feel free|please let me know|if you have any)", re.I)
+# A final-answer statement: "the (final) answer is x", "Final answer: x", "Answer: x", GSM8K's "#### x",
+# and the few-shot "A: x" (accepted on the very last line only, where it is not a step label).
+_STATEMENT = re.compile(
+    r"(?:^|(?<=[\s*(]))(?:the\s+)?(?:final\s+)?answer\s+is\b\s*:?"
+    r"|^\W*(?:final\s+)?answer\W*:"
+    r"|^\W*final\s+answer\W*$"
+    r"|####",
+    re.I,
+)
+_STEP_A = re.compile(r"^A:")
+_DELIMITERS = re.compile(r"\$+|\\[()\[\]]|\*\*")
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|;|\s(?:because|since|which|so|as|and\s+(?:this|that|we|the))\s", re.I)
+# Words that may appear in a stated answer; any other word of two or more lower-case letters
+# means the "answer" is prose ("correct", "add 8: ...", "less than 90 degrees").
+_MATH_WORDS = frozenset(
+    "and or sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp sqrt pi mod gcd lcm "
+    "max min inf infty infinity deg degrees".split())
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_COMMAND_OR_TEXT = re.compile(r"\\(?:text|mathrm|mbox|textbf|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
 
 
-def _fallback_answer(text: str) -> str | None:
-    """Without a box: `#### x` (GSM8K), the last "answer is x" / "A: x" line, or a final **bold** answer.
+def _closing_lines(text: str) -> list[str]:
+    """The last CLOSING_LINES non-empty lines, sign-offs ("Let me know ...") dropped."""
+    lines = [ln.strip() for ln in text[-4000:].splitlines()]
+    lines = [ln for ln in lines if ln and not _SIGN_OFF.match(ln)]
+    return lines[-CLOSING_LINES:]
 
-    The bold form is how some chat models (gemma-2) state the result when they ignore the
-    boxed instruction; only a short bold span near the end that looks like a value counts,
-    so bold section headings are never taken for answers.
+
+def _looks_mathematical(ans: str) -> bool:
+    """A stated value, not prose: a number, an expression, a letter, a tuple; no ordinary words.
+
+    `5 cm` and `35.06 g/mol` pass (units after a number are normalised away); upper-case
+    names (`AB`, `BC^2`) pass as variables; `correct`, `add 8: 30+8=38` and `n!` prose do not.
     """
+    if not ans or len(ans) > 300:
+        return False
+    if _NUM_UNIT.match(ans):
+        return True
+    bare = _COMMAND_OR_TEXT.sub(" ", ans)
+    if ":" in bare and not re.search(r"\d\s*:\s*\d", bare):
+        return False  # a label ("Step 2: ..."), not a value
+    for w in _WORD.findall(bare):
+        if w.lower() not in _MATH_WORDS and not w.isupper():
+            return False
+    return bool(re.search(r"[0-9A-Za-z\\]", ans))
+
+
+def _clean_statement(rest: str) -> str:
+    """The value a statement gives: its first math span, else its first clause; markup stripped."""
+    rest = rest.replace("**", " ").strip()
+    m = _MATH_SPAN.search(rest)
+    if m:
+        return next(g for g in m.groups() if g is not None).strip()
+    cut = _SENTENCE_END.search(rest)
+    if cut:
+        rest = rest[: cut.start()]
+    return re.sub(r"^\$+|\$+$", "", rest.strip(" \t*_:.,")).strip()
+
+
+def _stated_answer(text: str) -> str | None:
+    """Without a box: the last `#### x` or final-answer statement in the closing lines.
+
+    Only the closing lines count, so a mention mid-way through the reasoning is never the
+    answer; the value must look mathematical, so prose ("the answer is correct") and step
+    labels are not answers; bold text alone is not a statement (many models bold
+    intermediate results). A statement whose value is on the next line ("Final Answer:" then
+    `$$42$$`) reads that line.
+    """
+    lines = _closing_lines(text)
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        starts = [m for m in _STATEMENT.finditer(line)]
+        if i == len(lines) - 1 and _STEP_A.match(line):
+            starts.append(_STEP_A.match(line))
+        for m in sorted(starts, key=lambda m: m.start(), reverse=True):
+            rest = line[m.end():]
+            if not rest.strip(" \t*_:$") and i + 1 < len(lines):
+                rest = lines[i + 1]  # the value on a line of its own, not prose that mentions $S$
+                if not _looks_mathematical(_DELIMITERS.sub(" ", rest).strip(" .")):
+                    continue
+            ans = _clean_statement(rest)
+            if _looks_mathematical(ans):
+                return ans
+    return None
+
+
+_STEP_LABEL = re.compile(r"^\W*(?:step\s*)?\w{1,8}\s*[:.)]\s*[A-Za-z][^:\n]*:", re.I)
+_LAST_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?(?![\w.]*\d)")
+
+
+def _last_number_of_final_line(text: str) -> str | None:
+    """Lenient mode: the last number on the final (non sign-off) line, for models that do not box."""
+    lines = _closing_lines(text)
+    if not lines or _STEP_LABEL.match(lines[-1]):
+        return None  # a truncated completion that stopped inside a step ("A: add 8: 30+8=38")
     found = None
-    for found in _GSM8K.finditer(text):
+    for found in _LAST_NUMBER.finditer(lines[-1]):
         pass
-    if found is None:
-        for found in _ANSWER_IS.finditer(text):
-            pass
-    if found is None:
-        tail_start = max(0, len(text) - 400)
-        for m in _BOLD.finditer(text, tail_start):
-            body = m.group(1).strip()
-            if ":" not in body and not re.match(r"^\d+\.\s", body) and re.search(r"[\d\\]", body):
-                found = m
-    if found is None:
-        return None
-    ans = found.group(1).strip()
-    ans = re.sub(r"^\$+|\$+$", "", ans.rstrip(".").strip()).strip()
-    return ans or None
+    return found.group().strip() if found else None
 
 
-def extract_answer(text: str | None) -> str | None:
+def extract_answer(text: str | None, lenient: bool = False) -> str | None:
     """The final answer of a completion, normalised; None when there is none.
 
-    The last closed `\\boxed{...}` or `\\fbox{...}` wins; without one, a GSM8K-style
-    `#### x` or a trailing "The answer is x" line is used. The result goes through
-    `normalize_answer`, so AIME's `025` reads `25` and AMC's `27.0` reads `27`.
+    Strict (the default): the last closed `\\boxed{...}` / `\\fbox{...}`; without one, a
+    `#### x` or a final-answer statement ("the answer is x", "Final answer: x", a last-line
+    "A: x") in the closing lines. Never a mid-text mention, a prose word, a step label or
+    bold text. `lenient=True` adds, when nothing else is found, the last number of the final
+    line (for models that do not box; `grade` uses it only for a numeric gold). The result
+    goes through `normalize_answer`, so AIME's `025` reads `25` and AMC's `27.0` reads `27`.
     """
     if not text:
         return None
     ans = _last_boxed(text)
     if ans is None:
-        ans = _fallback_answer(text)
+        ans = _stated_answer(text)
+    if ans is None and lenient:
+        ans = _last_number_of_final_line(text)
     if ans is None:
         return None
     ans = normalize_answer(ans)
@@ -217,18 +298,24 @@ def as_number(s: str) -> Fraction | None:
     return None
 
 
-# Relative tolerance when either side is not an integer: a decimal is accepted when it
-# agrees to about four significant figures (85.71 for 600/7, 6630.65 for a gold of 6630).
-# Integers are compared exactly, so 102019 never passes for 102018.
+# Relative tolerance for a non-integer gold: a decimal is accepted when it agrees to about
+# four significant figures (85.71 for 600/7). An integer gold is exact: a prediction whose
+# value is not that integer is wrong, however close (9999.857 is not 10000, 6630.65 is not
+# 6630, 102019 is not 102018). This reverses an earlier choice that accepted 6630.65 for a
+# gold of 6630 (a gold rounded by the benchmark): on real completions that tolerance passed
+# wrong answers (a non-integer for an integer-valued AIME-style question) far more often
+# than it rescued rounded golds, and integer-answer benchmarks ask for the integer.
+# `\frac{9}{3}`, `2^{10}` and `10!` still equal their integers: they evaluate to them exactly.
 REL_TOL = Fraction(1, 10_000)
 
 
-def numbers_equal(a: Fraction, b: Fraction) -> bool:
-    if a == b:
+def numbers_equal(gold: Fraction, pred: Fraction) -> bool:
+    """Gold first: an integer gold needs the exact integer; otherwise a relative tolerance."""
+    if gold == pred:
         return True
-    if a.denominator == 1 and b.denominator == 1:
+    if gold.denominator == 1:
         return False
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
+    return abs(gold - pred) <= REL_TOL * max(abs(gold), abs(pred))
 
 
 def split_top_level(s: str, sep: str = ",") -> list[str]:

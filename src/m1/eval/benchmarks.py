@@ -15,7 +15,7 @@ from pathlib import Path
 
 from m1.eval.answer import gold_answer
 from m1.jsonio import iter_records
-from m1.errors import UserError
+from m1.errors import UserError, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -120,21 +120,26 @@ def load_benchmark(
     the Hub via `datasets.load_dataset(hub_id or the default id)`.
     """
     path = Path(name)
-    if path.suffix in (".jsonl", ".json") and path.exists():
+    if path.suffix in (".jsonl", ".json"):
+        if not path.is_file():
+            raise UserError(f"--benchmark: file {name!r} does not exist")
         problems = read_jsonl(path)
         source = str(path)
     else:
         if name not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (or pass a .jsonl path)")
+            hint = " (a path? it does not exist)" if looks_like_local_path(name) or path.suffix else ""
+            raise UserError(f"--benchmark: unknown benchmark {name!r}{hint}; known: {', '.join(BENCHMARKS)}, or a .jsonl path")
         spec = BENCHMARKS[name]
         if data_dir is not None:
+            if not Path(data_dir).is_dir():
+                raise UserError(f"--data-dir: directory {str(data_dir)!r} does not exist")
             local = Path(data_dir) / spec.local_file
             if not local.exists():
-                raise FileNotFoundError(f"{local} not found (benchmark {name!r} in --data-dir {data_dir})")
+                raise UserError(f"--data-dir: {str(local)!r} does not exist (benchmark {name!r} reads {spec.local_file})")
             problems = read_jsonl(local)
             source = str(local)
         else:
-            problems = _load_hub(hub_id or spec.hub_id, spec)
+            problems = _load_hub(hub_id or spec.hub_id, spec, name)
             source = hub_id or spec.hub_id
     if limit is not None:
         problems = problems[:limit]
@@ -142,10 +147,15 @@ def load_benchmark(
     return problems
 
 
-def _load_hub(hub_id: str, spec: BenchmarkSpec) -> list[Problem]:
+def _load_hub(hub_id: str, spec: BenchmarkSpec, name: str = "") -> list[Problem]:
     import datasets
 
-    ds = datasets.load_dataset(hub_id, spec.config, split=spec.split)
+    try:
+        ds = datasets.load_dataset(hub_id, spec.config, split=spec.split)
+    except Exception as e:  # noqa: BLE001 - offline, gated, renamed: each is a user-side failure to reach the data
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--benchmark {name or hub_id}: cannot load hub dataset {hub_id!r} ({type(e).__name__}: {msg[:200]}); "
+                        f"offline, pass --data-dir DIR holding {spec.local_file}") from e
     return [problem_from_row(dict(row), i, f"{hub_id}[{spec.split}] row {i}") for i, row in enumerate(ds)]
 
 
@@ -162,7 +172,7 @@ def build_prompt(problem: str, tokenizer=None, config: PromptConfig | None = Non
     """M1's prompt by default: the problem, then the step-by-step/boxed instruction, as a chat turn."""
     cfg = config or PromptConfig()
     if "{problem}" not in cfg.template:
-        raise ValueError("prompt template must contain {problem}")
+        raise UserError("--prompt-template: must contain {problem}")
     text = cfg.template.replace("{problem}", problem)
     if not cfg.chat_template or tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return text

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig
+from m1.errors import field_error, remove_if_left_empty, require_model_dir, require_path
+from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig, load_benchmark
 from m1.eval.generation import SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,50 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--chunk-size", type=int, default=16, help="samples of one problem generated as one batch")
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
     ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
+    ap.add_argument("--extraction", choices=["strict", "lenient"], default="strict",
+                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also the last "
+                         "number of the final line when the gold is a number, for models that do not box")
     ap.add_argument("--data-parallel", type=int, default=1,
                     help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
                          "problems split by index mod N, results merged. Under torchrun, the world size is used")
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def validate(args, models: list[str]) -> None:
+    """Every argument, path and benchmark file checked before any model loads (one-line `UserError`s).
+
+    The benchmarks are read here (local files parsed, hub datasets fetched), so a malformed
+    line or an unreachable hub fails in a second, not after the model has loaded.
+    """
+    for name, value in (("--n", args.n), ("--max-tokens", args.max_tokens), ("--chunk-size", args.chunk_size),
+                        ("--data-parallel", args.data_parallel)):
+        if value < 1:
+            raise field_error(name, f"must be at least 1, got {value}")
+    if args.limit is not None and args.limit < 1:
+        raise field_error("--limit", f"must be at least 1, got {args.limit}")
+    if args.temperature < 0:
+        raise field_error("--temperature", f"must be >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise field_error("--top-p", f"must be in (0, 1], got {args.top_p}")
+    if "{problem}" not in args.prompt_template:
+        raise field_error("--prompt-template", "must contain {problem}")
+    verifier = getattr(args, "verifier", None)
+    if verifier:
+        if verifier.startswith("rm:"):
+            require_model_dir(verifier[3:], "--verifier rm:PATH", hub_ok=True)
+        elif verifier != "self":
+            raise field_error("--verifier", f"unknown verifier {verifier!r}; use rm:PATH or self")
+        elif args.backend != "hf":
+            raise field_error("--verifier", "self needs --backend hf (it scores with the policy model)")
+    for m in models:
+        require_model_dir(m, "--model", hub_ok=True)
+    if args.data_dir is not None:
+        require_path(args.data_dir, "directory", "--data-dir")
+    for b in args.benchmark:
+        load_benchmark(b, data_dir=args.data_dir, limit=args.limit)
 
 
 def _config(args, model: str, out: Path):
@@ -43,17 +85,23 @@ def _config(args, model: str, out: Path):
                       sampling=SamplingConfig(args.temperature, args.top_p, args.max_tokens),
                       data_dir=args.data_dir, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
                       prompt=PromptConfig(template=args.prompt_template, chat_template=not args.no_chat_template),
-                      verifier=getattr(args, "verifier", None))
+                      verifier=getattr(args, "verifier", None), extraction=args.extraction)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
     """pass@k, maj@k and verify@k of one model on math benchmarks."""
-    ap = argparse.ArgumentParser(prog="m1 eval", description="Evaluate a model on math benchmarks: pass@k, maj@k, verify@k.")
+    ap = _parser("m1 eval", "Evaluate a model on math benchmarks: pass@k, maj@k, verify@k.")
     ap.add_argument("--model", required=True, help="model directory (HF layout)")
     ap.add_argument("--verifier", default=None,
                     help="verify@k scorer: rm:PATH (local sequence-classification reward model) or self (policy self-verification)")
     _common(ap)
     args = ap.parse_args(argv)
+    validate(args, [args.model])
+    with remove_if_left_empty(args.out):
+        return _eval(args)
+
+
+def _eval(args) -> int:
     from m1.eval.generation import load_generator
     from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
@@ -78,10 +126,16 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 def scaling_main(argv: list[str] | None = None) -> int:
     """Compare models on the same problems: accuracy vs samples and vs wall-clock budget."""
-    ap = argparse.ArgumentParser(prog="m1 scaling", description="Accuracy against samples and against wall-clock budget, per model.")
+    ap = _parser("m1 scaling", "Accuracy against samples and against wall-clock budget, per model.")
     ap.add_argument("--model", action="append", required=True, help="model directory; repeat to compare models")
     _common(ap)
     args = ap.parse_args(argv)
+    validate(args, args.model)
+    with remove_if_left_empty(args.out):
+        return _scaling(args)
+
+
+def _scaling(args) -> int:
     from m1.eval.generation import load_generator
     from m1.eval.metrics import k_values
     from m1.eval.parallel import dist_env, run_parallel

@@ -104,6 +104,9 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from m1.cli import quiet_cpu_kernel_hints
+
+    quiet_cpu_kernel_hints()  # transformers' GraniteMoeHybrid asks for CUDA-only kernels on a CPU
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if backend == "hf":
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)

@@ -105,16 +105,24 @@ def _math_verify_cached(gold: str, pred: str, timeout: float) -> bool:
     return bool(get_pool().compare(gold, pred, timeout))
 
 
-def grade(completion: str | None, gold: object, timeout: float = TIME_LIMIT_S) -> bool:
-    """True if the completion's final answer (last `\\boxed{}`) equals the gold answer.
+def grade(completion: str | None, gold: object, timeout: float = TIME_LIMIT_S, lenient: bool = False) -> bool:
+    """True if the completion's final answer equals the gold answer.
 
+    The final answer is the last `\\boxed{}`, else a `#### x` or final-answer statement in the
+    closing lines (`m1.eval.answer.extract_answer`). `lenient=True`, for models that do not
+    box, also takes the last number of the final line when the gold is a number.
     `gold` may be a bare answer (`"0.5"`, `"\\frac{\\pi}{2}"`, `27.0`, `"025"`), a boxed
     answer, or a GSM8K solution ending in `#### 18`.
     """
-    pred = extract_answer(completion)
+    pred = final_answer(completion, gold, lenient)
     if pred is None:
         return False
     return answers_equivalent(gold_answer(gold), pred, timeout)
+
+
+def final_answer(completion: str | None, gold: object, lenient: bool = False) -> str | None:
+    """The answer `grade` compares: lenient extraction applies only when the gold is a number."""
+    return extract_answer(completion, lenient=lenient and as_number(gold_answer(gold)) is not None)
 
 
 def warm_up(workers: int = 1) -> None:

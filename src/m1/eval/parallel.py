@@ -117,7 +117,8 @@ def merge_shards(cfg: EvalConfig, world: int, order: dict | None = None) -> dict
         if s.get("problems"):
             s["wall_time_s"] = busiest[b]
     (cfg.out / "summary.json").write_text(
-        json.dumps({"config": _jsonable(cfg), "data_parallel": world, "benchmarks": summaries}, indent=2))
+        json.dumps({"config": _jsonable(cfg), "extraction": cfg.extraction, "data_parallel": world,
+                    "benchmarks": summaries}, indent=2))
     return summaries
 
 

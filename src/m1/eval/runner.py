@@ -19,10 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from m1.eval.answer import extract_answer
 from m1.eval.benchmarks import PromptConfig, build_prompt, load_benchmark
 from m1.eval.generation import Generator, SamplingConfig
-from m1.eval.grader import answers_equivalent, warm_up
+from m1.eval.grader import answers_equivalent, final_answer, warm_up
 from m1.eval.metrics import equivalence_groups, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k
 
 logger = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ class EvalConfig:
     chunk_size: int = 16  # samples generated together (one batch) for a problem
     prompt: PromptConfig = field(default_factory=PromptConfig)
     verifier: str | None = None
+    extraction: str = "strict"  # or "lenient": also the last number of the final line, for a numeric gold
 
 
 def chunk_seed(seed: int, benchmark: str, problem_id: str, chunk: int) -> int:
@@ -102,7 +102,7 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
                     dt = (time.perf_counter() - t0) / len(idx)
                     for i in missing:
                         s = samples[i - c0]
-                        ans = extract_answer(s.text)
+                        ans = final_answer(s.text, p.gold, lenient=cfg.extraction == "lenient")
                         row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
                                "correct": answers_equivalent(p.gold, ans), "num_tokens": s.num_tokens,
                                "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
@@ -113,7 +113,8 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
     logger.info("generation and grading took %.1fs", time.perf_counter() - t_start)
     rows = read_samples(path)
     summaries = {b: summarize([r for r in rows if r["benchmark"] == b], cfg.n) for b in cfg.benchmarks}
-    (cfg.out / "summary.json").write_text(json.dumps({"config": _jsonable(cfg), "benchmarks": summaries}, indent=2))
+    (cfg.out / "summary.json").write_text(json.dumps({"config": _jsonable(cfg), "extraction": cfg.extraction,
+                                                          "benchmarks": summaries}, indent=2))
     return summaries
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from m1.errors import UserError, field_error, looks_like_local_path, require_model_dir, require_path
+
 
 def opt(default: Any, help: str, **kw) -> Any:
     """A documented field."""
@@ -159,7 +161,7 @@ def from_dict(cls, values: dict, source: str = "config"):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+        raise UserError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
     cfg = cls()
     for k, v in values.items():
         f = next(x for x in dataclasses.fields(cls) if x.name == k)
@@ -167,20 +169,30 @@ def from_dict(cls, values: dict, source: str = "config"):
         if t is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if t in (int, float, str, bool) and not isinstance(v, t):
-            raise ValueError(f"{source}: field {k!r} must be {t.__name__}, got {v!r}")
+            raise UserError(f"{source}: field {k!r} must be {t.__name__}, got {v!r}")
         setattr(cfg, k, v)
     return cfg
 
 
 def load_yaml(path: str | Path) -> dict:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    require_path(path, "config file", "--config")
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of field: value")
+        raise UserError(f"{path}: a config file must be a YAML mapping of field: value")
     return data
 
 
-def parse_config(cls, argv: list[str] | None, prog: str, description: str, presets: dict[str, dict] | None = None):
-    """Defaults, then the preset named by ``recipe`` (if any), then ``--config``, then CLI flags."""
+def parse_config(cls, argv: list[str] | None, prog: str, description: str, presets: dict[str, dict] | None = None,
+                 check: bool = True):
+    """Defaults, then the preset named by ``recipe`` (if any), then ``--config``, then CLI flags.
+
+    ``check`` runs `validate` (paths, numbers, the data file) on the result, as the CLI needs.
+    """
     parser = build_parser(cls, prog, description)
     ns = vars(parser.parse_args(argv))
     config_path = ns.pop("config")
@@ -191,13 +203,64 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str, prese
     if presets is not None:
         recipe = values.get("recipe", getattr(cls(), "recipe", None))
         if recipe not in presets:
-            raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(presets)}")
+            raise field_error("--recipe", f"unknown recipe {recipe!r}; known: {sorted(presets)}")
         values = {**presets[recipe], **values}
-    return from_dict(cls, values, source=config_path or "command line")
+    cfg = from_dict(cls, values, source=config_path or "command line")
+    if check:
+        validate(cfg)
+    return cfg
+
+
+# (field, what it holds, hub ids allowed) per stage; every one is required
+_MODELS = {"DistillConfig": (("teacher", True), ("student", True)), "SFTConfig": (("model", True),),
+           "GRPOConfig": (("model", True),)}
+_DATA = {"DistillConfig": "data", "SFTConfig": "data", "GRPOConfig": "prompts"}
+_POSITIVE = ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
+             "save_steps", "save_total_limit", "num_generations", "generation_batch_size", "mini_batch_size",
+             "max_completion_length", "max_prompt_length", "num_iterations", "loss_chunk_size")
+
+
+def validate(cfg) -> None:
+    """The command line's checks, before any model or tokenizer loads: numbers, model paths, the data file.
+
+    Every failure is a one-line `UserError` naming the flag (`--student: model directory
+    'x' does not exist`) or the data file's `file:line`. A local data file is read and
+    mapped here, so a malformed record stops the run before the output directory exists.
+    """
+    from m1.train.data import load_conversations, load_prompts
+
+    for name in _POSITIVE:
+        v = getattr(cfg, name, None)
+        if v is not None and v < 1:
+            raise field_error("--" + name.replace("_", "-"), f"must be at least 1, got {v}")
+    if cfg.learning_rate <= 0:
+        raise field_error("--learning-rate", f"must be > 0, got {cfg.learning_rate}")
+    if cfg.data_limit < 0:
+        raise field_error("--data-limit", f"must be >= 0, got {cfg.data_limit}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise field_error("--out", f"{cfg.out!r} exists and is not a directory")
+    kind = type(cfg).__name__
+    for name, hub_ok in _MODELS.get(kind, ()):
+        require_model_dir(getattr(cfg, name), "--" + name, hub_ok=hub_ok)
+    data_field = _DATA.get(kind)
+    if data_field is None:
+        return
+    source = getattr(cfg, data_field)
+    flag = "--" + data_field
+    if not source:
+        raise field_error(flag, "is required")
+    path = Path(source).expanduser()
+    if path.exists():
+        prompts_only = kind == "GRPOConfig" or getattr(cfg, "on_policy", False)
+        load = load_prompts if prompts_only else load_conversations
+        load(str(path), cfg.data_format, cfg.data_split, cfg.data_limit or None)
+    elif looks_like_local_path(source):
+        raise field_error(flag, f"file {source!r} does not exist")
 
 
 def dump_yaml(cfg) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 
-__all__ = ["RunConfig", "DistillConfig", "SFTConfig", "GRPOConfig", "parse_config", "from_dict", "load_yaml", "dump_yaml"]
+__all__ = ["RunConfig", "DistillConfig", "SFTConfig", "GRPOConfig", "parse_config", "from_dict", "load_yaml", "dump_yaml",
+           "validate"]

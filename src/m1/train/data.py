@@ -18,7 +18,6 @@ empty dataset says so.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,11 +110,16 @@ def read_records(source: str, split: str = "train", limit: int | None = None) ->
                 if limit is not None and len(out) >= limit:
                     return out
     else:
-        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")):
+        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")) or source.count("/") > 1:
             raise DataError(f"{source}: no such file")
         import datasets
 
-        ds = datasets.load_dataset(source, split=split)
+        try:
+            ds = datasets.load_dataset(source, split=split)
+        except Exception as e:  # noqa: BLE001 - offline, unknown id, gated: the user cannot reach this data
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"{source}: cannot load hub dataset ({type(e).__name__}: {msg}); "
+                            "offline, pass a local JSONL/JSON file or directory instead") from e
         for i, r in enumerate(ds):
             out.append((f"{source}[{split}][{i}]", dict(r)))
             if limit is not None and len(out) >= limit:
@@ -255,9 +259,3 @@ def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str = "teacher"
             f"different ids: {moved}"
         )
 
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def describe(source: str) -> str:
-    return _SAFE.sub("_", source)[-80:]

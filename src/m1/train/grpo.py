@@ -39,6 +39,7 @@ from trl import GRPOConfig as TRLGRPOConfig
 from trl import GRPOTrainer
 
 from m1.eval.reward import math_reward_func
+from m1.errors import remove_if_left_empty
 from m1.train.config import GRPOConfig, parse_config
 from m1.train.data import DataError, load_prompts
 from m1.train.model import load_student
@@ -281,5 +282,6 @@ def run(cfg: GRPOConfig):
 
 def cli_main(argv: list[str] | None = None) -> int:
     cfg = parse_config(GRPOConfig, argv, "m1 grpo", __doc__.split("\n\n")[0], presets=RECIPES)
-    run(cfg)
+    with remove_if_left_empty(cfg.out):  # a failed first run leaves no empty run directory
+        run(cfg)
     return 0

@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
+from m1.errors import remove_if_left_empty
 from m1.train.config import SFTConfig, parse_config
 from m1.train.data import DataError, load_conversations, tokenize_conversations
 from m1.train.model import load_student
@@ -82,5 +83,6 @@ def run(cfg: SFTConfig):
 
 def cli_main(argv: list[str] | None = None) -> int:
     cfg = parse_config(SFTConfig, argv, "m1 sft", __doc__.split("\n\n")[0])
-    run(cfg)
+    with remove_if_left_empty(cfg.out):  # a failed first run leaves no empty run directory
+        run(cfg)
     return 0

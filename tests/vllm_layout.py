@@ -188,12 +188,6 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
-def _has(config: Any, key: str) -> bool:
-    if isinstance(config, Mapping):
-        return key in config
-    return hasattr(config, key)
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
