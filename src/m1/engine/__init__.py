@@ -10,7 +10,7 @@ attention over blocks), `mamba_step` (one Mamba-2 decode step on slot pools), `e
 (the loop), `bench` (`m1 bench`).
 """
 
-from m1.engine.engine import Engine
+from m1.engine.engine import Engine, EngineStats
 from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
 
-__all__ = ["Engine", "SamplingParams", "RequestOutput", "CompletionOutput", "StreamDelta"]
+__all__ = ["Engine", "EngineStats", "SamplingParams", "RequestOutput", "CompletionOutput", "StreamDelta"]
