@@ -1,35 +1,13 @@
-"""GPU fast paths against their references: the Triton paged-decode kernel, CUDA-graph decode,
-and the engine on CUDA against the full forward. Skipped without CUDA."""
+"""GPU fast paths of the engine: CUDA-graph decode, and the engine on CUDA against the full forward.
+Skipped without CUDA. (The paged-attention kernel against its reference is in tests/ops.)"""
 
 import pytest
 import torch
 
 from m1.engine import Engine, SamplingParams
-from m1.engine.paged_attention import paged_decode_ref
 from tests.engine.conftest import full_logits, make_model, prompts_of
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("heads,kv_heads,head_dim,block", [(24, 8, 128, 64), (4, 2, 16, 16), (8, 8, 64, 32)])
-def test_triton_paged_decode_matches_reference(dtype, heads, kv_heads, head_dim, block):
-    from m1.engine.triton_paged import paged_decode_triton
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    b, num_blocks, cols = 9, 200, 20
-    k = torch.randn(num_blocks, block, kv_heads, head_dim, device="cuda", dtype=dtype, generator=g)
-    v = torch.randn(num_blocks, block, kv_heads, head_dim, device="cuda", dtype=dtype, generator=g)
-    q = torch.randn(b, heads, head_dim, device="cuda", dtype=dtype, generator=g)
-    tables = torch.randperm(num_blocks - 1, device="cuda", generator=g)[: b * cols].view(b, cols).int() + 1
-    seq_lens = torch.tensor([1, 2, block - 1, block, block + 1, 3 * block + 5, cols * block, 7, 100], device="cuda").clamp(max=cols * block).int()
-    scale = head_dim**-0.5
-    ref = paged_decode_ref(q.double(), k.double(), v.double(), tables, seq_lens, scale)
-    out = torch.full_like(q, float("nan"))
-    out = paged_decode_triton(q, k, v, tables, seq_lens, scale)
-    assert torch.isfinite(out).all()
-    err = (out.double() - ref).norm() / ref.norm()
-    assert err < 1e-2, err
 
 
 def test_graphs_recaptured_after_parameters_move():
