@@ -9,7 +9,7 @@ import torch
 from m1.ops import dispatch
 from m1.ops.ssd import ssd_chunked, ssd_chunked_ref
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 TOL = {torch.float32: 5e-3, torch.bfloat16: 2e-2}
 

@@ -37,6 +37,12 @@ class EngineStats:
     preemptions: int = 0
     recomputed_tokens: int = 0  # tokens so far of preempted samples, prefilled again
     last_preemptions: int = 0
+    # Work done, for rooflines: prompt tokens prefilled (recomputes included), decode steps,
+    # rows decoded summed over steps, and positions attended summed over rows and steps.
+    prefill_tokens: int = 0
+    decode_steps: int = 0
+    decode_rows: int = 0
+    decode_context: int = 0
 
 
 class Engine:
@@ -261,6 +267,7 @@ class Engine:
                 self.runner.set_block_table(s, a.shared + o)
         logits = self.runner.prefill_many([(a.ids, a.slots[0], a.shared + a.own[0]) for a in adms],
                                           self.prefill_chunk, self.prefill_tokens)
+        self.stats.prefill_tokens += sum(len(a.ids) for a in adms)
         rows, slots_all, keys, pos, temp, top_p, top_k, trunc = [], [], [], [], [], [], [], []
         for i, a in enumerate(adms):
             req, samples, slots, own = a.req, a.samples, a.slots, a.own
@@ -306,6 +313,10 @@ class Engine:
 
     def _decode_window(self, running: list[Running], stream: bool, steps: int) -> None:
         n = len(running)
+        st = self.stats
+        st.decode_steps += steps
+        st.decode_rows += n * steps
+        st.decode_context += steps * sum(r.context_len for r in running) + n * steps * (steps - 1) // 2
         slot_ids = torch.tensor([r.slot for r in running], device=self.device)
         truncate = any(r.req.params.truncates for r in running)
         max_ctx = max(len(r.req.prompt_ids) + len(r.out.token_ids) for r in running) + steps
