@@ -1,9 +1,11 @@
 """`Engine`: continuous batching of sampled generation over a hybrid (or pure) model.
 
 The loop: admit waiting samples into free slots (the admitted prompts prefilled together,
-packed end to end with `cu_seqlens`, each prompt's state forked into its other samples), then decode every running slot for a
-window of a few steps without looking at the host, then poll the window's tokens
-once, apply stop rules, free finished slots and refill them. On CUDA each decode
+packed end to end with `cu_seqlens`, each prompt's state forked into its other samples),
+give every running sample the KV blocks of the next window (on_demand: preempting the
+newest samples by recompute when the pool runs out; see `m1.engine.scheduler`), then
+decode every running slot for a window of a few steps without looking at the host, then
+poll the window's tokens once, apply stop rules, free finished slots and refill them. On CUDA each decode
 step is a replayed graph; on CPU the same step runs eagerly on reference ops.
 """
 
@@ -207,8 +209,7 @@ class Engine:
                     self.stats.preemptions += 1
                     self.stats.last_preemptions += 1
                     self.stats.recomputed_tokens += len(run.out.token_ids)
-                for run in grown:
-                    self.runner.set_block_table(run.slot, run.blocks)
+                self.runner.set_block_tables([r.slot for r in grown], [r.blocks for r in grown])
             if running:
                 self._decode_window(running, stream, steps)
                 still = []

@@ -73,9 +73,16 @@ class ModelRunner:
 
     # ---- per-slot setup ------------------------------------------------------------------------
     def set_block_table(self, slot: int, blocks: list[int]) -> None:
-        row = torch.zeros(self.max_cols, dtype=torch.int32)
-        row[: len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
-        self.block_table[slot].copy_(row.to(self.device))
+        self.set_block_tables([slot], [blocks])
+
+    def set_block_tables(self, slots: list[int], blocks: list[list[int]]) -> None:
+        """Rewrite the block-table rows of `slots` (unused columns: the null block) in one copy."""
+        if not slots:
+            return
+        rows = torch.zeros(len(slots), self.max_cols, dtype=torch.int32)
+        for r, b in zip(rows, blocks):
+            r[: len(b)] = torch.tensor(b, dtype=torch.int32)
+        self.block_table.index_copy_(0, torch.tensor(slots, device=self.device), rows.to(self.device))
 
     def start_slots(self, slots: list[int], tokens: list[int], positions: list[int], keys: list[int],
                     temperature: list[float], top_p: list[float], top_k: list[int]) -> None:
