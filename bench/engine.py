@@ -1,11 +1,11 @@
 """Engine decode benchmark on the GPU: `python bench/engine.py [options]` == `m1 bench [options]`.
 
-See `m1.engine.bench` for what is measured; results land in bench/results/engine_*.json.
+See `m1.bench` for what is measured; results land in bench/results/engine_*.json.
 """
 
 import sys
 
-from m1.engine.bench import cli_main
+from m1.bench import cli_main
 
 if __name__ == "__main__":
     raise SystemExit(cli_main(sys.argv[1:]))

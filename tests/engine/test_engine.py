@@ -182,3 +182,18 @@ def test_live_weights_are_used(models):
 def test_string_prompts_need_a_tokenizer(models):
     with pytest.raises(ValueError, match="tokenizer"):
         engine(models["hybrid"]).generate("abc", SamplingParams(max_tokens=2), use_tqdm=False)
+
+
+def test_mamba_layer_step_continues_its_forward(models):
+    """The layer's public decode step, token by token from zero states, equals its full forward."""
+    mx = next(layer.mamba for layer in models["hybrid"].model.layers if not layer.is_attention)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 9, models["hybrid"].config.hidden_size, generator=g)
+    with torch.no_grad():
+        full = mx(h)
+        conv = torch.zeros(3, mx.conv_dim, mx.conv_width - 1)
+        ssm = torch.zeros(3, mx.num_heads, mx.head_dim, mx.state_size)
+        slots = torch.tensor([2, 0])
+        steps = torch.stack([mx.step(h[:, t], conv, ssm, slots) for t in range(h.shape[1])], dim=1)
+    assert torch.allclose(steps, full, atol=1e-5)
+    assert conv[1].abs().sum() == 0 and ssm[1].abs().sum() == 0  # the unused slot is untouched

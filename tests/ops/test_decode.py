@@ -109,8 +109,29 @@ def test_wrong_width_is_refused():
         split_zxbcdt(torch.zeros(1, 7), t["H"], t["P"], t["G"], t["N"])
 
 
-def test_ssd_chunked_triton_is_registered_for_cuda_only():
+def test_ssd_chunked_fla_and_own_triton_are_registered_for_cuda_only():
     x = torch.zeros(1, 2, 2, 2)
-    names = [i.name for i in dispatch._REGISTRY["ssd_chunked"]]
-    assert names[0] == "triton" and names[-1] == "ref"
+    impls = dispatch._REGISTRY["ssd_chunked"]
+    assert [i.name for i in impls] == ["fla", "triton", "ref"]
+    assert [i.grad for i in impls] == [False, True, True]  # fla-core's forward has no backward of ours
     assert dispatch.chosen_name("ssd_chunked", x) == "ref"
+    assert dispatch.chosen_name("ssd_chunked", x, needs_grad=True) == "ref"
+
+
+def test_forward_only_impls_are_skipped_when_gradients_are_needed():
+    op = "_test_grad_op"
+    dispatch._REGISTRY.pop(op, None)
+    dispatch.register(op, dispatch.Impl("ref", lambda x: True, lambda: "ref-fn"))
+    dispatch.register(op, dispatch.Impl("fwd_only", lambda x: True, lambda: "fwd-fn", grad=False))
+    try:
+        x = torch.zeros(2, requires_grad=True)
+        assert dispatch.chosen_name(op, x) == "fwd_only" and dispatch.choose(op, x) == "fwd-fn"
+        assert dispatch.needs_grad(x, None) and dispatch.chosen_name(op, x, needs_grad=True) == "ref"
+        with torch.no_grad():
+            assert not dispatch.needs_grad(x)
+        with dispatch.force("fwd_only"):
+            assert dispatch.chosen_name(op, x, needs_grad=True) == "fwd_only"  # a pin is a pin
+        with dispatch.force("nope"), pytest.raises(RuntimeError, match="no implementation named"):
+            dispatch.choose(op, x)
+    finally:
+        dispatch._REGISTRY.pop(op)

@@ -10,7 +10,7 @@ from m1.ops import dispatch
 from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, mamba2_sequence_ref
 from m1.ops.ssd import ssd_chunked
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def rel(a, b):

@@ -1,9 +1,11 @@
 """`Engine`: continuous batching of sampled generation over a hybrid (or pure) model.
 
 The loop: admit waiting samples into free slots (the admitted prompts prefilled together,
-packed end to end with `cu_seqlens`, each prompt's state forked into its other samples), then decode every running slot for a
-window of a few steps without looking at the host, then poll the window's tokens
-once, apply stop rules, free finished slots and refill them. On CUDA each decode
+packed end to end with `cu_seqlens`, each prompt's state forked into its other samples),
+give every running sample the KV blocks of the next window (on_demand: preempting the
+newest samples by recompute when the pool runs out; see `m1.engine.scheduler`), then
+decode every running slot for a window of a few steps without looking at the host, then
+poll the window's tokens once, apply stop rules, free finished slots and refill them. On CUDA each decode
 step is a replayed graph; on CPU the same step runs eagerly on reference ops.
 """
 
@@ -13,7 +15,8 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -22,11 +25,26 @@ from m1.engine.cache import EngineCache, plan_cache
 from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
 from m1.engine.runner import DecodeGraphs, ModelRunner
 from m1.engine.sampler import sample, sample_key
-from m1.engine.scheduler import Request, Running, Scheduler
+from m1.engine.scheduler import KV_POLICIES, Admission, Request, Running, Scheduler
 
 log = logging.getLogger(__name__)
 
 Prompt = str | Sequence[int]
+
+
+@dataclass
+class EngineStats:
+    """Counters over the engine's life (`Engine.stats`); `last_*` are for the latest generate/stream call."""
+
+    preemptions: int = 0
+    recomputed_tokens: int = 0  # tokens so far of preempted samples, prefilled again
+    last_preemptions: int = 0
+    # Work done, for rooflines: prompt tokens prefilled (recomputes included), decode steps,
+    # rows decoded summed over steps, and positions attended summed over rows and steps.
+    prefill_tokens: int = 0
+    decode_steps: int = 0
+    decode_rows: int = 0
+    decode_context: int = 0
 
 
 class Engine:
@@ -42,6 +60,15 @@ class Engine:
     max_admit: most prompts admitted per packed-prefill round (bounds the first-token logits held).
     poll_interval: decode steps between host polls of finished flags.
     graph_buckets: extra batch sizes to capture decode graphs for (powers of two always are).
+    kv_policy: "on_demand" (default) admits a sample by its prompt plus one poll window of KV
+        blocks, grows it as it decodes and preempts the newest sample by recompute when the pool
+        runs out; "reserve" reserves prompt + max_tokens at admission and never preempts
+        (see `m1.engine.scheduler`). `stats.preemptions` counts preemptions.
+
+    `stop_hook`, when set, is called as stop_hook(request_id, sample_index, n_tokens) after each
+    accepted token; True ends that sample with finish_reason "stop", as an EOS would. The
+    scheduler never sees it (the reasoning benchmark uses it to end completions at drawn lengths).
+    `token_hook(request_id, sample_index, n_new)`, when set, is called whenever a sample gains tokens.
     """
 
     def __init__(
@@ -58,7 +85,14 @@ class Engine:
         poll_interval: int = 8,
         use_cuda_graphs: bool | None = None,
         graph_buckets: Sequence[int] | None = None,
+        kv_policy: str = "on_demand",
     ):
+        if kv_policy not in KV_POLICIES:
+            raise ValueError(f"kv_policy: one of {', '.join(KV_POLICIES)}, got {kv_policy!r}")
+        self.kv_policy = kv_policy
+        self.stats = EngineStats()
+        self.stop_hook: Callable[[int, int, int], bool] | None = None
+        self.token_hook: Callable[[int, int, int], None] | None = None
         self.model = model
         self.tokenizer = tokenizer
         cfg = model.config
@@ -143,7 +177,7 @@ class Engine:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def _loop(self, reqs: list[Request], use_tqdm: bool, stream: bool) -> Iterator[tuple[Request, StreamDelta]]:
-        sched = Scheduler(self.layout, self.has_kv)
+        sched = Scheduler(self.layout, self.has_kv, self.kv_policy, margin=self.poll_interval)
         for r in reqs:
             why = sched.never_fits(len(r.prompt_ids), r.params)
             if why is not None:
@@ -162,17 +196,27 @@ class Engine:
         bar.update(sum(1 for r in reqs if r.error))
         done_tokens, t0 = 0, time.perf_counter()
         left = {r.request_id: len(r.pending) for r in reqs if not r.error}
-        while sched.waiting or running:
+        self.stats.last_preemptions = 0
+        while sched.has_waiting or running:
             finished: list[Running] = []
             for run in self._admit_all(sched):
                 (finished if run.out.finish_reason else running).append(run)
+            preempted: list[Running] = []
             if running:
-                self._decode_window(running, stream)
+                steps = max(1, min(self.poll_interval, min(r.remaining for r in running)))
+                running, preempted, grown = sched.grow(running, steps)
+                for run in preempted:
+                    self.stats.preemptions += 1
+                    self.stats.last_preemptions += 1
+                    self.stats.recomputed_tokens += len(run.out.token_ids)
+                self.runner.set_block_tables([r.slot for r in grown], [r.blocks for r in grown])
+            if running:
+                self._decode_window(running, stream, steps)
                 still = []
                 for run in running:
                     (finished if run.out.finish_reason else still).append(run)
                 running = still
-            elif not finished and sched.waiting:
+            elif not finished and not preempted and sched.has_waiting:
                 raise RuntimeError("scheduler stalled with an empty engine: a request that fits alone was not admitted")
             for run in (running + finished) if stream else finished:
                 if stream:
@@ -187,6 +231,8 @@ class Engine:
                     bar.update(1)
             bar.set_postfix(tok_s=f"{done_tokens / max(time.perf_counter() - t0, 1e-9):.0f}", running=len(running), refresh=False)
         bar.close()
+        if self.stats.last_preemptions:
+            log.info("generate: %d preemptions (kv_policy=%s)", self.stats.last_preemptions, self.kv_policy)
 
     def _check_graphs(self) -> None:
         """Refresh the runner's stacked weights from the live parameters, and recapture graphs if
@@ -212,17 +258,21 @@ class Engine:
                 return runs
             runs += self._admit(adms)
 
-    def _admit(self, adms) -> list[Running]:
+    def _admit(self, adms: list[Admission]) -> list[Running]:
         """One packed prefill for the admissions (each prompt into its first slot), fork each into
-        its other slots, and sample every sample's first token."""
-        for req, samples, slots, shared, own in adms:
-            for s, o in zip(slots, own):
-                self.runner.set_block_table(s, shared + o)
-        logits = self.runner.prefill_many([(req.prompt_ids, slots[0], shared + own[0]) for req, _, slots, shared, own in adms],
+        its other slots, and sample every sample's next token. A re-admitted (preempted) sample
+        prefills its prompt + tokens so far and draws its next token with the same key and
+        position counter as its decode step would have: the stream is the same either way."""
+        for a in adms:
+            for s, o in zip(a.slots, a.own):
+                self.runner.set_block_table(s, a.shared + o)
+        logits = self.runner.prefill_many([(a.ids, a.slots[0], a.shared + a.own[0]) for a in adms],
                                           self.prefill_chunk, self.prefill_tokens)
+        self.stats.prefill_tokens += sum(len(a.ids) for a in adms)
         rows, slots_all, keys, pos, temp, top_p, top_k, trunc = [], [], [], [], [], [], [], []
-        for i, (req, samples, slots, shared, own) in enumerate(adms):
-            P = len(req.prompt_ids)
+        for i, a in enumerate(adms):
+            req, samples, slots, own = a.req, a.samples, a.slots, a.own
+            P = len(a.ids)
             if len(slots) > 1:
                 self.cache.fork_state(slots[0], slots[1:])
                 if self.has_kv and P % self.block_size:
@@ -253,17 +303,21 @@ class Engine:
                 toks[r], lps[r] = t, l
         self.runner.start_slots(slots_all, toks, pos, keys, temp, top_p, top_k)
         runs, r = [], 0
-        for req, samples, slots, shared, own in adms:
-            for j, s, blocks in zip(samples, slots, own):
-                run = Running(req, req.outputs[j], s, shared + blocks)
+        for a in adms:
+            for j, s, blocks in zip(a.samples, a.slots, a.own):
+                run = a.resumed or Running(a.req, a.req.outputs[j], s, a.shared + blocks)
+                run.slot, run.blocks = s, a.shared + blocks
                 self._accept(run, [toks[r]], [lps[r]])
                 runs.append(run)
                 r += 1
         return runs
 
-    def _decode_window(self, running: list[Running], stream: bool) -> None:
+    def _decode_window(self, running: list[Running], stream: bool, steps: int) -> None:
         n = len(running)
-        steps = max(1, min(self.poll_interval, min(r.remaining for r in running)))
+        st = self.stats
+        st.decode_steps += steps
+        st.decode_rows += n * steps
+        st.decode_context += steps * sum(r.context_len for r in running) + n * steps * (steps - 1) // 2
         slot_ids = torch.tensor([r.slot for r in running], device=self.device)
         truncate = any(r.req.params.truncates for r in running)
         max_ctx = max(len(r.req.prompt_ids) + len(r.out.token_ids) for r in running) + steps
@@ -285,15 +339,21 @@ class Engine:
     def _accept(self, run: Running, toks: list[int], lps: list[float], need_text: bool = False) -> None:
         out, p = run.out, run.req.params
         start = len(out.token_ids)
+        hook = self.stop_hook
         for t, l in zip(toks, lps):
             out.token_ids.append(t)
             out.logprobs.append(l)
             if (not p.ignore_eos and t in self.eos_ids) or t in p.stop_token_ids:
                 out.finish_reason = "stop"
                 break
+            if hook is not None and hook(run.req.request_id, out.index, len(out.token_ids)):
+                out.finish_reason = "stop"
+                break
             if len(out.token_ids) >= p.max_tokens:
                 out.finish_reason = "length"
                 break
+        if self.token_hook is not None:
+            self.token_hook(run.req.request_id, out.index, len(out.token_ids) - start)
         if self.tokenizer is None:
             return
         if p.stop and self._cut_at_stop_string(run, start):

@@ -3,7 +3,7 @@
 It calls the model's live submodules (projections, norms, MLPs, rotary table), so a
 model being trained is served on its current weights with no copy. Two passes:
 
-- `prefill`: one prompt, unpadded, in chunks; attention writes its K/V into the
+- `prefill_many`: prompts packed end to end, unpadded, in chunks; attention writes its K/V into the
   prompt's blocks, Mamba layers leave their conv/SSM state in the prompt's slot.
 - `decode`: one token for each row of a batch; row r is slot `slot_ids[r]`. Per-slot
   inputs (last token, position, key, sampling settings, block table) live in
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from m1.engine.cache import EngineCache
-from m1.engine.fused import add_rms_norm, swiglu
 from m1.engine.packed import Piece, attention_groups, packed_causal_conv1d, plan_pieces
-from m1.engine.paged_attention import paged_decode
 from m1.engine.sampler import sample
 from m1.layers.rope import apply_rotary
-from m1.ops.decode import mamba2_decode_step
+from m1.ops import ssd_chunked
+from m1.ops.fused import add_rms_norm, swiglu
+from m1.ops.paged_attention import paged_decode
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,16 @@ class ModelRunner:
 
     # ---- per-slot setup ------------------------------------------------------------------------
     def set_block_table(self, slot: int, blocks: list[int]) -> None:
-        row = torch.zeros(self.max_cols, dtype=torch.int32)
-        row[: len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
-        self.block_table[slot].copy_(row.to(self.device))
+        self.set_block_tables([slot], [blocks])
+
+    def set_block_tables(self, slots: list[int], blocks: list[list[int]]) -> None:
+        """Rewrite the block-table rows of `slots` (unused columns: the null block) in one copy."""
+        if not slots:
+            return
+        rows = torch.zeros(len(slots), self.max_cols, dtype=torch.int32)
+        for r, b in zip(rows, blocks):
+            r[: len(b)] = torch.tensor(b, dtype=torch.int32)
+        self.block_table.index_copy_(0, torch.tensor(slots, device=self.device), rows.to(self.device))
 
     def start_slots(self, slots: list[int], tokens: list[int], positions: list[int], keys: list[int],
                     temperature: list[float], top_p: list[float], top_k: list[int]) -> None:
@@ -89,11 +96,6 @@ class ModelRunner:
         self.pos[self.scratch_slot] = 0
 
     # ---- prefill ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def prefill(self, ids: list[int], slot: int, blocks: list[int], chunk: int) -> torch.Tensor:
-        """Run one prompt into `slot` and `blocks`; return the last position's logits (V,) fp32."""
-        return self.prefill_many([(ids, slot, blocks)], chunk, budget=chunk)[0]
-
     @torch.no_grad()
     def prefill_many(self, prompts: list[tuple[list[int], int, list[int]]], chunk: int, budget: int) -> torch.Tensor:
         """Prefill prompts (ids, slot, blocks) in packs of at most `budget` tokens (pieces of at most
@@ -181,19 +183,17 @@ class ModelRunner:
         return attn.o_proj(out.reshape(1, T, H * d))
 
     def _pack_mamba(self, mx, h, ctx: "_PackCtx"):
-        from m1.ops import ssd_chunked
-
         T = h.shape[1]
         conv_pool, ssm_pool = self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx]
-        z, xBC, dt_raw = mx._split(mx.in_proj(h))
+        z, xBC, dt_raw = mx.split_projection(mx.in_proj(h))
         init_conv = init_ssm = None
         if ctx.continuing:  # fresh pieces start from zeros, continuing ones from their slot
             init_conv = torch.where(ctx.cont_mask[:, None, None], conv_pool[ctx.slots], 0)
             init_ssm = torch.where(ctx.cont_mask[:, None, None, None], ssm_pool[ctx.slots], 0)
         xBC_act, conv_final = packed_causal_conv1d(xBC[0], mx.conv1d.weight.squeeze(1), mx.conv1d.bias, init_conv, ctx.cu)
-        x, B, C = mx._split_xbc(xBC_act[None])
+        x, B, C = mx.split_xbc(xBC_act[None])
         y, ssm_final = ssd_chunked(
-            x.reshape(1, T, mx.num_heads, mx.head_dim), mx._dt(dt_raw), -torch.exp(mx.A_log.float()),
+            x.reshape(1, T, mx.num_heads, mx.head_dim), mx.time_step(dt_raw), mx.A,
             B.reshape(1, T, mx.n_groups, mx.state_size), C.reshape(1, T, mx.n_groups, mx.state_size),
             mx.D, initial_state=init_ssm, chunk_size=self._ssd_chunk(mx.chunk_size, max(ctx.lens)), cu_seqlens=ctx.cu_dev,
         )
@@ -265,14 +265,8 @@ class ModelRunner:
         return attn.o_proj(out.reshape(b, -1))
 
     def _decode_mamba(self, mx, h, slot_ids):
-        # The fused op (m1.ops.decode): Triton on CUDA, composed references elsewhere; it logs its choice.
-        y = mamba2_decode_step(
-            mx.in_proj(h), self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], slot_ids,
-            mx.conv1d.weight.squeeze(1), mx.conv1d.bias, mx.dt_bias, -torch.exp(mx.A_log.float()), mx.D, mx.norm.weight,
-            n_heads=mx.num_heads, head_dim=mx.head_dim, n_groups=mx.n_groups, state_size=mx.state_size,
-            eps=mx.norm.variance_epsilon, dt_limit=mx.dt_limit,
-        )
-        return mx.out_proj(y.to(h.dtype))
+        # The layer's own decode step over the slot pools (fused op: Triton on CUDA, references elsewhere).
+        return mx.step(h, self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], slot_ids)
 
 
 class DecodeGraphs:

@@ -26,8 +26,8 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="directory of local benchmark JSONL files (math500.jsonl, aime24.jsonl, ...) instead of the Hub")
     ap.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
-    ap.add_argument("--backend", choices=["hf", "engine"], default="hf",
-                    help="generation backend: transformers generate (hf) or m1's Engine (engine)")
+    ap.add_argument("--backend", choices=["hf", "engine"], default="engine",
+                    help="generation backend: m1's Engine (engine, the default) or transformers generate (hf)")
     ap.add_argument("--seed", type=int, default=0, help="base seed; each (problem, chunk) derives its own")
     ap.add_argument("--chunk-size", type=int, default=16, help="samples of one problem generated as one batch")
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")

@@ -78,20 +78,32 @@ class HFGenerator:
 
 
 class EngineGenerator:
-    """m1's Engine: n samples of one prompt share one prefill."""
+    """m1's Engine (the default backend): n samples of one prompt share one prefill.
+
+    A completion is limited to what the engine's max_model_len leaves after the prompt (logged
+    once), where transformers would run past the model's context."""
 
     name = "engine"
 
     def __init__(self, model, tokenizer) -> None:
         from m1.engine import Engine  # only when this backend is chosen
 
+        self.model = model  # for --verifier self
+        self.tokenizer = tokenizer
         self.engine = Engine(model, tokenizer)
+        self._clamped = False
 
     def generate(self, prompt: str, n: int, sampling: SamplingConfig, seed: int) -> list[Sample]:
         from m1.engine import SamplingParams
 
+        room = self.engine.max_model_len - len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        max_tokens = max(1, min(sampling.max_tokens, room))
+        if max_tokens < sampling.max_tokens and not self._clamped:
+            self._clamped = True
+            logger.warning("engine backend: max_tokens %d limited to %d by max_model_len %d",
+                           sampling.max_tokens, max_tokens, self.engine.max_model_len)
         params = SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_tokens, seed=seed)
+                                max_tokens=max_tokens, seed=seed)
         out = self.engine.generate([prompt], params)[0]
         return [Sample(o.text, len(o.token_ids), o.finish_reason) for o in out.outputs]
 
@@ -99,8 +111,9 @@ class EngineGenerator:
 def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: str | None = None) -> tuple[Generator, object]:
     """Load the model and tokenizer from `model_dir` and wrap them in the chosen backend.
 
-    ``device`` (e.g. ``cuda:1`` for one data-parallel rank) defaults to CUDA when present for
-    hf, and to where the checkpoint loads for engine.
+    ``device`` (e.g. ``cuda:1`` for one data-parallel rank) defaults to CUDA when present.
+    The engine backend loads a hybrid checkpoint as it is, and a Llama/Qwen2 checkpoint as the
+    all-attention hybrid (`convert_from_transformer` keeping every layer: the same network).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,11 +125,28 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         gen: Generator = HFGenerator(model, tokenizer, device=device)
     elif backend == "engine":
-        from m1.modeling import HybridForCausalLM
+        import torch
 
-        model = HybridForCausalLM.from_pretrained(model_dir)
+        model = _load_for_engine(model_dir, dtype)
+        device = device or ("cuda" if torch.cuda.is_available() else None)
         gen = EngineGenerator(model if device is None else model.to(device), tokenizer)
     else:
         raise ValueError(f"unknown backend {backend!r} (choose hf or engine)")
     logger.info("generation backend: %s (%s)", gen.name, model_dir)
     return gen, tokenizer
+
+
+def _load_for_engine(model_dir: str, dtype: str):
+    from transformers import AutoConfig
+
+    from m1.modeling import HybridForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    if cfg.model_type in ("llama", "qwen2"):
+        from transformers import AutoModelForCausalLM
+
+        from m1.convert import convert_from_transformer
+
+        teacher = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        return convert_from_transformer(teacher, attention_layers=list(range(cfg.num_hidden_layers))).eval()
+    return HybridForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()

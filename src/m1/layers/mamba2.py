@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m1.ops import causal_conv1d, causal_conv1d_step, gated_rms_norm, ssd_chunked, ssd_step
+from m1.ops.decode import mamba2_decode_step
 
 
 class GatedRMSNorm(nn.Module):
@@ -64,30 +65,60 @@ class Mamba2Mixer(nn.Module):
         self.D.fill_(1.0)
         self.norm.weight.fill_(1.0)
 
-    def _split(self, zxbcdt: torch.Tensor):
+    # ---- public helpers (the engine composes its packed prefill from these) ------------------------
+    def split_projection(self, zxbcdt: torch.Tensor):
+        """in_proj's output (..., inner + conv_dim + heads) -> (z, xBC, dt_raw)."""
         return zxbcdt.split([self.inner, self.conv_dim, self.num_heads], dim=-1)
 
-    def _dt(self, dt_raw: torch.Tensor) -> torch.Tensor:
+    def split_xbc(self, xBC: torch.Tensor):
+        """The conv's output (..., conv_dim) -> (x, B, C)."""
+        gn = self.n_groups * self.state_size
+        return xBC.split([self.inner, gn, gn], dim=-1)
+
+    def time_step(self, dt_raw: torch.Tensor) -> torch.Tensor:
+        """dt = clamp(softplus(dt_raw + dt_bias)) in fp32."""
         dt = F.softplus(dt_raw.float() + self.dt_bias.float())
         return dt.clamp(self.dt_limit[0], self.dt_limit[1])
+
+    @property
+    def A(self) -> torch.Tensor:
+        """The per-head decay rates, -exp(A_log), fp32 (h,)."""
+        return -torch.exp(self.A_log.float())
+
+    def step(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+             slot_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """One decode token per row (like mamba's `Mamba2.step`): hidden (b, d) -> (b, d).
+
+        conv_state (S, conv_dim, d_conv - 1) and ssm_state (S, heads, head_dim, state) fp32
+        hold the states of S sequences and are advanced in place; row r is state slot_ids[r]
+        (default: row r). The fused op (`m1.ops.decode`) picks its kernel at call time.
+        """
+        if slot_ids is None:
+            slot_ids = torch.arange(hidden.shape[0], device=hidden.device)
+        y = mamba2_decode_step(
+            self.in_proj(hidden), conv_state, ssm_state, slot_ids, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            self.dt_bias, self.A, self.D, self.norm.weight, n_heads=self.num_heads, head_dim=self.head_dim,
+            n_groups=self.n_groups, state_size=self.state_size, eps=self.norm.variance_epsilon, dt_limit=self.dt_limit,
+        )
+        return self.out_proj(y.to(hidden.dtype))
 
     def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor | None = None, cache=None, cu_seqlens=None):
         """hidden (b, l, d); token_mask (b, l) with 1 for real tokens; cache: a transformers Cache."""
         b, l, _ = hidden.shape
-        z, xBC, dt_raw = self._split(self.in_proj(hidden))
+        z, xBC, dt_raw = self.split_projection(self.in_proj(hidden))
         if token_mask is not None:
             xBC = xBC * token_mask[..., None].to(xBC.dtype)
         conv_w = self.conv1d.weight.squeeze(1)
         prev_conv = cache.get_conv_state(self.layer_idx) if cache is not None else None
         prev_ssm = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
-        A = -torch.exp(self.A_log.float())
-        dt = self._dt(dt_raw)
+        A = self.A
+        dt = self.time_step(dt_raw)
         if token_mask is not None:
             dt = dt * token_mask[..., None].to(dt.dtype)
 
         if prev_conv is not None and l == 1 and cu_seqlens is None:  # decode: one step per sequence
             xBC_act, _ = causal_conv1d_step(xBC[:, 0], prev_conv, conv_w, self.conv1d.bias)
-            x, B, C = self._split_xbc(xBC_act)
+            x, B, C = self.split_xbc(xBC_act)
             y, new_ssm = ssd_step(
                 prev_ssm, x.view(b, self.num_heads, self.head_dim), dt[:, 0], A,
                 B.view(b, self.n_groups, self.state_size), C.view(b, self.n_groups, self.state_size), self.D,
@@ -101,7 +132,7 @@ class Mamba2Mixer(nn.Module):
             xBC_act, _ = causal_conv1d(xBC_flat, conv_w, self.conv1d.bias, initial_state=prev_conv, cu_seqlens=cu_seqlens)
             if token_mask is not None:
                 xBC_act = xBC_act * token_mask[..., None].to(xBC_act.dtype)
-            x, B, C = self._split_xbc(xBC_act)
+            x, B, C = self.split_xbc(xBC_act)
             bb, ll = xBC_flat.shape[:2]
             y, new_ssm = ssd_chunked(
                 x.reshape(bb, ll, self.num_heads, self.head_dim), dt_flat, A,
@@ -114,7 +145,3 @@ class Mamba2Mixer(nn.Module):
             cache.update_recurrent_state(new_ssm, self.layer_idx)
         y = self.norm(y, z)
         return self.out_proj(y.to(hidden.dtype))
-
-    def _split_xbc(self, xBC: torch.Tensor):
-        gn = self.n_groups * self.state_size
-        return xBC.split([self.inner, gn, gn], dim=-1)

@@ -1,5 +1,8 @@
-"""Numerical ops of the Mamba-2 layer: a plain PyTorch reference for each, GPU kernels
-where they pay, and a dispatch function per op that chooses at call time."""
+"""Numerical ops: a plain PyTorch reference for each, GPU kernels (`m1.ops.triton`) where
+they pay, and a dispatch function per op that chooses at call time (`m1.ops.dispatch`).
+
+Mamba-2: `ssd`, `conv`, `norm`, `decode` (the fused decode step). The engine's decode
+step: `fused` (add + RMSNorm, SwiGLU) and `paged_attention`."""
 
 from m1.ops.conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_step, causal_conv1d_step_ref
 from m1.ops.norm import gated_rms_norm, gated_rms_norm_ref

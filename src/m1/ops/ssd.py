@@ -147,8 +147,11 @@ dispatch.register("ssd_step", dispatch.Impl("ref", lambda x: True, lambda: ssd_s
 
 
 def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64, cu_seqlens=None):
-    """Chunked SSD on the best implementation for these tensors. Returns (y, final_state)."""
-    fn = dispatch.choose("ssd_chunked", x)
+    """Chunked SSD on the best implementation for these tensors. Returns (y, final_state).
+
+    On CUDA: fla-core's forward ("fla") for gradient-free calls when fla-core is installed,
+    else m1's own Triton forward + backward ("triton"); elsewhere the reference."""
+    fn = dispatch.choose("ssd_chunked", x, needs_grad=dispatch.needs_grad(x, dt, A, B, C, D, initial_state))
     return fn(x, dt, A, B, C, D=D, initial_state=initial_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
 
 
@@ -158,10 +161,23 @@ def ssd_step(state, x, dt, A, B, C, D=None):
     return fn(state, x, dt, A, B, C, D=D)
 
 
-def _load_ssd_chunked_triton():
-    from m1.ops.triton.ssd import ssd_chunked_triton
+def _load_ssd_chunked_own():
+    from m1.ops.triton.ssd import ssd_chunked_own
 
-    return ssd_chunked_triton
+    return ssd_chunked_own
 
 
-dispatch.register("ssd_chunked", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_ssd_chunked_triton))
+def _load_ssd_chunked_fla():
+    from m1.ops.triton.ssd import ssd_chunked_fla_fwd
+
+    return ssd_chunked_fla_fwd
+
+
+def _fla_applies(x: torch.Tensor) -> bool:
+    return dispatch.cuda_with_triton(x) and dispatch.has_module("fla")
+
+
+# Tried in reverse order: fla-core's forward (no backward: its gated backward refuses Triton
+# < 3.7.1 on Hopper), then m1's own Triton forward + backward, then the reference.
+dispatch.register("ssd_chunked", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_ssd_chunked_own))
+dispatch.register("ssd_chunked", dispatch.Impl("fla", _fla_applies, _load_ssd_chunked_fla, grad=False))

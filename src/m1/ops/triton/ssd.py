@@ -4,8 +4,11 @@ Why hand-written: fla-core 0.6's `chunk_simple_gla` computes the same recurrence
 forward is correct on Triton 3.6, but its gated chunk *backward* refuses Triton < 3.7.1
 on Hopper (a known miscompile of `chunk_bwd_dqkwg`), and the H200 image ships Triton 3.6.
 Training therefore needs a backward of our own; the forward is written alongside it so
-the backward can reuse the per-chunk states it saves. For gradient-free calls (prefill)
-`ssd_chunked_triton` uses fla's forward when fla-core is installed, and says so in the log.
+the backward can reuse the per-chunk states it saves. Two implementations live here and
+are registered separately with `m1.ops.dispatch` (see `m1.ops.ssd`): `ssd_chunked_own`
+("triton", forward + backward) and `ssd_chunked_fla_fwd` ("fla", fla-core's forward, chosen
+for gradient-free calls such as prefill when fla-core is installed), so `force()` pins
+either and the dispatch log names the one that ran.
 
 The algorithm is the usual chunked SSD. With a_t = dt_t * A_h, a chunk of L steps,
 acum the within-chunk cumulative sum of a, a_end its total, X = dt * x:
@@ -40,14 +43,6 @@ import triton
 import triton.language as tl
 
 log = logging.getLogger(__name__)
-
-_LOGGED: set[str] = set()
-
-
-def _log_once(msg: str) -> None:
-    if msg not in _LOGGED:
-        _LOGGED.add(msg)
-        log.info(msg)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -594,23 +589,3 @@ def ssd_chunked_fla_fwd(x, dt, A, B, C, D=None, initial_state=None, chunk_size: 
     if D is not None:
         torch.addcmul(o, x, D.float()[:, None], out=o)  # fp32 math, one pass, in place
     return o, final.float()
-
-
-def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
-
-
-def ssd_chunked_triton(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64, cu_seqlens=None):
-    """The CUDA implementation behind `m1.ops.ssd_chunked`.
-
-    Call-time choice, logged once each: a call that needs gradients runs our kernels (fla's
-    gated backward refuses Triton < 3.7.1 on Hopper); a gradient-free call runs fla-core's
-    forward when fla-core is installed, else ours."""
-    if _needs_grad(x, dt, A, B, C, D, initial_state):
-        _log_once(f"ssd_chunked: own Triton forward+backward (triton {triton.__version__})")
-        return ssd_chunked_own(x, dt, A, B, C, D, initial_state, chunk_size, cu_seqlens)
-    if fla_available():
-        _log_once(f"ssd_chunked: fla-core chunk_simple_gla forward (no grad; triton {triton.__version__})")
-        return ssd_chunked_fla_fwd(x, dt, A, B, C, D, initial_state, chunk_size, cu_seqlens)
-    _log_once("ssd_chunked: own Triton forward (no grad; fla-core not installed)")
-    return ssd_chunked_own(x, dt, A, B, C, D, initial_state, chunk_size, cu_seqlens)

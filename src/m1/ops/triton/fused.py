@@ -1,4 +1,4 @@
-"""Triton kernels for the decode step's elementwise work (see `m1.engine.fused` for the references).
+"""Triton kernels for the decode step's elementwise work (see `m1.ops.fused` for the references).
 
 - `add_rms_norm_triton`: residual add and RMSNorm in one pass (one program per row);
 - `swiglu_triton`: silu(gate) * up from the stacked [gate | up] projection.

@@ -3,7 +3,7 @@
 One program per (row, kv head) streams that row's blocks straight from the pool, in
 place, with an online softmax; the query heads sharing the kv head (GQA) ride along as
 the rows of one small matrix product, so each K/V block is read once per kv head.
-Imported lazily by `m1.engine.paged_attention` when a CUDA tensor arrives.
+Imported lazily by `m1.ops.paged_attention` when a CUDA tensor arrives.
 """
 
 from __future__ import annotations

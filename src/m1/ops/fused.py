@@ -1,5 +1,5 @@
 """Fused elementwise ops of the decode step: a plain PyTorch reference for each, a Triton
-kernel on CUDA (`m1.engine.triton_fused`), chosen per call through `m1.ops.dispatch`
+kernel on CUDA (`m1.ops.triton.fused`), chosen per call through `m1.ops.dispatch`
 (which logs the first use of each, and which `M1_OPS=ref` pins to the references).
 
 - `add_rms_norm(x, residual, weight, eps)` -> (norm(residual + x), residual + x): the
@@ -32,13 +32,13 @@ def swiglu_ref(gu):
 
 
 def _load_add_rms_norm():
-    from m1.engine.triton_fused import add_rms_norm_triton
+    from m1.ops.triton.fused import add_rms_norm_triton
 
     return add_rms_norm_triton
 
 
 def _load_swiglu():
-    from m1.engine.triton_fused import swiglu_triton
+    from m1.ops.triton.fused import swiglu_triton
 
     return swiglu_triton
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from m1.engine.fused import add_rms_norm, add_rms_norm_ref, swiglu, swiglu_ref
+from m1.ops.fused import add_rms_norm, add_rms_norm_ref, swiglu, swiglu_ref
 from m1.layers.mlp import GatedMLP
 from m1.layers.norm import RMSNorm
 from m1.ops import dispatch
@@ -33,8 +33,8 @@ def test_references_equal_the_model_modules(dtype):
 
 _INTERPRET = r"""
 import json, torch
-from m1.engine.triton_fused import add_rms_norm_triton, swiglu_triton
-from m1.engine.fused import add_rms_norm_ref, swiglu_ref
+from m1.ops.triton.fused import add_rms_norm_triton, swiglu_triton
+from m1.ops.fused import add_rms_norm_ref, swiglu_ref
 errs = {}
 for dt in (torch.float32, torch.bfloat16):
     g = torch.Generator().manual_seed(0)

@@ -5,7 +5,7 @@ seq_lens[r] positions of the blocks listed in block_tables[r]. GQA: query head h
 kv head h // (H / KVH).
 
 The reference gathers the blocks into a contiguous copy (fine on CPU, and the
-definition the kernel is tested against). The kernel (`m1.engine.triton_paged`) reads
+definition the kernel is tested against). The kernel (`m1.ops.triton.paged_attention`) reads
 the blocks in place. `paged_decode` picks one per call through `m1.ops.dispatch`, which
 logs the first use of each.
 """
@@ -43,7 +43,7 @@ def _triton_applies(q: torch.Tensor) -> bool:
 
 
 def _load_triton():
-    from m1.engine.triton_paged import paged_decode_triton
+    from m1.ops.triton.paged_attention import paged_decode_triton
 
     return paged_decode_triton
 

@@ -1,0 +1,41 @@
+"""The Engine is the default generation backend of `m1 eval` and `m1 scaling` (CPU, tiny Llama)."""
+
+import json
+
+import pytest
+
+from m1.eval.cli import eval_main
+from m1.eval.generation import EngineGenerator, SamplingConfig, load_generator
+
+from .tiny import save_tiny_model, write_problems
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_engine_backend_on_a_llama_checkpoint_equals_hf_greedy(tiny_dir):
+    eng, _ = load_generator("engine", str(tiny_dir))
+    hf, _ = load_generator("hf", str(tiny_dir), device="cpu")
+    assert isinstance(eng, EngineGenerator) and eng.model is not None
+    greedy = SamplingConfig(temperature=0.0, max_tokens=12)
+    for prompt in ("What is 1+1?", "abc"):
+        a = eng.generate(prompt, 1, greedy, seed=0)[0]
+        b = hf.generate(prompt, 1, greedy, seed=0)[0]
+        assert (a.text, a.num_tokens, a.finish_reason) == (b.text, b.num_tokens, b.finish_reason)
+
+
+def test_engine_limits_max_tokens_to_its_context(tiny_dir):
+    eng, _ = load_generator("engine", str(tiny_dir))
+    out = eng.generate("abc", 2, SamplingConfig(temperature=0.8, max_tokens=10**6), seed=1)
+    assert len(out) == 2 and all(s.finish_reason in ("stop", "length") for s in out)
+
+
+def test_eval_defaults_to_the_engine(tmp_path, tiny_dir):
+    problems = write_problems(tmp_path / "toy.jsonl", n=2)
+    out = tmp_path / "run"
+    assert eval_main(["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "2", "--chunk-size", "2",
+                      "--max-tokens", "6", "--out", str(out)]) == 0
+    assert "engine backend" in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]["problems"] == 2
