@@ -119,13 +119,10 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
     add("teacher_hard_in_range", t_hard and t_hard["accuracy"], "0.10 <= value <= 0.60",
         t_hard is not None and 0.10 <= t_hard["accuracy"] <= 0.60, t_hard and t_hard["ci95"])
     ev = r.get("eval", {}).get("models", {})
-    # Greedy easy accuracy after distill needs the distilled model evaluated greedily; eval samples
-    # at its temperature, so the sampled pass@1 ratio stands in and says so.
-    if "distill" in ev and "teacher" in ev:
-        d, t = ev["distill"]["easy"]["pass@1"]["mean"], ev["teacher"]["easy"]["pass@1"]["mean"]
+    if "easy_greedy" in ev.get("distill", {}) and "easy_greedy" in ev.get("teacher", {}):
+        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], ev["teacher"]["easy_greedy"]["pass@1"]["mean"]
         v = d / t if t else 0.0
-        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95,
-            note=f"sampled easy pass@1 at T={r['eval']['temperature']} for both (greedy distill eval not yet a stage)")
+        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"])
     if "sft" in ev and "teacher_sft" in ev:
         v = ev["sft"]["hard"]["pass@1"]["mean"] - ev["teacher_sft"]["hard"]["pass@1"]["mean"]
         add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
@@ -363,7 +360,7 @@ def write_report(summary: dict, path: Path) -> None:
         for row in summary["table"]:
             n = row["n"]
             ver = row.get(f"verify@{n}")
-            split = "easy" if row["set"] == "easy" else "hard"
+            split = "easy" if row["set"].startswith("easy") else "hard"
             lines.append(f"| {row['model']} | {row['set']} | {row['problems']} | {_pct(row['pass@1'])} [{_pct(row['ci95'][0])}, "
                          f"{_pct(row['ci95'][1])}] | {_pct(base[split]['accuracy']) if split in base else '-'} | "
                          f"{_pct(row[f'pass@{n}'])} (n={n}) | {_pct(row[f'maj@{n}'])} | {'-' if ver is None else _pct(ver)} | "

@@ -397,27 +397,57 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
             "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
 
 
+def _eval_job(cfg: DemoConfig, name: str, key: str, limit: int, n: int, max_tokens: int, split: str,
+              temperature: float) -> tuple[str, str, dict]:
+    """One (model, set) evaluation; top level so a worker process can run it."""
+    ctx = Context(cfg)
+    out = ctx.path("eval", name, key)
+    s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out, n=n, limit=limit, temperature=temperature,
+                 max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if key == "hard_k" else None)
+    return name, key, s
+
+
 def stage_eval(ctx: Context, out: Path) -> dict:
     """Every model on the easy and hard test splits, sampled, through `m1.eval`.
 
     ``easy`` and ``hard``: pass@1 with its interval; ``hard_k`` (the first `scaling_problems`
     hard problems) with `scaling_n` samples for the scaled models, scored by the verifier:
-    pass@k, maj@k, verify@k and the wall-clock budget curves.
+    pass@k, maj@k, verify@k and the wall-clock budget curves; ``easy_greedy`` (temperature 0)
+    for the teacher and the distilled hybrid, for distillation's target. The (model, set) jobs run in
+    ``threads`` single-thread worker processes (one per core); each job is seeded by itself,
+    so the results do not depend on which worker ran it or in what order.
     """
+    import concurrent.futures
+    import multiprocessing
+
     e = ctx.cfg.eval
-    results: dict[str, dict] = {}
+    jobs = []
     plan: dict[str, dict[str, int]] = {}
-    for name, parts in MODELS.items():
-        sets = {"easy": (e.n_easy, e.n_easy_samples, e.max_tokens_easy, "easy"),
-                "hard": (e.n_hard, getattr(e.n_hard_samples, name), e.max_tokens_hard, "hard")}
+    for name in MODELS:
+        t = e.temperature
+        sets = {"easy": (e.n_easy, e.n_easy_samples, e.max_tokens_easy, "easy", t),
+                "hard": (e.n_hard, getattr(e.n_hard_samples, name), e.max_tokens_hard, "hard", t)}
         if name in SCALED:
-            sets["hard_k"] = (e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard")
-        for key, (limit, n, max_tokens, split) in sets.items():
+            sets["hard_k"] = (e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)
+        if name in ("teacher", "distill"):
+            sets["easy_greedy"] = (ctx.cfg.init_eval.n_easy, 1, ctx.cfg.init_eval.max_tokens_easy, "easy", 0.0)
+        for key, (limit, n, max_tokens, split, temp) in sets.items():
             plan.setdefault(name, {})[key] = n
-            results.setdefault(name, {})[key] = evaluate(
-                ctx, ctx.path(*parts), _test(ctx, split), out / name / key, n=n, limit=limit, temperature=e.temperature, max_tokens=max_tokens,
-                verifier=ctx.path("verifier", "model") if key == "hard_k" else None)
-    return {"models": results, "temperature": e.temperature, "n": plan}
+            jobs.append((name, key, limit, n, max_tokens, split, temp))
+    workers = max(1, min(ctx.cfg.threads, len(jobs)))
+    done: dict[tuple[str, str], dict] = {}
+    if workers == 1:
+        for j in jobs:
+            name, key, s = _eval_job(ctx.cfg, *j)
+            done[name, key] = s
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name, key, s in pool.map(_eval_job, [ctx.cfg] * len(jobs), *zip(*jobs)):
+                done[name, key] = s
+    results: dict[str, dict] = {}
+    for name, key, *_ in jobs:  # in plan order, whatever order the workers finished in
+        results.setdefault(name, {})[key] = done[name, key]
+    return {"models": results, "temperature": e.temperature, "n": plan, "workers": workers}
 
 
 def stage_speed(ctx: Context, out: Path) -> dict:
