@@ -190,7 +190,9 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
     ``Engine.generate`` call (continuous batching over ``max_batch_size`` slots), with the
     same per-chunk seeds (`chunk_seed`), prompts (`build_prompt`), grading
     (`extract_answer` + `answers_equivalent`) and samples.jsonl rows, so it resumes from,
-    and is resumed by, `run_eval`. ``gen_time_s`` is the batch's generation time divided
+    and is resumed by, `run_eval`. The samples match the serial loop's only up to batched
+    arithmetic: other sequences in the batch change float rounding, which can flip a sampled
+    token where the logits are nearly tied. ``gen_time_s`` is the batch's generation time divided
     by its samples: one generator's throughput, as in the serial loop. ``temperature`` 0
     is greedy decoding. One difference: a benchmark given as a file path is seeded by the
     file's name, not its full path, so a run directory can move (or be a temporary one)
