@@ -235,7 +235,7 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
                             max_model_len=max(map(len, prompts)) + cfg.sampling.max_tokens + 1)
             t0 = time.perf_counter()
             with torch.no_grad():
-                outs = engine.generate(prompts, params, use_tqdm=False)
+                outs = engine.generate(prompts, params, use_tqdm=True)  # the Engine's progress bar
             seconds = time.perf_counter() - t0
             dt = seconds / sum(size for _, _, size, _ in jobs)
             logger.info("%s: %d samples in %.1fs (%s)", bench, sum(size for *_, size, _ in jobs), seconds, "engine, batched")
