@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from m1.demo import STAGES, Context, DemoConfig, run_stage
-from m1.demo_stages import grpo_argv, reward_curve, write_grpo_prompts
+from m1.demo.config import GRPOSizes
+from m1.demo.stages import grpo_config, write_grpo_prompts
+from m1.train.runs import read_metrics
 
 pytestmark = pytest.mark.slow
 
-GRPO = dict(steps=40, generations=8, generation_batch=64, mini_batch=32, lr=2e-5, temperature=1.0, max_tokens=256, n_prompts=2000)
+GRPO = GRPOSizes(steps=40, generations=8, generation_batch=64, mini_batch=32, lr=2e-5, temperature=1.0, max_tokens=256, n_prompts=2000)
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +41,11 @@ def test_grpo_raises_mean_reward(demo_ctx, tmp_path):
     from m1.train import grpo
 
     prompts = tmp_path / "prompts.jsonl"
-    write_grpo_prompts(demo_ctx, prompts, GRPO["n_prompts"])
+    write_grpo_prompts(demo_ctx, prompts, GRPO.n_prompts)
     run = tmp_path / "grpo"
     model = str(demo_ctx.path("sft", "run", "final"))
-    assert grpo.cli_main(grpo_argv(model, str(prompts), str(run), GRPO, seed=0, threads=1)) == 0
-    curve = reward_curve(run)
+    grpo.run(grpo_config(model, str(prompts), str(run), GRPO, seed=0, threads=1))
+    curve = [(m["step"], m["reward"]) for m in read_metrics(run) if "reward" in m]
     (tmp_path / "curve.json").write_text(json.dumps(curve))
     print("GRPO reward curve:", curve)
     rewards = [r for _, r in curve]

@@ -85,3 +85,19 @@ def test_k_values():
     assert k_values(64) == [1, 2, 4, 8, 16, 32, 64]
     assert k_values(6) == [1, 2, 4, 6]
     assert k_values(1) == [1]
+
+
+def test_paired_difference_interval_and_constant_baseline():
+    from m1.eval.metrics import constant_answer_baseline, paired_difference_interval
+
+    a = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    assert paired_difference_interval(a, a) == (0.0, 0.0, 0.0)
+    mean, lo, hi = paired_difference_interval(a, [x - 0.5 for x in a])
+    assert mean == lo == hi == 0.5  # a constant shift has no paired spread
+    mean, lo, hi = paired_difference_interval([1, 1, 0, 1], [0, 1, 0, 0])
+    assert mean == 0.5 and 0 <= lo <= mean <= hi <= 1
+    with pytest.raises(ValueError):
+        paired_difference_interval([1.0], [1.0, 0.0])
+    assert constant_answer_baseline(["1", "2", "1", "3"]) == ("1", 0.5)
+    assert constant_answer_baseline(["2", "1"]) == ("2", 0.5)  # ties: the first seen
+    assert constant_answer_baseline([]) == (None, 0.0)

@@ -82,3 +82,13 @@ def test_bad_arguments_name_the_problem():
         make_split("medium", 1)
     with pytest.raises(ValueError, match="split"):
         make_split("easy", 1, split="dev")
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+def test_no_constant_answer_beats_three_percent(difficulty):
+    """The best constant answer (the most frequent gold) scores <= 3% on every split the demo draws."""
+    from collections import Counter
+
+    for split, n in (("test", 200), ("test", 1000), ("train", 2000)):
+        ps = make_split(difficulty, n, seed=0, split=split)
+        assert Counter(p.answer for p in ps).most_common(1)[0][1] / n <= 0.03, (split, n)

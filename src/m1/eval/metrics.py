@@ -122,6 +122,30 @@ def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) ->
     return mean, boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
 
 
+def paired_difference_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
+                               seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over the same problems, and its 95% paired-bootstrap interval.
+
+    ``a[i]`` and ``b[i]`` are two systems' scores on problem i; each bootstrap draw resamples
+    problems and keeps the pair together, so the interval reflects the difference alone,
+    not the spread of problem difficulty that the two share.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
+    return mean_interval([x - y for x, y in zip(a, b)], n_boot=n_boot, seed=seed)
+
+
+def constant_answer_baseline(golds: Sequence[str]) -> tuple[str | None, float]:
+    """The most frequent gold answer and the accuracy of always answering it (chance level)."""
+    if not golds:
+        return None, 0.0
+    counts: dict[str, int] = {}
+    for g in golds:
+        counts[g] = counts.get(g, 0) + 1
+    best = max(counts, key=lambda g: (counts[g], -list(counts).index(g)))
+    return best, counts[best] / len(golds)
+
+
 def k_values(n: int) -> list[int]:
     """1, 2, 4, ... up to n (n itself included)."""
     ks, k = [], 1

@@ -13,7 +13,8 @@ model can learn; the hard difficulty differs by chain length, so its per-step er
 compound stochastically instead of needing a skill the model lacks.
 
 Train and test are disjoint by construction: a question's split is a hash of its text,
-so no seed or size can put one question in both.
+so no seed or size can put one question in both. Each split caps the share of any one gold
+answer (`MAX_ANSWER_SHARE`), so no constant answer beats chance by much.
 """
 
 from __future__ import annotations
@@ -141,15 +142,31 @@ def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> 
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"m1-task/{difficulty}/{split}/{seed}")
     seen: set[str] = set()
+    per_answer: dict[str, int] = {}
     out: list[Problem] = []
     attempts = 0
     while len(out) < n:
         attempts += 1
-        if attempts > 50 * n + 10_000:
+        if attempts > 200 * n + 10_000:
             raise RuntimeError(f"could not draw {n} distinct {difficulty}/{split} problems")
         p = sample_problem(rng, difficulty)
-        if p.question in seen or split_of(p.question) != split:
+        if p.question in seen or split_of(p.question) != split or not answer_allowed(per_answer.get(p.answer, 0), len(out)):
             continue
         seen.add(p.question)
+        per_answer[p.answer] = per_answer.get(p.answer, 0) + 1
         out.append(p)
     return out
+
+
+#: No answer may be the gold of much more than this share of a split, or of any prefix of
+#: it: the best constant answer then scores about chance (chains drift towards small
+#: values, and without the cap always answering "1" scored 5.4% on the hard test split).
+MAX_ANSWER_SHARE = 0.02
+ANSWER_SLACK = 2  # extra problems per answer allowed above the share (lets short prefixes start)
+
+
+def answer_allowed(count: int, drawn: int) -> bool:
+    """Whether one more problem with an answer already held by ``count`` of the ``drawn`` so far
+    may join. It depends on the history only, so a split of n is a prefix of a split of m > n;
+    any prefix of k problems holds at most ``MAX_ANSWER_SHARE * k + ANSWER_SLACK`` per answer."""
+    return count + 1 <= MAX_ANSWER_SHARE * (drawn + 1) + ANSWER_SLACK

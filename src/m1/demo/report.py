@@ -1,0 +1,391 @@
+"""The demo's output: summary.json (results, targets, versions), report.md and the plots.
+
+Everything here is read from the stages' markers and the evaluation samples they left; the
+numbers come from `m1.eval` (metrics, intervals, scaling curves), never from a tally of
+this module's own.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from m1.demo.stages import BASELINE, HYBRID, MODELS, SCALED, Context
+
+TARGETS = (  # name, what it measures, when it holds (the issue's table)
+    ("teacher_hard_in_range", "teacher's hard greedy accuracy", "0.10 <= value <= 0.60"),
+    ("distill_easy_vs_teacher", "hybrid's easy greedy accuracy after distill / teacher's", ">= 0.95"),
+    ("sft_hard_vs_teacher_trained", "hybrid's hard pass@1 after SFT - teacher's after the same SFT", ">= -0.03"),
+    ("grpo_gain", "hybrid's hard pass@1 after GRPO - after SFT (paired bootstrap ci)", ">= 0.05 and ci[0] > 0"),
+    ("maj_gain", "final hybrid's maj@n - pass@1 on hard (paired ci)", "ci[0] > 0"),
+    ("verify_vs_maj", "final hybrid's verify@n - maj@n on hard (paired ci)", ">= 0"),
+    ("equal_time_win", "smallest (hybrid - teacher-trained) maj@k(T) over budgets giving both >= 1 sample", "> 0"),
+    ("constant_baseline", "best constant answer's accuracy, worst test split", "<= 0.03"),
+    ("wall_time", "seconds of the full run (sum of stage times)", "<= 1200"),
+)
+
+
+def environment() -> dict:
+    """Versions and CPU model, so a number can be traced to the software and machine that made it."""
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"python": platform.python_version(), "torch": version("torch"), "transformers": version("transformers"),
+            "trl": version("trl"), "m1": version("m1"), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count()}
+
+
+def _rows(ctx: Context, name: str, key: str) -> list[dict]:
+    from m1.eval.runner import read_samples
+
+    return read_samples(ctx.path("eval", name, key, "samples.jsonl"))
+
+
+def _per_problem(rows: list[dict], n: int, score: str) -> dict[str, float]:
+    """Per-problem pass@1, maj@n or verify@n from samples.jsonl rows (m1.eval.metrics)."""
+    from m1.eval.metrics import equivalence_groups, maj_at_k, verify_at_k
+    from m1.eval.runner import group_by_problem
+
+    out = {}
+    for pid, rs in group_by_problem(rows).items():
+        rs = rs[:n]
+        correct = [r["correct"] for r in rs]
+        if score == "pass@1":
+            out[pid] = sum(correct) / len(rs)
+        elif score == "maj":
+            answers = [r["answer"] for r in rs]
+            out[pid] = maj_at_k(answers, correct, len(rs), groups=equivalence_groups(answers))
+        else:
+            out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, len(rs))
+    return out
+
+
+def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, list[float]]:
+    from m1.eval.metrics import paired_difference_interval
+
+    ids = sorted(set(a) & set(b), key=lambda x: (len(x), x))
+    mean, lo, hi = paired_difference_interval([a[i] for i in ids], [b[i] for i in ids])
+    return mean, [lo, hi]
+
+
+def budget_curves(ctx: Context) -> dict:
+    """hard_k accuracy against samples and against wall-clock budget: final hybrid vs teacher-trained."""
+    from m1.eval.metrics import k_values
+    from m1.eval.scaling import accuracy_at, budget_curve
+
+    ev = ctx.results["eval"]["models"]
+    curves = {}
+    for name in (HYBRID, BASELINE):
+        s = ev[name]["hard_k"]
+        rows = _rows(ctx, name, "hard_k")
+        curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows,
+                        "by_k": [(k, *accuracy_at(rows, s["n"], k)) for k in k_values(s["n"])]}
+    lo = max(1 / c["samples_per_s"] for c in curves.values())  # the slower model's first sample
+    hi = max(c["n"] / c["samples_per_s"] for c in curves.values())
+    budgets = [lo * (hi / lo) ** (i / 11) for i in range(12)] if hi > lo else [lo]
+    for c in curves.values():
+        c["by_time"] = budget_curve(c.pop("rows"), c["n"], c["samples_per_s"], budgets)
+    return curves
+
+
+def targets(ctx: Context, summary: dict) -> list[dict]:
+    r = ctx.results
+    out: list[dict] = []
+
+    def add(name: str, value: float | None, threshold: str, met: bool, ci: list[float] | None = None, **extra):
+        rec: dict[str, Any] = {"name": name, "value": value, "threshold": threshold}
+        if ci is not None:
+            rec["ci"] = ci
+        rec["met"] = bool(met) if value is not None else False
+        rec.update(extra)
+        out.append(rec)
+
+    init = r.get("eval_init", {})
+    t_hard = init.get("teacher", {}).get("hard")
+    add("teacher_hard_in_range", t_hard and t_hard["accuracy"], "0.10 <= value <= 0.60",
+        t_hard is not None and 0.10 <= t_hard["accuracy"] <= 0.60, t_hard and t_hard["ci95"])
+    ev = r.get("eval", {}).get("models", {})
+    if "easy_greedy" in ev.get("distill", {}) and "easy_greedy" in ev.get("teacher", {}):
+        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], ev["teacher"]["easy_greedy"]["pass@1"]["mean"]
+        v = d / t if t else 0.0
+        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"])
+    if "sft" in ev and "teacher_sft" in ev:
+        v = ev["sft"]["hard"]["pass@1"]["mean"] - ev["teacher_sft"]["hard"]["pass@1"]["mean"]
+        add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
+    if "grpo" in ev and "sft" in ev:
+        n_g, n_s = ev["grpo"]["hard"]["n"], ev["sft"]["hard"]["n"]
+        v, ci = _paired(_per_problem(_rows(ctx, "grpo", "hard"), n_g, "pass@1"), _per_problem(_rows(ctx, "sft", "hard"), n_s, "pass@1"))
+        add("grpo_gain", v, ">= 0.05 and ci[0] > 0", v >= 0.05 and ci[0] > 0, ci, problems=ev["grpo"]["hard"]["problems"])
+    if HYBRID in ev and "hard_k" in ev[HYBRID]:
+        n = ev[HYBRID]["hard_k"]["n"]
+        rows = _rows(ctx, HYBRID, "hard_k")
+        p1, maj = _per_problem(rows, n, "pass@1"), _per_problem(rows, n, "maj")
+        v, ci = _paired(maj, p1)
+        add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, n=n)
+        if all("verifier_score" in x for x in rows):
+            v, ci = _paired(_per_problem(rows, n, "verify"), maj)
+            add("verify_vs_maj", v, ">= 0", v >= 0, ci, n=n)
+    if "accuracy_vs_budget" in summary:
+        c = summary["accuracy_vs_budget"]
+        hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"]}
+        ba = {round(t, 9): m for t, _, _, m in c[BASELINE]["by_time"]}
+        common = sorted(set(hy) & set(ba))
+        if common:
+            v = min(hy[t] - ba[t] for t in common)
+            add("equal_time_win", v, "> 0", v > 0, budgets=len(common))
+    base = r.get("data", {}).get("constant_baseline")
+    if base:
+        worst = max(base, key=lambda s: base[s]["accuracy"])
+        v = base[worst]["accuracy"]
+        add("constant_baseline", v, "<= 0.03", v <= 0.03, split=worst, answer=base[worst]["answer"])
+    wall = summary["total_seconds"]
+    add("wall_time", wall, "<= 1200", wall <= 1200)
+    for t in out:
+        t["applies"] = not ctx.cfg.quick or t["name"] == "constant_baseline"
+    return out
+
+
+def summarize(ctx: Context) -> dict:
+    r = ctx.results
+    summary: dict[str, Any] = {
+        "mode": "quick" if ctx.cfg.quick else "full", "seed": ctx.cfg.seed, "threads": ctx.cfg.threads,
+        "environment": environment(),
+        "stages": dict(r),
+        "stage_seconds": {name: res.get("stage_seconds") for name, res in r.items()},
+        # the stages' own times: a rerun that skips every stage keeps the first run's
+        "total_seconds": round(sum(res.get("stage_seconds") or 0 for res in r.values()), 1),
+        "constant_baseline": r.get("data", {}).get("constant_baseline", {}),
+    }
+    summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for m, by_d in r.get("eval_init", {}).items()
+                           if isinstance(by_d, dict) for d, v in by_d.items() if isinstance(v, dict)}
+    ev = r.get("eval", {}).get("models", {})
+    table = []
+    for name, by_d in ev.items():
+        for d, s in by_d.items():
+            n = s["n"]
+            row = {"model": name, "set": d, "problems": s["problems"], "n": n, "pass@1": s["pass@1"]["mean"],
+                   "ci95": s["pass@1"]["ci95"], f"pass@{n}": s["pass@k"][str(n)], f"maj@{n}": s["maj@k"][str(n)],
+                   "samples_per_s": s["samples_per_s"]}
+            if "verify@k" in s:
+                row[f"verify@{n}"] = s["verify@k"][str(n)]
+            table.append(row)
+    summary["table"] = table
+    if "grpo" in r:
+        summary["grpo_reward_curve"] = r["grpo"]["reward_curve"]
+    if "speed" in r:
+        sp = r["speed"]
+        summary["speed"] = {k: sp[k] for k in ("lengths", "hybrid_over_teacher", "hybrid_overtakes_at")}
+    if HYBRID in ev and BASELINE in ev:
+        curves = budget_curves(ctx)
+        summary["accuracy_vs_budget"] = curves
+        summary["plots"] = make_plots(ctx, summary, curves)
+    summary["targets"] = targets(ctx, summary)
+    return summary
+
+
+def _ci_axis(ax, values: list[float]) -> None:
+    """A y axis that fits the data (with room for the intervals), not always 0..1."""
+    top = max(values + [0.05])
+    ax.set_ylim(0, min(1.0, top * 1.15 + 0.02))
+
+
+def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from m1.eval.scaling import plot_scaling
+
+    out = ctx.cfg.out
+    paths = []
+    ev = ctx.results["eval"]["models"]
+    names = list(ev)
+    base = summary["constant_baseline"]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    highs = []
+    for j, d in enumerate(("easy", "hard")):
+        ms = [ev[m][d]["pass@1"]["mean"] for m in names]
+        los = [ev[m][d]["pass@1"]["ci95"][0] for m in names]
+        his = [ev[m][d]["pass@1"]["ci95"][1] for m in names]
+        highs += his
+        ax.bar([i + 0.4 * j for i in range(len(names))], ms, width=0.4, yerr=[[m - lo for m, lo in zip(ms, los)], [hi - m for m, hi in zip(ms, his)]],
+               capsize=3, label=f"{d} test pass@1")
+        if d in base:
+            ax.axhline(base[d]["accuracy"], color=f"C{j}", linestyle=":", linewidth=1, label=f"{d}: constant answer {base[d]['answer']!r}")
+    ax.set_xticks([i + 0.2 for i in range(len(names))], names, fontsize=8)
+    _ci_axis(ax, highs)
+    ax.set_ylabel("pass@1 (95% CI)")
+    ax.set_title(f"Accuracy of every stage (sampled, T={ctx.results['eval']['temperature']})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_by_stage.png", dpi=110)
+    plt.close(fig)
+    paths.append("accuracy_by_stage.png")
+    label = {HYBRID: "hybrid (final)", BASELINE: "teacher-trained"}
+    named = {label[m]: c for m, c in curves.items()}
+    plot_scaling(named, out / "accuracy_vs_samples.png", "hard test")
+    paths.append("accuracy_vs_samples.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ys = []
+    for m, c in named.items():
+        ts = [t for t, *_ in c["by_time"]]
+        ax.plot(ts, [x[3] for x in c["by_time"]], marker="o", label=f"{m} maj@k(T)")
+        ax.plot(ts, [x[2] for x in c["by_time"]], linestyle="--", label=f"{m} pass@k(T)")
+        ys += [x[2] for x in c["by_time"]] + [x[3] for x in c["by_time"]]
+    ax.set_xscale("log")
+    ax.set_xlabel("wall-clock budget per problem T (s); k(T) = floor(T x samples/s)")
+    ax.set_ylabel("hard test accuracy")
+    ax.set_title("Equal wall-clock: final hybrid vs teacher-trained")
+    _ci_axis(ax, ys)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_time.png", dpi=110)
+    plt.close(fig)
+    paths.append("accuracy_vs_time.png")
+    sp = ctx.results.get("speed")
+    if sp:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m, rows in sp["throughput"].items():
+            ax.plot([x["length"] for x in rows], [x["tokens_per_s"] for x in rows], marker="o",
+                    label={"teacher": "teacher-trained", "hybrid": "hybrid (final)"}.get(m, m))
+        ax.set_xlabel("generated tokens per sequence")
+        ax.set_ylabel(f"tokens/s (batch {sp['batch']}, 1 thread)")
+        ax.set_title("Engine decode throughput on this CPU")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "throughput_vs_length.png", dpi=110)
+        plt.close(fig)
+        paths.append("throughput_vs_length.png")
+    return paths
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def _target_value(t: dict) -> str:
+    v = t["value"]
+    if v is None:
+        return "-"
+    s = f"{v:.1f}" if t["name"] == "wall_time" else f"{v:.3f}"
+    if "ci" in t and t["ci"] is not None:
+        s += f" [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}]"
+    return s
+
+
+def _target_met(t: dict, mode: str) -> str:
+    if t["applies"]:
+        return "met" if t["met"] else "**MISSED**"
+    return f"n/a in {mode} mode ({'met' if t['met'] else 'not met'})"
+
+
+def targets_table(summary: dict) -> list[str]:
+    lines = ["| target | value [95% CI] | holds when | met |", "| --- | --- | --- | --- |"]
+    for t in summary["targets"]:
+        lines.append(f"| {t['name']} | {_target_value(t)} | {t['threshold']} | {_target_met(t, summary['mode'])} |")
+    return lines
+
+
+def write_report(summary: dict, path: Path) -> None:
+    st = summary["stages"]
+    env = summary["environment"]
+    lines = [f"# m1 demo ({summary['mode']} mode, seed {summary['seed']}, {summary['threads']} threads)", "",
+             f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, TRL {env['trl']}; "
+             f"CPU {env['cpu']} ({env['cpu_count']} cores). Wall time (sum of stage times): {summary['total_seconds']:.0f} s.", ""]
+    lines += ["## Targets", ""] + targets_table(summary) + [""]
+    base = summary["constant_baseline"]
+    if base:
+        lines += ["Constant-answer baseline (always answering a split's most frequent gold answer): "
+                  + "; ".join(f"{d} {_pct(b['accuracy'])} (answer {b['answer']!r}, {b['n']} problems)" for d, b in base.items()), ""]
+    tok = st.get("tokenizer")
+    if tok:
+        lines += [f"Task: chained small-number arithmetic. Tokenizer vocab {tok['vocab_size']}; hard solutions are "
+                  f"{tok['hard_to_easy_token_ratio']:.1f}x as long as easy ones in tokens.", ""]
+    teacher = st.get("teacher")
+    if teacher:
+        lines += [f"Teacher: Llama, {teacher['params']:,} parameters, trained {teacher['config']['steps']} steps in "
+                  f"{teacher['train_seconds']}s (loss {teacher['first_loss']:.3f} -> {teacher['final_loss']:.3f}).", ""]
+    conv = st.get("convert")
+    if conv:
+        lines += [f"Hybrid: attention kept at layers {conv['attention_layers']} of {conv['num_layers']}, Mamba-2 {conv['mamba_shape']}.", ""]
+    lines += ["## Greedy accuracy (m1.eval, temperature 0)", "", "| model | set | accuracy [95% CI] | constant answer | correct / n |",
+              "| --- | --- | --- | --- | --- |"]
+    for model, by_d in st.get("eval_init", {}).items():
+        for d, v in (by_d.items() if isinstance(by_d, dict) else ()):
+            if isinstance(v, dict):
+                lines.append(f"| {model} | {d} test | {_pct(v['accuracy'])} [{_pct(v['ci95'][0])}, {_pct(v['ci95'][1])}] | "
+                             f"{_pct(base[d]['accuracy']) if d in base else '-'} | {v['correct']} / {v['n']} |")
+    lines.append("")
+    init = st.get("init_kl")
+    if init:
+        lines += ["## KL(teacher || hybrid) at conversion", "",
+                  f"On {init['texts']} held-out test sequences, seeds 0-2: attention init {init['mean_kl_attention_init']:.3f} nats/token, "
+                  f"random init {init['mean_kl_random_init']:.3f}; ratio {init['ratio']:.2f}.", ""]
+    tr = [(k, st[k]) for k in ("distill", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
+    if tr:
+        lines += ["## Training stages (m1.train recipes)", "", "| stage | steps | seconds | first -> last logged |", "| --- | --- | --- | --- |"]
+        for k, v in tr:
+            curve = v.get("reward_curve") or v.get("loss_curve") or []
+            what = "reward" if v.get("reward_curve") else "loss"
+            span = f"{what} {curve[0][1]:.4f} -> {curve[-1][1]:.4f}" if curve else "-"
+            lines.append(f"| {k} | {curve[-1][0] if curve else '?'} | {v['train_seconds']} | {span} |")
+        lines.append("")
+    if summary.get("table"):
+        e = st["eval"]
+        lines += ["## Accuracy of every stage (Engine, sampled, m1.eval)", "",
+                  f"Temperature {e['temperature']}; samples per problem: " + ", ".join(f"{m} {n}" for m, n in e["n"].items())
+                  + ". verify@n uses the reward-model verifier. 'const' is the split's constant-answer baseline.", "",
+                  "| model | set | problems | pass@1 [95% CI] | const | pass@n | maj@n | verify@n | samples/s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in summary["table"]:
+            n = row["n"]
+            ver = row.get(f"verify@{n}")
+            split = "easy" if row["set"].startswith("easy") else "hard"
+            lines.append(f"| {row['model']} | {row['set']} | {row['problems']} | {_pct(row['pass@1'])} [{_pct(row['ci95'][0])}, "
+                         f"{_pct(row['ci95'][1])}] | {_pct(base[split]['accuracy']) if split in base else '-'} | "
+                         f"{_pct(row[f'pass@{n}'])} (n={n}) | {_pct(row[f'maj@{n}'])} | {'-' if ver is None else _pct(ver)} | "
+                         f"{row['samples_per_s']:.1f} |")
+        lines += ["", "![accuracy by stage](accuracy_by_stage.png)", ""]
+    if "accuracy_vs_budget" in summary:
+        lines += ["## Accuracy against wall-clock budget (hard test)", "",
+                  "k(T) = floor(T x samples/s), samples/s measured for each model in its own eval run.", "",
+                  "| model | T (s) | k | pass@k | maj@k |", "| --- | --- | --- | --- | --- |"]
+        for m, c in summary["accuracy_vs_budget"].items():
+            for t, k, p, mj in c["by_time"]:
+                lines.append(f"| {m} | {t:.3g} | {k} | {_pct(p)} | {_pct(mj)} |")
+        lines += ["", "![accuracy vs time](accuracy_vs_time.png)", "", "![accuracy vs samples](accuracy_vs_samples.png)", ""]
+    sp = st.get("speed")
+    if sp:
+        names = list(sp["throughput"])
+        lines += ["## Engine throughput on this CPU", "", "| length | " + " | ".join(names) + " | hybrid / teacher |",
+                  "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
+        for i, length in enumerate(sp["lengths"]):
+            lines.append(f"| {length} | " + " | ".join(f"{sp['throughput'][m][i]['tokens_per_s']:.0f}" for m in names)
+                         + f" | {sp['hybrid_over_teacher'][i]:.2f} |")
+        lines += ["", "![throughput](throughput_vs_length.png)", ""]
+    lines += ["## Stage times", "", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| {name} | {sec} |" for name, sec in summary["stage_seconds"].items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+__all__ = ["MODELS", "SCALED", "environment", "summarize", "targets", "targets_table", "write_report", "make_plots"]

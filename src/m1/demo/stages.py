@@ -1,0 +1,506 @@
+"""The demo's stages. Each reads what earlier stages left on disk, writes its own directory
+and returns the results its ``DONE.json`` marker records.
+
+A stage is a few calls into the package: `m1.tasks` (data, tokenizer, teacher), `m1.convert`,
+`m1.train` (distill, SFT, GRPO, the verifier recipe), `m1.eval` (every accuracy, through
+`m1.eval.runner.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
+`m1.eval`'s grader). No stage samples, grades or trains by itself.
+
+The teacher-trained baseline (M1's comparison: a transformer trained the same way) is the
+teacher converted with every layer kept as attention (its own weights: the same logits),
+put through the same SFT and GRPO recipes as the hybrid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from m1.demo.config import DemoConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What stages share: the config and the results of the stages run or skipped so far."""
+
+    cfg: DemoConfig
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.cfg.out.joinpath(*parts)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context, Path], dict]  # (context, the stage's directory) -> results
+    title: str
+
+
+# ---------------------------------------------------------------- data, tokenizer, teacher, conversion
+
+
+def stage_data(ctx: Context, out: Path) -> dict:
+    """Train splits (messages format) and test splits (prompt format) for both difficulties,
+    and each test split's constant-answer baseline (the most frequent gold answer's share)."""
+    from m1.eval.metrics import constant_answer_baseline
+    from m1.tasks import make_split, messages_record, prompt_record, write_jsonl
+
+    d = ctx.cfg.data
+    counts, baseline = {}, {}
+    for difficulty in ("easy", "hard"):
+        train = make_split(difficulty, d.n_train, seed=ctx.cfg.seed, split="train")
+        test = make_split(difficulty, d.n_test_easy if difficulty == "easy" else d.n_test_hard, seed=ctx.cfg.seed, split="test")
+        counts[f"train_{difficulty}"] = write_jsonl(out / f"train_{difficulty}.jsonl", map(messages_record, train))
+        counts[f"test_{difficulty}"] = write_jsonl(out / f"test_{difficulty}.jsonl", map(prompt_record, test))
+        answer, acc = constant_answer_baseline([p.answer for p in test])
+        baseline[difficulty] = {"answer": answer, "accuracy": acc, "n": len(test)}
+    return {"counts": counts, "constant_baseline": baseline}
+
+
+def stage_tokenizer(ctx: Context, out: Path) -> dict:
+    """BPE on the training prompts and solutions (digits stay single tokens)."""
+    from m1.tasks import read_problems
+    from m1.tasks.tokenizer import train_tokenizer
+
+    problems = {d: read_problems(ctx.path("data", f"train_{d}.jsonl")) for d in ("easy", "hard")}
+    tok = train_tokenizer([p.prompt for ps in problems.values() for p in ps] + [p.solution for ps in problems.values() for p in ps])
+    tok.save_pretrained(str(out))
+    lengths = {d: sum(len(tok(p.solution)["input_ids"]) for p in ps[:2000]) / len(ps[:2000]) for d, ps in problems.items()}
+    return {"vocab_size": len(tok), "mean_solution_tokens": lengths, "hard_to_easy_token_ratio": lengths["hard"] / lengths["easy"]}
+
+
+def stage_teacher(ctx: Context, out: Path) -> dict:
+    """Pretrain the tiny GQA Llama teacher from scratch on both difficulties."""
+    from transformers import AutoTokenizer
+
+    from m1.tasks import read_problems
+    from m1.tasks.teacher import build_teacher, train_teacher
+
+    tok = AutoTokenizer.from_pretrained(str(ctx.path("tokenizer")))
+    train = {d: read_problems(ctx.path("data", f"train_{d}.jsonl")) for d in ("easy", "hard")}
+    model = build_teacher(ctx.cfg.teacher, tok)
+    train_log = train_teacher(model, tok, train, ctx.cfg.teacher)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    (out / "train_log.json").write_text(json.dumps(asdict(train_log)))
+    return {"params": train_log.num_params, "train_seconds": round(train_log.seconds, 1),
+            "train_cpu_seconds": round(train_log.cpu_seconds, 1), "first_loss": train_log.losses[0][1],
+            "final_loss": train_log.losses[-1][1], "config": asdict(ctx.cfg.teacher)}
+
+
+def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
+    """Evenly spaced attention layers ending at the last one, like M1's 3, 8, ..., 27 of 28."""
+    k = max(1, round(num_layers * fraction))
+    return sorted({(i + 1) * num_layers // k - 1 for i in range(k)})
+
+
+def _convert(ctx: Context, out: Path, layers: list[int] | None) -> dict:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from m1.convert import convert_from_transformer
+
+    teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher")))
+    c = teacher.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    layers = list(range(c.num_hidden_layers)) if layers is None else layers
+    shape = {"heads": c.num_attention_heads, "head_dim": head_dim, "groups": c.num_attention_heads, "state_size": head_dim}
+    hybrid = convert_from_transformer(teacher, attention_layers=layers, mamba_heads=shape["heads"], mamba_head_dim=head_dim,
+                                      mamba_groups=shape["groups"], state_size=head_dim)
+    hybrid.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(ctx.path("teacher"))).save_pretrained(str(out))
+    return {"attention_layers": layers, "num_layers": c.num_hidden_layers,
+            "params": sum(p.numel() for p in hybrid.parameters()), "mamba_shape": shape}
+
+
+def stage_convert(ctx: Context, out: Path) -> dict:
+    """`m1 convert`: attention-initialised hybrid, one Mamba-2 head per attention head, state = head dim."""
+    from transformers import AutoConfig
+
+    n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
+    return _convert(ctx, out, attention_layer_indices(n, ctx.cfg.attention_fraction))
+
+
+def stage_convert_teacher(ctx: Context, out: Path) -> dict:
+    """The teacher in m1's checkpoint layout, every layer attention: its own weights, the class the
+    Engine serves and the recipes train (the teacher-trained baseline starts here)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from m1.modeling import HybridForCausalLM
+
+    r = _convert(ctx, out, None)
+    llama = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher"))).eval()
+    same = HybridForCausalLM.from_pretrained(str(out)).eval()
+    ids = torch.arange(3, 40).unsqueeze(0) % llama.config.vocab_size
+    with torch.no_grad():
+        diff = (llama(ids).logits - same(ids).logits).abs().max().item()
+    if diff > 1e-3:
+        raise RuntimeError(f"the all-attention hybrid differs from the Llama teacher by {diff:.2e} in logits")
+    r["max_logit_difference"] = diff
+    return r
+
+
+# ---------------------------------------------------------------- evaluation through m1.eval
+
+
+def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, limit: int, temperature: float,
+             max_tokens: int, verifier: Path | None = None) -> dict:
+    """`m1 eval`'s loop (batched Engine form) on one JSONL of problems: samples.jsonl + summary."""
+    import torch
+
+    from m1.eval.generation import SamplingConfig
+    from m1.eval.runner import EvalConfig, run_engine_eval
+    from m1.eval.verifiers import RewardModelVerifier
+    from m1.modeling import HybridForCausalLM
+    from transformers import AutoTokenizer
+
+    bench = str(data)
+    cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
+                     chunk_size=n, sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
+                     verifier=None if verifier is None else str(verifier))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = HybridForCausalLM.from_pretrained(str(model_dir)).eval()
+    ver = None if verifier is None else RewardModelVerifier(str(verifier), max_length=1024)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread decodes these tiny models faster than two on this CPU (measured)
+    try:
+        s = run_engine_eval(cfg, model, tok, verifier=ver, max_batch_size=ctx.cfg.eval.batch)[bench]
+    finally:
+        torch.set_num_threads(threads)
+    print(f"  eval {out.parent.name}/{out.name}: "
+          f"pass@1 {s['pass@1']['mean']:.3f} n={n} x {s['problems']} problems", flush=True)
+    return s
+
+
+def _test(ctx: Context, split: str) -> Path:
+    return ctx.path("data", f"test_{split}.jsonl")
+
+
+MODELS = {  # model name in the report -> checkpoint directory under the demo's out
+    "teacher": ("convert_teacher",),
+    "hybrid_init": ("convert",),
+    "distill": ("distill", "run", "final"),
+    "sft": ("sft", "run", "final"),
+    "grpo": ("grpo", "run", "final"),
+    "teacher_sft": ("teacher_sft", "run", "final"),
+    "teacher_grpo": ("teacher_grpo", "run", "final"),
+}
+SCALED = ("teacher", "sft", "grpo", "teacher_grpo")  # given `scaling_n` samples on the first hard problems
+HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
+
+
+def stage_eval_init(ctx: Context, out: Path) -> dict:
+    """Greedy accuracy (temperature 0) of the teacher and of the hybrid at conversion."""
+    e = ctx.cfg.init_eval
+    plan = {"teacher": {"easy": e.n_easy, "hard": e.n_hard}, "hybrid_init": {"easy": e.n_easy}}
+    results: dict[str, dict] = {}
+    for name, sets in plan.items():
+        for split, limit in sets.items():
+            if not limit:
+                continue
+            s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out / name / split, n=1, limit=limit, temperature=0.0,
+                         max_tokens=e.max_tokens_easy if split == "easy" else e.max_tokens_hard)
+            results.setdefault(name, {})[split] = {"accuracy": s["pass@1"]["mean"], "ci95": s["pass@1"]["ci95"],
+                                                   "correct": round(s["pass@1"]["mean"] * s["problems"]), "n": s["problems"]}
+    return results
+
+
+def stage_init_kl(ctx: Context, out: Path) -> dict:
+    """KL(teacher || hybrid) at conversion, attention init against random init, 3 seeds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from m1.init_study import compare_inits
+    from m1.tasks import read_problems
+    from m1.tasks.encode import collate, encode_example
+
+    tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
+    teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher"))).eval()
+    n = ctx.cfg.init_eval.n_kl_texts
+    probs = read_problems(ctx.path("data", "test_easy.jsonl"))[: n // 2] + read_problems(ctx.path("data", "test_hard.jsonl"))[: n - n // 2]
+    batch = collate([encode_example(tok, p) for p in probs], tok.pad_token_id)
+    conv = ctx.results["convert"]
+    shape = conv["mamba_shape"]
+    with torch.no_grad():
+        r = compare_inits(teacher, batch["input_ids"], batch["attention_mask"], conv["attention_layers"], seeds=(0, 1, 2),
+                          mamba_heads=shape["heads"], mamba_head_dim=shape["head_dim"], mamba_groups=shape["groups"],
+                          state_size=shape["state_size"])
+    r["texts"] = len(probs)
+    return r
+
+
+# ---------------------------------------------------------------- training: m1.train's recipes with typed configs
+
+
+def _mixed_conversations(ctx: Context, path: Path, n_easy: int, n_hard: int) -> int:
+    """Interleave easy and hard training conversations (messages format) into one JSONL."""
+    easy = ctx.path("data", "train_easy.jsonl").read_text().splitlines()[:n_easy]
+    hard = ctx.path("data", "train_hard.jsonl").read_text().splitlines()[:n_hard]
+    lines, i, j = [], 0, 0
+    while i < len(easy) or j < len(hard):
+        if j < len(hard) and (i >= len(easy) or j * len(easy) <= i * len(hard)):  # hard records spread among easy ones
+            lines.append(hard[j])
+            j += 1
+        else:
+            lines.append(easy[i])
+            i += 1
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _run_fields(ctx: Context, out: Path) -> dict:
+    return dict(out=str(out), seed=ctx.cfg.seed, num_threads=ctx.cfg.threads, report_to=[], save_total_limit=1,
+                logging_steps=1 if ctx.cfg.quick else 5, bf16=False, gradient_checkpointing=False, gradient_accumulation_steps=1)
+
+
+def _trained(out: Path, *keys: str) -> dict:
+    """The run's logged curves (``<key>_curve``: (step, value) pairs from metrics.jsonl) and its final model."""
+    from m1.train.runs import read_metrics
+
+    metrics = read_metrics(out)
+    return {**{f"{k}_curve": [(m["step"], m[k]) for m in metrics if k in m] for k in ("loss", *keys)}, "model": str(out / "final")}
+
+
+def distill_config(ctx: Context, data: Path, out: Path):
+    """The demo's distillation as a typed `m1 distill` config (M1's one-stage reverse KL today).
+    The seam for the staged recipe: swap this config (and `distill_stage_run`) for it."""
+    from m1.train.config import DistillConfig
+
+    c = ctx.cfg.distill
+    return DistillConfig(teacher=str(ctx.path("teacher")), student=str(ctx.path("convert")), data=str(data),
+                         data_format="m1-messages", loss="reverse_kl", max_steps=c.steps, per_device_batch_size=c.batch,
+                         learning_rate=c.lr, warmup_steps=c.warmup, lr_scheduler="cosine", max_length=c.max_length,
+                         save_steps=c.steps, **_run_fields(ctx, out))
+
+
+def stage_distill(ctx: Context, out: Path) -> dict:
+    """`m1 distill` (`m1.train.distill.run`): reverse KL from the teacher on task text (easy + hard)."""
+    from m1.train import distill
+
+    data = out / "data.jsonl"
+    n = _mixed_conversations(ctx, data, ctx.cfg.distill.n_easy, ctx.cfg.distill.n_hard)
+    cfg = distill_config(ctx, data, out / "run")
+    t0 = time.perf_counter()
+    distill.run(cfg)
+    return {"config": asdict(cfg), "records": n, "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
+
+
+def sft_config(ctx: Context, model: Path, data: Path, out: Path):
+    from m1.train.config import SFTConfig
+
+    c = ctx.cfg.sft
+    return SFTConfig(model=str(model), data=str(data), data_format="m1-messages", packing=True, max_steps=c.steps,
+                     per_device_batch_size=c.batch, learning_rate=c.lr, warmup_steps=c.warmup, lr_scheduler="cosine",
+                     max_length=c.max_length, save_steps=c.steps, **_run_fields(ctx, out))
+
+
+def _sft(ctx: Context, out: Path, model: Path) -> dict:
+    from m1.train import sft
+
+    data = out / "data.jsonl"
+    n = _mixed_conversations(ctx, data, ctx.cfg.sft.n_easy, ctx.cfg.sft.n_hard)
+    cfg = sft_config(ctx, model, data, out / "run")
+    t0 = time.perf_counter()
+    sft.run(cfg)
+    return {"config": asdict(cfg), "records": n, "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
+
+
+def stage_sft(ctx: Context, out: Path) -> dict:
+    """`m1 sft` on the distilled hybrid: hard-split solutions (with some easy), packed, completion-only."""
+    return _sft(ctx, out, ctx.path(*MODELS["distill"]))
+
+
+def stage_teacher_sft(ctx: Context, out: Path) -> dict:
+    """The same `m1 sft` on the teacher (all-attention layout): the teacher-trained baseline."""
+    return _sft(ctx, out, ctx.path(*MODELS["teacher"]))
+
+
+def grpo_config(model: str, prompts: str, out: str, c, seed: int, threads: int):
+    """The demo's `m1 grpo` config: M1's recipe preset with the demo's sizes (also used by the slow GRPO test)."""
+    from m1.train.config import GRPOConfig, from_dict
+    from m1.train.grpo import RECIPES
+
+    values = dict(model=model, prompts=prompts, data_format="m1-prompts", rollout_backend="engine", max_steps=c.steps,
+                  num_generations=c.generations, generation_batch_size=c.generation_batch, mini_batch_size=c.mini_batch,
+                  per_device_batch_size=c.mini_batch, learning_rate=c.lr, temperature=c.temperature,
+                  max_completion_length=c.max_tokens, max_prompt_length=256, bf16=False, gradient_checkpointing=False,
+                  save_steps=c.steps, out=out, seed=seed, num_threads=threads, report_to=[], save_total_limit=1,
+                  logging_steps=1, recipe="m1")
+    return from_dict(GRPOConfig, {**RECIPES["m1"], **values}, source="m1 demo")
+
+
+def write_grpo_prompts(ctx: Context, path: Path, n: int) -> int:
+    from m1.tasks import prompt_record, read_problems, write_jsonl
+
+    return write_jsonl(path, map(prompt_record, read_problems(ctx.path("data", "train_hard.jsonl"))[-n:]))
+
+
+def _grpo(ctx: Context, out: Path, model: Path) -> dict:
+    from m1.train import grpo
+
+    prompts = out / "prompts.jsonl"
+    write_grpo_prompts(ctx, prompts, ctx.cfg.grpo.n_prompts)
+    # one thread: the Engine rollouts dominate and decode faster single-threaded on this CPU
+    cfg = grpo_config(str(model), str(prompts), str(out / "run"), ctx.cfg.grpo, ctx.cfg.seed, 1)
+    t0 = time.perf_counter()
+    grpo.run(cfg)
+    r = _trained(out / "run", "reward")
+    curve = r["reward_curve"]
+    fifth = max(1, len(curve) // 5)
+    return {"config": asdict(cfg), "train_seconds": round(time.perf_counter() - t0, 1), **r,
+            "reward_first": _mean([x for _, x in curve[:fifth]]), "reward_last": _mean([x for _, x in curve[-fifth:]])}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def stage_grpo(ctx: Context, out: Path) -> dict:
+    """`m1 grpo` on the SFT hybrid: hard training prompts, Engine rollouts, reward = m1's grader."""
+    return _grpo(ctx, out, ctx.path(*MODELS["sft"]))
+
+
+def stage_teacher_grpo(ctx: Context, out: Path) -> dict:
+    """The same `m1 grpo` on the SFT teacher: the teacher-trained baseline's final model."""
+    return _grpo(ctx, out, ctx.path(*MODELS["teacher_sft"]))
+
+
+def stage_verifier(ctx: Context, out: Path) -> dict:
+    """`m1.train.verifier`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
+    samples of hard training problems, sampled and graded by `m1.eval`."""
+    from m1.eval.benchmarks import load_benchmark
+    from m1.eval.runner import read_samples
+    from m1.tasks import prompt_record, read_problems, write_jsonl
+    from m1.train.verifier import VerifierTrainConfig, samples_from_rows, train_verifier
+
+    v = ctx.cfg.verifier
+    train = read_problems(ctx.path("data", "train_hard.jsonl"))
+    data = out / "problems.jsonl"
+    write_jsonl(data, map(prompt_record, train[len(train) // 2: len(train) // 2 + v.n_prompts]))
+    t0 = time.perf_counter()
+    evaluate(ctx, ctx.path(*MODELS["sft"]), data, out / "samples", n=v.samples, limit=v.n_prompts,
+             temperature=v.temperature, max_tokens=ctx.cfg.eval.max_tokens_hard)
+    sample_seconds = time.perf_counter() - t0
+    problems = {p.id: p.problem for p in load_benchmark(str(data))}
+    rows = read_samples(out / "samples" / "samples.jsonl")
+    cfg = VerifierTrainConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
+                              learning_rate=v.lr, seed=ctx.cfg.seed)
+    r = train_verifier(cfg, samples_from_rows(rows, problems))
+    return {"samples": r.samples, "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
+            "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
+
+
+def _eval_job(cfg: DemoConfig, name: str, key: str, limit: int, n: int, max_tokens: int, split: str,
+              temperature: float) -> tuple[str, str, dict]:
+    """One (model, set) evaluation; top level so a worker process can run it."""
+    ctx = Context(cfg)
+    out = ctx.path("eval", name, key)
+    s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out, n=n, limit=limit, temperature=temperature,
+                 max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if key == "hard_k" else None)
+    return name, key, s
+
+
+def stage_eval(ctx: Context, out: Path) -> dict:
+    """Every model on the easy and hard test splits, sampled, through `m1.eval`.
+
+    ``easy`` and ``hard``: pass@1 with its interval; ``hard_k`` (the first `scaling_problems`
+    hard problems) with `scaling_n` samples for the scaled models, scored by the verifier:
+    pass@k, maj@k, verify@k and the wall-clock budget curves; ``easy_greedy`` (temperature 0)
+    for the teacher and the distilled hybrid, for distillation's target. The (model, set) jobs run in
+    ``threads`` single-thread worker processes (one per core); each job is seeded by itself,
+    so the results do not depend on which worker ran it or in what order.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    e = ctx.cfg.eval
+    jobs = []
+    plan: dict[str, dict[str, int]] = {}
+    for name in MODELS:
+        t = e.temperature
+        sets = {"easy": (e.n_easy, e.n_easy_samples, e.max_tokens_easy, "easy", t),
+                "hard": (e.n_hard, getattr(e.n_hard_samples, name), e.max_tokens_hard, "hard", t)}
+        if name in SCALED:
+            sets["hard_k"] = (e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)
+        if name in ("teacher", "distill"):
+            sets["easy_greedy"] = (ctx.cfg.init_eval.n_easy, 1, ctx.cfg.init_eval.max_tokens_easy, "easy", 0.0)
+        for key, (limit, n, max_tokens, split, temp) in sets.items():
+            plan.setdefault(name, {})[key] = n
+            jobs.append((name, key, limit, n, max_tokens, split, temp))
+    workers = max(1, min(ctx.cfg.threads, len(jobs)))
+    done: dict[tuple[str, str], dict] = {}
+    if workers == 1:
+        for j in jobs:
+            name, key, s = _eval_job(ctx.cfg, *j)
+            done[name, key] = s
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name, key, s in pool.map(_eval_job, [ctx.cfg] * len(jobs), *zip(*jobs)):
+                done[name, key] = s
+    results: dict[str, dict] = {}
+    for name, key, *_ in jobs:  # in plan order, whatever order the workers finished in
+        results.setdefault(name, {})[key] = done[name, key]
+    return {"models": results, "temperature": e.temperature, "n": plan, "workers": workers}
+
+
+def stage_speed(ctx: Context, out: Path) -> dict:
+    """Engine decode throughput (generated tokens/s) of the teacher and the final hybrid at growing lengths."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from m1.engine import Engine, SamplingParams
+    from m1.modeling import HybridForCausalLM
+    from m1.tasks import read_problems
+    from m1.tasks.encode import prompt_ids
+
+    sp = ctx.cfg.speed
+    tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
+    prompts = [prompt_ids(tok, p) for p in read_problems(ctx.path("data", "test_hard.jsonl"))[: sp.batch]]
+    rows: dict[str, list[dict]] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in evaluation
+    for name, parts in (("teacher", MODELS[BASELINE]), ("hybrid", MODELS[HYBRID])):
+        model = HybridForCausalLM.from_pretrained(str(ctx.path(*parts))).eval()
+        rows[name] = []
+        for length in sp.lengths:
+            engine = Engine(model, tok, max_batch_size=len(prompts), max_model_len=max(map(len, prompts)) + length + 1)
+            engine.generate(prompts[:2], SamplingParams(n=1, max_tokens=4, ignore_eos=True, seed=0), use_tqdm=False)  # warm up
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                outs = engine.generate(prompts, SamplingParams(n=1, temperature=1.0, max_tokens=length, ignore_eos=True, seed=0),
+                                       use_tqdm=False)
+            dt = time.perf_counter() - t0
+            toks = sum(len(c.token_ids) for o in outs for c in o.outputs)
+            rows[name].append({"length": length, "tokens": toks, "seconds": round(dt, 3), "tokens_per_s": toks / dt})
+            print(f"  speed {name} len={length}: {toks / dt:.0f} tok/s", flush=True)
+    torch.set_num_threads(threads)
+    ratio = [h["tokens_per_s"] / t["tokens_per_s"] for t, h in zip(rows["teacher"], rows["hybrid"])]
+    lengths = list(sp.lengths)
+    overtakes = next((lengths[i] for i in range(len(ratio)) if all(r > 1 for r in ratio[i:])), None)
+    return {"batch": len(prompts), "lengths": lengths, "throughput": rows, "hybrid_over_teacher": ratio, "hybrid_overtakes_at": overtakes}
+
+
+STAGES: list[Stage] = [
+    Stage("data", stage_data, "task data: train and test splits of both levels, constant-answer baselines"),
+    Stage("tokenizer", stage_tokenizer, "BPE tokenizer on the training text"),
+    Stage("teacher", stage_teacher, "pretrain the tiny Llama teacher (m1.tasks.teacher)"),
+    Stage("convert", stage_convert, "m1 convert: attention-initialised hybrid (Mamba-2 in most layers)"),
+    Stage("convert_teacher", stage_convert_teacher, "the teacher in m1's layout, every layer attention (same logits)"),
+    Stage("eval_init", stage_eval_init, "greedy accuracy of the teacher and the converted hybrid (m1.eval)"),
+    Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at init: attention vs random init, 3 seeds"),
+    Stage("distill", stage_distill, "m1 distill (reverse KL) on task text"),
+    Stage("sft", stage_sft, "m1 sft of the hybrid on the hard split's solutions"),
+    Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)"),
+    Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)"),
+    Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)"),
+    Stage("verifier", stage_verifier, "m1.train.verifier: reward model on the SFT hybrid's own graded samples"),
+    Stage("eval", stage_eval, "sampled evaluation of every model through m1.eval (pass@k, maj@k, verify@k)"),
+    Stage("speed", stage_speed, "Engine throughput, teacher-trained vs final hybrid, by generation length"),
+]
