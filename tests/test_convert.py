@@ -99,8 +99,11 @@ def test_cli_converts_a_local_checkpoint(tmp_path):
     tk = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="t0").save_pretrained(tmp_path / "teacher")
-    assert cli_main([str(tmp_path / "teacher"), str(tmp_path / "hyb"), "--attention-layers", "1,3"]) == 0
+    args = ["--attention-layers", "1,3", "--calibration-sequences", "4", "--calibration-length", "32", "--calibration-seconds", "2"]
+    assert cli_main([str(tmp_path / "teacher"), str(tmp_path / "hyb"), *args]) == 0  # calibrated, text sampled from the teacher
     files = {p.name for p in (tmp_path / "hyb").iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert {"config.json", "model.safetensors", "tokenizer.json", "calibration.json"} <= files
     m = HybridForCausalLM.from_pretrained(tmp_path / "hyb")
     assert m.config.attention_layers == [1, 3]
+    assert cli_main([str(tmp_path / "teacher"), str(tmp_path / "hyb2"), "--attention-layers", "none", "--init", "attention"]) == 0
+    assert HybridForCausalLM.from_pretrained(tmp_path / "hyb2").config.attention_layers == []

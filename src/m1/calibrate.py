@@ -124,7 +124,7 @@ def sample_calibration_ids(teacher, tokenizer, num_sequences: int, seq_len: int,
     """Calibration rows sampled from the teacher itself (no data needed), with m1's Engine.
 
     The teacher is run as an all-attention hybrid (an exact copy) so the Engine can serve
-    it. Samples start from the BOS token (or EOS when there is none) at temperature 1, which
+    it. Samples start from the BOS token (else EOS, else UNK, else token 0) at temperature 1, which
     draws from the teacher's own distribution over text.
     """
     from m1.convert import convert_from_transformer
@@ -132,7 +132,7 @@ def sample_calibration_ids(teacher, tokenizer, num_sequences: int, seq_len: int,
 
     n_layers = teacher.config.num_hidden_layers
     copy = convert_from_transformer(teacher, list(range(n_layers))).eval()
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    start = next((t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) if t is not None), 0)
     engine = Engine(copy, tokenizer=None, max_batch_size=min(64, 2 * num_sequences), max_model_len=seq_len + 1)
     params = SamplingParams(n=2 * num_sequences, temperature=1.0, max_tokens=seq_len, seed=seed)
     out = engine.generate([[start]], params, use_tqdm=False)[0]

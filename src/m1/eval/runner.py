@@ -190,7 +190,7 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
     CPU is then bound by per-call overhead. Here all missing chunks of a benchmark go to one
     ``Engine.generate`` call (continuous batching over ``max_batch_size`` slots), with the
     same per-chunk seeds (`chunk_seed`), prompts (`build_prompt`), grading
-    (`extract_answer` + `answers_equivalent`) and samples.jsonl rows, so it resumes from,
+    (`final_answer` + `answers_equivalent`) and samples.jsonl rows, so it resumes from,
     and is resumed by, `run_eval`. The samples match the serial loop's only up to batched
     arithmetic: other sequences in the batch change float rounding, which can flip a sampled
     token where the logits are nearly tied. ``gen_time_s`` is the batch's generation time divided
@@ -243,7 +243,7 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
             for (p, c0, _, missing), o in zip(jobs, outs):
                 for i in missing:
                     s = o.outputs[i - c0]
-                    ans = extract_answer(s.text)
+                    ans = final_answer(s.text, p.gold, lenient=cfg.extraction == "lenient")
                     row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
                            "correct": answers_equivalent(p.gold, ans), "num_tokens": len(s.token_ids),
                            "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
@@ -253,5 +253,6 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
             out.flush()
     rows = read_samples(path)
     summaries = {b: summarize([r for r in rows if r["benchmark"] == b], cfg.n) for b in cfg.benchmarks}
-    (cfg.out / "summary.json").write_text(json.dumps({"config": _jsonable(cfg), "benchmarks": summaries}, indent=2))
+    (cfg.out / "summary.json").write_text(json.dumps({"config": _jsonable(cfg), "extraction": cfg.extraction,
+                                                      "benchmarks": summaries}, indent=2))
     return summaries
