@@ -1,4 +1,9 @@
-"""Teacher transformer -> attention-initialised hybrid (`m1 convert`).
+"""Teacher transformer -> hybrid (`m1 convert`).
+
+Three inits: `attention` (the copy below, M1's, and the Python API's default), `random`
+(Mamba-2's own init) and `calibrated` (the copy, then `m1.calibrate` measures the teacher
+on text and sets the mixers' decay, scales and a per-layer fit; the CLI's default, via
+`convert_with_report`). `--attention-layers` is a list, `auto:K` (`m1.placement`) or `none`.
 
 Layers listed in `attention_layers` keep their attention. Every other layer becomes a
 Mamba-2 mixer initialised from that layer's attention weights, reading Mamba-2 as
@@ -52,7 +57,7 @@ log = logging.getLogger(__name__)
 class MambaInit:
     """How the Mamba layers start. The defaults were chosen by measuring KL(teacher || hybrid)."""
 
-    mode: str = "attention"  # "attention" (from the attention weights) or "random"
+    mode: str = "attention"  # "attention" (from the attention weights) or "random"; "calibrated" goes through convert_with_report
     gate_bias: float = 1.0  # constant z; silu(1) ~ 0.73, removed by the norm
     dt: float = 1.0  # softplus(dt_bias) at init
     A: float = 0.01  # decay rate: exp(-dt * A) per step; small = long memory, like attention
