@@ -59,7 +59,7 @@ def test_distill_cli_pins_first_losses(task_dir, tmp_path):
     HybridForCausalLM.from_pretrained(tmp_path / "run" / "final")  # strict load of the hybrid format
 
 
-PINNED_DISTILL = [0.33892763]  # reverse KL per assistant token at step 1 (measured, CPU fp32)
+PINNED_DISTILL = [0.46198082]  # reverse KL per assistant token at step 1 (measured, CPU fp32; re-taken after the task's answer-spread cap changed the data)
 
 
 def test_resume_after_kill_reproduces_losses(task_dir, tmp_path):
