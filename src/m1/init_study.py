@@ -90,13 +90,9 @@ def tokenize_texts(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Ten
 
 def joined_sequences(tokenizer, texts: list[str], length: int, count: int) -> torch.Tensor:
     """`count` rows of exactly `length` tokens made by joining texts end to end (long-context check)."""
-    stream: list[int] = []
-    for t in texts:
-        stream += tokenizer(t + "\n\n", add_special_tokens=False)["input_ids"]
-        if len(stream) >= length * count:
-            break
-    count = min(count, len(stream) // length)
-    return torch.tensor(stream[: count * length]).view(count, length)
+    from m1.calibrate import pack_rows
+
+    return pack_rows([tokenizer(t + "\n\n", add_special_tokens=False)["input_ids"] for t in texts], length, count)
 
 
 @torch.no_grad()
