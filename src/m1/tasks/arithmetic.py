@@ -113,9 +113,18 @@ def split_of(question: str) -> str:
     return "test" if h % _TEST_SHARE == 0 else "train"
 
 
-def sample_problem(rng: random.Random, difficulty: str) -> Problem:
+def resolve(difficulty: str | Difficulty) -> Difficulty:
+    """A difficulty by name (one of `DIFFICULTIES`) or as given."""
+    if isinstance(difficulty, Difficulty):
+        return difficulty
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    return DIFFICULTIES[difficulty]
+
+
+def sample_problem(rng: random.Random, difficulty: str | Difficulty) -> Problem:
     """Draw one problem: op kind uniform over kinds with a valid operand, then the operand."""
-    d = DIFFICULTIES[difficulty]
+    d = resolve(difficulty)
     n_steps = rng.randint(d.min_steps, d.max_steps)
     start = value = rng.randint(1, d.max_value)
     labels = rng.sample(_LABELS, n_steps) if d.random_labels else _LABELS[:n_steps]
@@ -131,16 +140,15 @@ def sample_problem(rng: random.Random, difficulty: str) -> Problem:
         value = new
     question = f"Start with {start}. " + " ".join(ops_text) + " What is the final number?"
     solution = "\n".join(lines) + f"\nThe answer is \\boxed{{{value}}}."
-    return Problem(question=question, solution=solution, answer=str(value), difficulty=difficulty)
+    return Problem(question=question, solution=solution, answer=str(value), difficulty=d.name)
 
 
-def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
+def make_split(difficulty: str | Difficulty, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
     """``n`` distinct problems of one difficulty and split, the same for the same arguments."""
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    d = resolve(difficulty)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    rng = random.Random(f"m1-task/{difficulty}/{split}/{seed}")
+    rng = random.Random(f"m1-task/{d.name}/{split}/{seed}")
     seen: set[str] = set()
     per_answer: dict[str, int] = {}
     out: list[Problem] = []
@@ -149,7 +157,7 @@ def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> 
         attempts += 1
         if attempts > 200 * n + 10_000:
             raise RuntimeError(f"could not draw {n} distinct {difficulty}/{split} problems")
-        p = sample_problem(rng, difficulty)
+        p = sample_problem(rng, d)
         if p.question in seen or split_of(p.question) != split or not answer_allowed(per_answer.get(p.answer, 0), len(out)):
             continue
         seen.add(p.question)
