@@ -12,15 +12,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from m1.demo.stages import BASELINE, HYBRID, MODELS, SCALED, Context
+from m1.demo.stages import BASELINE, HYBRID, MODELS, Context
 
 TARGETS = (  # name, what it measures, when it holds (the issue's table)
     ("teacher_hard_in_range", "teacher's hard greedy accuracy", "0.10 <= value <= 0.60"),
     ("distill_easy_vs_teacher", "hybrid's easy greedy accuracy after distill / teacher's", ">= 0.95"),
     ("sft_hard_vs_teacher_trained", "hybrid's hard pass@1 after SFT - teacher's after the same SFT", ">= -0.03"),
     ("grpo_gain", "hybrid's hard pass@1 after GRPO - after SFT (paired bootstrap ci)", ">= 0.05 and ci[0] > 0"),
-    ("maj_gain", "final hybrid's maj@n - pass@1 on hard (paired ci)", "ci[0] > 0"),
-    ("verify_vs_maj", "final hybrid's verify@n - maj@n on hard (paired ci)", ">= 0"),
+    ("maj_gain", "final hybrid's maj@k - pass@1 on hard, k = the teacher-trained model's samples (paired ci)", "ci[0] > 0"),
+    ("verify_vs_maj", "final hybrid's verify@k - maj@k on hard, same k (paired ci)", ">= 0"),
     ("equal_time_win", "smallest (hybrid - teacher-trained) maj@k(T) over budgets giving both >= 1 sample", "> 0"),
     ("constant_baseline", "best constant answer's accuracy, worst test split", "<= 0.03"),
     ("wall_time", "seconds of the full run (sum of stage times)", "<= 1200"),
@@ -55,8 +55,9 @@ def _rows(ctx: Context, name: str, key: str) -> list[dict]:
     return read_samples(ctx.path("eval", name, key, "samples.jsonl"))
 
 
-def _per_problem(rows: list[dict], n: int, score: str) -> dict[str, float]:
-    """Per-problem pass@1, maj@n or verify@n from samples.jsonl rows (m1.eval.metrics)."""
+def _per_problem(rows: list[dict], n: int, score: str, k: int = 1) -> dict[str, float]:
+    """Per-problem pass@1, maj@k or verify@k over the first n samples (m1.eval.metrics; maj and
+    verify average seeded size-k subsets when k < n)."""
     from m1.eval.metrics import equivalence_groups, maj_at_k, verify_at_k
     from m1.eval.runner import group_by_problem
 
@@ -64,13 +65,14 @@ def _per_problem(rows: list[dict], n: int, score: str) -> dict[str, float]:
     for pid, rs in group_by_problem(rows).items():
         rs = rs[:n]
         correct = [r["correct"] for r in rs]
+        kk = min(k, len(rs))
         if score == "pass@1":
             out[pid] = sum(correct) / len(rs)
         elif score == "maj":
             answers = [r["answer"] for r in rs]
-            out[pid] = maj_at_k(answers, correct, len(rs), groups=equivalence_groups(answers))
+            out[pid] = maj_at_k(answers, correct, kk, groups=equivalence_groups(answers))
         else:
-            out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, len(rs))
+            out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, kk)
     return out
 
 
@@ -95,7 +97,7 @@ def budget_curves(ctx: Context) -> dict:
         curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows,
                         "by_k": [(k, *accuracy_at(rows, s["n"], k)) for k in k_values(s["n"])]}
     lo = max(1 / c["samples_per_s"] for c in curves.values())  # the slower model's first sample
-    hi = max(c["n"] / c["samples_per_s"] for c in curves.values())
+    hi = min(c["n"] / c["samples_per_s"] for c in curves.values())  # before either model runs out of samples
     budgets = [lo * (hi / lo) ** (i / 11) for i in range(12)] if hi > lo else [lo]
     for c in curves.values():
         c["by_time"] = budget_curve(c.pop("rows"), c["n"], c["samples_per_s"], budgets)
@@ -119,10 +121,14 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
     add("teacher_hard_in_range", t_hard and t_hard["accuracy"], "0.10 <= value <= 0.60",
         t_hard is not None and 0.10 <= t_hard["accuracy"] <= 0.60, t_hard and t_hard["ci95"])
     ev = r.get("eval", {}).get("models", {})
-    if "easy_greedy" in ev.get("distill", {}) and "easy_greedy" in ev.get("teacher", {}):
-        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], ev["teacher"]["easy_greedy"]["pass@1"]["mean"]
+    t_easy = init.get("teacher", {}).get("easy")
+    if "easy_greedy" in ev.get("distill", {}) and t_easy:
+        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], t_easy["accuracy"]
         v = d / t if t else 0.0
-        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"])
+        extra = {}
+        if "easy_greedy" in ev.get("distill_m1", {}):
+            extra["m1_recipe"] = ev["distill_m1"]["easy_greedy"]["pass@1"]["mean"] / t if t else 0.0
+        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"], **extra)
     if "sft" in ev and "teacher_sft" in ev:
         v = ev["sft"]["hard"]["pass@1"]["mean"] - ev["teacher_sft"]["hard"]["pass@1"]["mean"]
         add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
@@ -132,13 +138,14 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
         add("grpo_gain", v, ">= 0.05 and ci[0] > 0", v >= 0.05 and ci[0] > 0, ci, problems=ev["grpo"]["hard"]["problems"])
     if HYBRID in ev and "hard_k" in ev[HYBRID]:
         n = ev[HYBRID]["hard_k"]["n"]
+        k = ev.get(BASELINE, {}).get("hard_k", {}).get("n", n)
         rows = _rows(ctx, HYBRID, "hard_k")
-        p1, maj = _per_problem(rows, n, "pass@1"), _per_problem(rows, n, "maj")
+        p1, maj = _per_problem(rows, n, "pass@1"), _per_problem(rows, n, "maj", k)
         v, ci = _paired(maj, p1)
-        add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, n=n)
+        add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, k=k, n=n)
         if all("verifier_score" in x for x in rows):
-            v, ci = _paired(_per_problem(rows, n, "verify"), maj)
-            add("verify_vs_maj", v, ">= 0", v >= 0, ci, n=n)
+            v, ci = _paired(_per_problem(rows, n, "verify", k), maj)
+            add("verify_vs_maj", v, ">= 0", v >= 0, ci, k=k, n=n)
     if "accuracy_vs_budget" in summary:
         c = summary["accuracy_vs_budget"]
         hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"]}
@@ -214,25 +221,36 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
     out = ctx.cfg.out
     paths = []
     ev = ctx.results["eval"]["models"]
-    names = list(ev)
+    init = ctx.results.get("eval_init", {})
     base = summary["constant_baseline"]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    highs = []
-    for j, d in enumerate(("easy", "hard")):
-        ms = [ev[m][d]["pass@1"]["mean"] for m in names]
-        los = [ev[m][d]["pass@1"]["ci95"][0] for m in names]
-        his = [ev[m][d]["pass@1"]["ci95"][1] for m in names]
-        highs += his
-        ax.bar([i + 0.4 * j for i in range(len(names))], ms, width=0.4, yerr=[[m - lo for m, lo in zip(ms, los)], [hi - m for m, hi in zip(ms, his)]],
-               capsize=3, label=f"{d} test pass@1")
-        if d in base:
-            ax.axhline(base[d]["accuracy"], color=f"C{j}", linestyle=":", linewidth=1, label=f"{d}: constant answer {base[d]['answer']!r}")
-    ax.set_xticks([i + 0.2 for i in range(len(names))], names, fontsize=8)
-    _ci_axis(ax, highs)
-    ax.set_ylabel("pass@1 (95% CI)")
-    ax.set_title(f"Accuracy of every stage (sampled, T={ctx.results['eval']['temperature']})")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, axis="y")
+    # left: greedy easy accuracy through distillation; right: sampled hard pass@1 after SFT and GRPO
+    easy = [(m, init[m]["easy"]["accuracy"], init[m]["easy"]["ci95"]) for m in ("teacher", "hybrid_init") if "easy" in init.get(m, {})]
+    easy += [(m, ev[m]["easy_greedy"]["pass@1"]["mean"], ev[m]["easy_greedy"]["pass@1"]["ci95"]) for m in ("distill_m1", "distill")
+             if "easy_greedy" in ev.get(m, {})]
+    hard = [("teacher", init["teacher"]["hard"]["accuracy"], init["teacher"]["hard"]["ci95"])] if "hard" in init.get("teacher", {}) else []
+    hard += [(m, ev[m]["hard"]["pass@1"]["mean"], ev[m]["hard"]["pass@1"]["ci95"]) for m in ("teacher_sft", "sft", "teacher_grpo", "grpo")
+             if "hard" in ev.get(m, {})]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [max(1, len(easy)), max(1, len(hard))]})
+    panels = ((axes[0], easy, "easy", "greedy accuracy, easy test"),
+              (axes[1], hard, "hard", f"pass@1 (T={ctx.results['eval']['temperature']}), hard test; teacher greedy"))
+    for ax, bars, split, ylabel in panels:
+        if not bars:
+            ax.set_axis_off()
+            continue
+        names, ms, cis = zip(*bars)
+        colors = ["C1" if m.startswith("teacher") else "C0" for m in names]
+        ax.bar(range(len(names)), ms, color=colors,
+               yerr=[[m - c[0] for m, c in zip(ms, cis)], [c[1] - m for m, c in zip(ms, cis)]], capsize=3)
+        if split in base:
+            ax.axhline(base[split]["accuracy"], color="k", linestyle=":", linewidth=1,
+                       label=f"constant answer {base[split]['answer']!r}: {base[split]['accuracy']:.1%}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=20)
+        ax.set_xlabel("model (stage)")
+        ax.set_ylabel(ylabel, fontsize=8)
+        _ci_axis(ax, [c[1] for c in cis])
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Accuracy through the stages (95% CI; orange: teacher line, blue: hybrid line)")
     fig.tight_layout()
     fig.savefig(out / "accuracy_by_stage.png", dpi=110)
     plt.close(fig)
@@ -339,9 +357,11 @@ def write_report(summary: dict, path: Path) -> None:
     init = st.get("init_kl")
     if init:
         lines += ["## KL(teacher || hybrid) at conversion", "",
-                  f"On {init['texts']} held-out test sequences, seeds 0-2: attention init {init['mean_kl_attention_init']:.3f} nats/token, "
-                  f"random init {init['mean_kl_random_init']:.3f}; ratio {init['ratio']:.2f}.", ""]
-    tr = [(k, st[k]) for k in ("distill", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
+                  f"On {init['texts']} held-out test sequences ({init['tokens']} tokens), nats/token: "
+                  f"{init['converted_init']} init (the hybrid the demo trains) {init['kl_converted']:.3f}; "
+                  f"attention copy (M1) {init['kl_attention']:.3f}; random init "
+                  + ", ".join(f"{x:.3f}" for x in init["kl_random"]) + " (seeds 0-2).", ""]
+    tr = [(k, st[k]) for k in ("distill", "distill_m1", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
     if tr:
         lines += ["## Training stages (m1.train recipes)", "", "| stage | steps | seconds | first -> last logged |", "| --- | --- | --- | --- |"]
         for k, v in tr:
@@ -388,4 +408,4 @@ def write_report(summary: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["MODELS", "SCALED", "environment", "summarize", "targets", "targets_table", "write_report", "make_plots"]
+__all__ = ["MODELS", "environment", "summarize", "targets", "targets_table", "write_report", "make_plots"]

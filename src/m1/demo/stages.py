@@ -47,21 +47,26 @@ class Stage:
 
 
 def stage_data(ctx: Context, out: Path) -> dict:
-    """Train splits (messages format) and test splits (prompt format) for both difficulties,
-    and each test split's constant-answer baseline (the most frequent gold answer's share)."""
+    """The ladder's splits: pretraining chains (the teacher's and distillation's text), train
+    splits (messages format) and test splits (prompt format) of both difficulties, and each
+    test split's constant-answer baseline (the most frequent gold answer's share)."""
     from m1.eval.metrics import constant_answer_baseline
     from m1.tasks import make_split, messages_record, prompt_record, write_jsonl
 
-    d = ctx.cfg.data
+    d, task = ctx.cfg.data, ctx.cfg.task
     counts, baseline = {}, {}
-    for difficulty in ("easy", "hard"):
-        train = make_split(difficulty, d.n_train, seed=ctx.cfg.seed, split="train")
-        test = make_split(difficulty, d.n_test_easy if difficulty == "easy" else d.n_test_hard, seed=ctx.cfg.seed, split="test")
+    pretrain = make_split(task.pretrain, d.n_pretrain, seed=ctx.cfg.seed, split="train")
+    counts["pretrain"] = write_jsonl(out / "pretrain.jsonl", map(messages_record, pretrain))
+    for difficulty, level in (("easy", task.easy), ("hard", task.hard)):
+        train = make_split(level, d.n_train, seed=ctx.cfg.seed, split="train")
+        test = make_split(level, d.n_test_easy if difficulty == "easy" else d.n_test_hard, seed=ctx.cfg.seed, split="test")
         counts[f"train_{difficulty}"] = write_jsonl(out / f"train_{difficulty}.jsonl", map(messages_record, train))
         counts[f"test_{difficulty}"] = write_jsonl(out / f"test_{difficulty}.jsonl", map(prompt_record, test))
         answer, acc = constant_answer_baseline([p.answer for p in test])
         baseline[difficulty] = {"answer": answer, "accuracy": acc, "n": len(test)}
-    return {"counts": counts, "constant_baseline": baseline}
+    levels = {name: {"min_steps": lv.min_steps, "max_steps": lv.max_steps}
+              for name, lv in (("pretrain", task.pretrain), ("easy", task.easy), ("hard", task.hard))}
+    return {"counts": counts, "constant_baseline": baseline, "levels": levels}
 
 
 def stage_tokenizer(ctx: Context, out: Path) -> dict:
@@ -70,21 +75,23 @@ def stage_tokenizer(ctx: Context, out: Path) -> dict:
     from m1.tasks.tokenizer import train_tokenizer
 
     problems = {d: read_problems(ctx.path("data", f"train_{d}.jsonl")) for d in ("easy", "hard")}
-    tok = train_tokenizer([p.prompt for ps in problems.values() for p in ps] + [p.solution for ps in problems.values() for p in ps])
+    pre = read_problems(ctx.path("data", "pretrain.jsonl"))
+    texts = [p.prompt for ps in [*problems.values(), pre] for p in ps] + [p.solution for ps in [*problems.values(), pre] for p in ps]
+    tok = train_tokenizer(texts)
     tok.save_pretrained(str(out))
     lengths = {d: sum(len(tok(p.solution)["input_ids"]) for p in ps[:2000]) / len(ps[:2000]) for d, ps in problems.items()}
     return {"vocab_size": len(tok), "mean_solution_tokens": lengths, "hard_to_easy_token_ratio": lengths["hard"] / lengths["easy"]}
 
 
 def stage_teacher(ctx: Context, out: Path) -> dict:
-    """Pretrain the tiny GQA Llama teacher from scratch on both difficulties."""
+    """Pretrain the tiny GQA Llama teacher from scratch on short chains only (the ladder's pretrain level)."""
     from transformers import AutoTokenizer
 
     from m1.tasks import read_problems
     from m1.tasks.teacher import build_teacher, train_teacher
 
     tok = AutoTokenizer.from_pretrained(str(ctx.path("tokenizer")))
-    train = {d: read_problems(ctx.path("data", f"train_{d}.jsonl")) for d in ("easy", "hard")}
+    train = {"easy": read_problems(ctx.path("data", "pretrain.jsonl"))}
     model = build_teacher(ctx.cfg.teacher, tok)
     train_log = train_teacher(model, tok, train, ctx.cfg.teacher)
     model.save_pretrained(str(out), safe_serialization=True)
@@ -101,30 +108,63 @@ def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
     return sorted({(i + 1) * num_layers // k - 1 for i in range(k)})
 
 
-def _convert(ctx: Context, out: Path, layers: list[int] | None) -> dict:
+def _shape(c) -> dict:
+    """One Mamba-2 head per attention head, state = head dim (the head-sized shape)."""
+    head_dim = c.hidden_size // c.num_attention_heads
+    return {"heads": c.num_attention_heads, "head_dim": head_dim, "groups": c.num_attention_heads, "state_size": head_dim}
+
+
+def _calibration_ids(ctx: Context, tok):
+    """Token rows of pretraining text (prompt + solution), packed, for the calibrated init."""
+    from m1.calibrate import pack_rows
+    from m1.tasks import read_problems
+    from m1.tasks.encode import encode_example
+
+    c = ctx.cfg.convert
+    problems = read_problems(ctx.path("data", "pretrain.jsonl"))[-4 * c.calibration_sequences * c.calibration_seq_len // 64:]
+    return pack_rows([encode_example(tok, p).input_ids for p in problems], c.calibration_seq_len, c.calibration_sequences)
+
+
+def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "attention") -> dict:
+    """`m1 convert`'s conversion (`m1.convert`) of the teacher; ``init`` as its ``--init``."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from m1.convert import convert_from_transformer
+    from m1.calibrate import CalibrationConfig
+    from m1.convert import convert_with_report
 
     teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher")))
+    tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
     c = teacher.config
-    head_dim = c.hidden_size // c.num_attention_heads
     layers = list(range(c.num_hidden_layers)) if layers is None else layers
-    shape = {"heads": c.num_attention_heads, "head_dim": head_dim, "groups": c.num_attention_heads, "state_size": head_dim}
-    hybrid = convert_from_transformer(teacher, attention_layers=layers, mamba_heads=shape["heads"], mamba_head_dim=head_dim,
-                                      mamba_groups=shape["groups"], state_size=head_dim)
+    shape = _shape(c)
+    kw = {}
+    if init == "calibrated":
+        cc = ctx.cfg.convert
+        # step-bounded fit: a generous time limit that the step cap always reaches first
+        kw = dict(calibration_ids=_calibration_ids(ctx, tok),
+                  calibration=CalibrationConfig(num_sequences=cc.calibration_sequences, seq_len=cc.calibration_seq_len,
+                                                fit_max_steps=cc.fit_steps, fit_seconds=1e9, fit_batch=cc.fit_batch,
+                                                fit_lr=cc.fit_lr, seed=ctx.cfg.seed))
+    hybrid, report = convert_with_report(teacher, layers, init=init, seed=ctx.cfg.seed, mamba_heads=shape["heads"],
+                                         mamba_head_dim=shape["head_dim"], mamba_groups=shape["groups"],
+                                         state_size=shape["state_size"], **kw)
     hybrid.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(ctx.path("teacher"))).save_pretrained(str(out))
-    return {"attention_layers": layers, "num_layers": c.num_hidden_layers,
-            "params": sum(p.numel() for p in hybrid.parameters()), "mamba_shape": shape}
+    tok.save_pretrained(str(out))
+    r = {"attention_layers": layers, "num_layers": c.num_hidden_layers, "init": init,
+         "params": sum(p.numel() for p in hybrid.parameters()), "mamba_shape": shape}
+    if report is not None:
+        r["calibration"] = {"tokens": report.tokens, "seconds": report.seconds,
+                            "rel_mse": {lr.layer: {"copy": lr.rel_mse_copy, "closed_form": lr.rel_mse_closed_form, "fit": lr.rel_mse_fit}
+                                        for lr in report.layers}}
+    return r
 
 
 def stage_convert(ctx: Context, out: Path) -> dict:
-    """`m1 convert`: attention-initialised hybrid, one Mamba-2 head per attention head, state = head dim."""
+    """`m1 convert --init calibrated`: the hybrid, Mamba-2 in most layers, calibrated on pretraining text."""
     from transformers import AutoConfig
 
     n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
-    return _convert(ctx, out, attention_layer_indices(n, ctx.cfg.attention_fraction))
+    return _convert(ctx, out, attention_layer_indices(n, ctx.cfg.attention_fraction), init=ctx.cfg.convert.init)
 
 
 def stage_convert_teacher(ctx: Context, out: Path) -> dict:
@@ -187,12 +227,12 @@ MODELS = {  # model name in the report -> checkpoint directory under the demo's 
     "teacher": ("convert_teacher",),
     "hybrid_init": ("convert",),
     "distill": ("distill", "run", "final"),
+    "distill_m1": ("distill_m1", "run", "final"),
     "sft": ("sft", "run", "final"),
     "grpo": ("grpo", "run", "final"),
     "teacher_sft": ("teacher_sft", "run", "final"),
     "teacher_grpo": ("teacher_grpo", "run", "final"),
 }
-SCALED = ("teacher", "sft", "grpo", "teacher_grpo")  # given `scaling_n` samples on the first hard problems
 HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
 
 
@@ -213,11 +253,17 @@ def stage_eval_init(ctx: Context, out: Path) -> dict:
 
 
 def stage_init_kl(ctx: Context, out: Path) -> dict:
-    """KL(teacher || hybrid) at conversion, attention init against random init, 3 seeds."""
+    """KL(teacher || hybrid) at conversion on held-out test text: the calibrated hybrid (what
+    `convert` built), the plain attention copy (M1's init; deterministic, so one value) and
+    Mamba-2's random init over 3 seeds."""
+    import statistics
+
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from m1.init_study import compare_inits
+    from m1.convert import MambaInit
+    from m1.init_study import conversion_kl, token_kl
+    from m1.modeling import HybridForCausalLM
     from m1.tasks import read_problems
     from m1.tasks.encode import collate, encode_example
 
@@ -226,14 +272,18 @@ def stage_init_kl(ctx: Context, out: Path) -> dict:
     n = ctx.cfg.init_eval.n_kl_texts
     probs = read_problems(ctx.path("data", "test_easy.jsonl"))[: n // 2] + read_problems(ctx.path("data", "test_hard.jsonl"))[: n - n // 2]
     batch = collate([encode_example(tok, p) for p in probs], tok.pad_token_id)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     conv = ctx.results["convert"]
     shape = conv["mamba_shape"]
+    kw = dict(mamba_heads=shape["heads"], mamba_head_dim=shape["head_dim"], mamba_groups=shape["groups"], state_size=shape["state_size"])
     with torch.no_grad():
-        r = compare_inits(teacher, batch["input_ids"], batch["attention_mask"], conv["attention_layers"], seeds=(0, 1, 2),
-                          mamba_heads=shape["heads"], mamba_head_dim=shape["head_dim"], mamba_groups=shape["groups"],
-                          state_size=shape["state_size"])
-    r["texts"] = len(probs)
-    return r
+        converted = token_kl(teacher, HybridForCausalLM.from_pretrained(str(ctx.path("convert"))).eval(), ids, mask)
+        attention = conversion_kl(teacher, ids, mask, conv["attention_layers"], MambaInit(mode="attention"), 0, **kw)
+        random_kl = [conversion_kl(teacher, ids, mask, conv["attention_layers"], MambaInit(mode="random"), s, **kw) for s in (0, 1, 2)]
+    return {"texts": len(probs), "tokens": int(mask.sum()), "converted_init": conv.get("init"), "kl_converted": converted,
+            "kl_attention": attention, "kl_random": random_kl, "kl_random_mean": statistics.mean(random_kl),
+            "ratio_attention_to_random": attention / statistics.mean(random_kl),
+            "ratio_converted_to_random": converted / statistics.mean(random_kl)}
 
 
 # ---------------------------------------------------------------- training: m1.train's recipes with typed configs
@@ -268,28 +318,48 @@ def _trained(out: Path, *keys: str) -> dict:
     return {**{f"{k}_curve": [(m["step"], m[k]) for m in metrics if k in m] for k in ("loss", *keys)}, "model": str(out / "final")}
 
 
-def distill_config(ctx: Context, data: Path, out: Path):
-    """The demo's distillation as a typed `m1 distill` config (M1's one-stage reverse KL today).
-    The seam for the staged recipe: swap this config (and `distill_stage_run`) for it."""
+def distill_config(ctx: Context, data: Path, out: Path, student: Path, m1_recipe: bool = False):
+    """The demo's distillation as a typed `m1 distill` config: the staged recipe (align, then
+    forward KL), or with ``m1_recipe`` M1's one stage of reverse KL, same steps and data."""
     from m1.train.config import DistillConfig
 
     c = ctx.cfg.distill
-    return DistillConfig(teacher=str(ctx.path("teacher")), student=str(ctx.path("convert")), data=str(data),
-                         data_format="m1-messages", loss="reverse_kl", max_steps=c.steps, per_device_batch_size=c.batch,
-                         learning_rate=c.lr, warmup_steps=c.warmup, lr_scheduler="cosine", max_length=c.max_length,
-                         save_steps=c.steps, **_run_fields(ctx, out))
+    staged = {} if m1_recipe else dict(stages=c.stages, align_fraction=c.align_fraction, align_learning_rate=c.align_lr)
+    return DistillConfig(teacher=str(ctx.path("teacher")), student=str(student), data=str(data),
+                         data_format="m1-messages", loss="reverse_kl" if m1_recipe else c.loss, max_steps=c.steps,
+                         per_device_batch_size=c.batch, learning_rate=c.lr, warmup_steps=c.warmup, lr_scheduler="cosine",
+                         max_length=c.max_length, save_steps=c.steps, **staged, **_run_fields(ctx, out))
 
 
-def stage_distill(ctx: Context, out: Path) -> dict:
-    """`m1 distill` (`m1.train.distill.run`): reverse KL from the teacher on task text (easy + hard)."""
+def _distill(ctx: Context, out: Path, student: Path, m1_recipe: bool) -> dict:
     from m1.train import distill
 
     data = out / "data.jsonl"
-    n = _mixed_conversations(ctx, data, ctx.cfg.distill.n_easy, ctx.cfg.distill.n_hard)
-    cfg = distill_config(ctx, data, out / "run")
+    lines = ctx.path("data", "pretrain.jsonl").read_text().splitlines()[: ctx.cfg.distill.n_texts]
+    data.write_text("\n".join(lines) + "\n")
+    cfg = distill_config(ctx, data, out / "run", student, m1_recipe)
     t0 = time.perf_counter()
     distill.run(cfg)
-    return {"config": asdict(cfg), "records": n, "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
+    r = {"config": asdict(cfg), "records": len(lines), "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
+    align = out / "run" / "align"
+    if align.exists():
+        r["align"] = _trained(align)
+    return r
+
+
+def stage_distill(ctx: Context, out: Path) -> dict:
+    """`m1 distill --stages align,kl --loss forward_kl` (`m1.train.distill.run`) on pretraining text."""
+    return _distill(ctx, out, ctx.path("convert"), m1_recipe=False)
+
+
+def stage_distill_m1(ctx: Context, out: Path) -> dict:
+    """M1's own recipe for comparison: `m1 convert --init attention` (the plain Q/K/V/O copy),
+    then `m1 distill` with one stage of reverse KL, same steps and text as the staged recipe."""
+    from transformers import AutoConfig
+
+    n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
+    conv = _convert(ctx, out / "init", attention_layer_indices(n, ctx.cfg.attention_fraction), init="attention")
+    return {**_distill(ctx, out, out / "init", m1_recipe=True), "convert": conv}
 
 
 def sft_config(ctx: Context, model: Path, data: Path, out: Path):
@@ -403,37 +473,42 @@ def _eval_job(cfg: DemoConfig, name: str, key: str, limit: int, n: int, max_toke
     ctx = Context(cfg)
     out = ctx.path("eval", name, key)
     s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out, n=n, limit=limit, temperature=temperature,
-                 max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if key == "hard_k" else None)
+                 max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if (name, key) == (HYBRID, "hard_k") else None)
     return name, key, s
 
 
-def stage_eval(ctx: Context, out: Path) -> dict:
-    """Every model on the easy and hard test splits, sampled, through `m1.eval`.
+def eval_plan(ctx: Context) -> list[tuple[str, str, int, int, int, str, float]]:
+    """The eval stage's jobs, (model, set, problems, samples, max tokens, split, temperature),
+    longest first so the two workers finish together (see `EvalSizes`)."""
+    e = ctx.cfg.eval
+    t = e.temperature
+    jobs = [(HYBRID, "hard_k", e.scaling_problems, e.scaling_n_hybrid, e.max_tokens_hard, "hard", t),
+            (BASELINE, "hard_k", e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)]
+    jobs += [(name, "hard", e.n_hard, e.n_hard_samples, e.max_tokens_hard, "hard", t) for name in ("sft", "teacher_sft", "grpo", "teacher_grpo")]
+    greedy = ["distill"] + (["distill_m1"] if ctx.cfg.distill.m1_baseline else [])
+    # the same first easy problems, token budget and temperature 0 as the teacher's in eval_init
+    ie = ctx.cfg.init_eval
+    jobs += [(name, "easy_greedy", ie.n_easy, 1, ie.max_tokens_easy, "easy", 0.0) for name in greedy]
+    return jobs
 
-    ``easy`` and ``hard``: pass@1 with its interval; ``hard_k`` (the first `scaling_problems`
-    hard problems) with `scaling_n` samples for the scaled models, scored by the verifier:
-    pass@k, maj@k, verify@k and the wall-clock budget curves; ``easy_greedy`` (temperature 0)
-    for the teacher and the distilled hybrid, for distillation's target. The (model, set) jobs run in
-    ``threads`` single-thread worker processes (one per core); each job is seeded by itself,
-    so the results do not depend on which worker ran it or in what order.
+
+def stage_eval(ctx: Context, out: Path) -> dict:
+    """The trained models through `m1.eval` (see `EvalSizes` for what each is asked).
+
+    ``easy_greedy``: temperature 0 on the first easy test problems, for distillation's
+    target; ``hard``: sampled pass@1 with its interval; ``hard_k``: many samples of the first
+    hard problems, the final hybrid's scored by the verifier (pass@k, maj@k, verify@k, and
+    the wall-clock budget curves). The jobs run in ``threads`` single-thread worker
+    processes (one per core); each job is seeded by itself, so the results do not depend on
+    which worker ran it or in what order.
     """
     import concurrent.futures
     import multiprocessing
 
-    e = ctx.cfg.eval
-    jobs = []
+    jobs = eval_plan(ctx)
     plan: dict[str, dict[str, int]] = {}
-    for name in MODELS:
-        t = e.temperature
-        sets = {"easy": (e.n_easy, e.n_easy_samples, e.max_tokens_easy, "easy", t),
-                "hard": (e.n_hard, getattr(e.n_hard_samples, name), e.max_tokens_hard, "hard", t)}
-        if name in SCALED:
-            sets["hard_k"] = (e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)
-        if name in ("teacher", "distill"):
-            sets["easy_greedy"] = (ctx.cfg.init_eval.n_easy, 1, ctx.cfg.init_eval.max_tokens_easy, "easy", 0.0)
-        for key, (limit, n, max_tokens, split, temp) in sets.items():
-            plan.setdefault(name, {})[key] = n
-            jobs.append((name, key, limit, n, max_tokens, split, temp))
+    for name, key, limit, n, *_ in jobs:
+        plan.setdefault(name, {})[key] = n
     workers = max(1, min(ctx.cfg.threads, len(jobs)))
     done: dict[tuple[str, str], dict] = {}
     if workers == 1:
@@ -447,7 +522,7 @@ def stage_eval(ctx: Context, out: Path) -> dict:
     results: dict[str, dict] = {}
     for name, key, *_ in jobs:  # in plan order, whatever order the workers finished in
         results.setdefault(name, {})[key] = done[name, key]
-    return {"models": results, "temperature": e.temperature, "n": plan, "workers": workers}
+    return {"models": results, "temperature": ctx.cfg.eval.temperature, "n": plan, "workers": workers}
 
 
 def stage_speed(ctx: Context, out: Path) -> dict:
@@ -491,11 +566,12 @@ STAGES: list[Stage] = [
     Stage("data", stage_data, "task data: train and test splits of both levels, constant-answer baselines"),
     Stage("tokenizer", stage_tokenizer, "BPE tokenizer on the training text"),
     Stage("teacher", stage_teacher, "pretrain the tiny Llama teacher (m1.tasks.teacher)"),
-    Stage("convert", stage_convert, "m1 convert: attention-initialised hybrid (Mamba-2 in most layers)"),
+    Stage("convert", stage_convert, "m1 convert --init calibrated: the hybrid (Mamba-2 in most layers), calibrated on task text"),
     Stage("convert_teacher", stage_convert_teacher, "the teacher in m1's layout, every layer attention (same logits)"),
     Stage("eval_init", stage_eval_init, "greedy accuracy of the teacher and the converted hybrid (m1.eval)"),
-    Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at init: attention vs random init, 3 seeds"),
-    Stage("distill", stage_distill, "m1 distill (reverse KL) on task text"),
+    Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at conversion: calibrated, attention copy, random (3 seeds)"),
+    Stage("distill", stage_distill, "m1 distill, staged: align the Mamba mixers, then forward KL, on pretraining text"),
+    Stage("distill_m1", stage_distill_m1, "M1's recipe for comparison: attention copy + reverse KL, same steps and text"),
     Stage("sft", stage_sft, "m1 sft of the hybrid on the hard split's solutions"),
     Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)"),
     Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)"),
