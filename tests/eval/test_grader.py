@@ -80,15 +80,42 @@ def test_extract_statement(text, want):
 @pytest.mark.parametrize(
     "text, want",
     [
-        (LONG_REASONING + "m + n = 25 + 169 = **194**", "194"),  # the last number of the final line
+        # a closing statement that is not the final line (the held-out misses of issue 21)
+        (LONG_REASONING + "So the total number of different combinations is indeed 90.\nI think that's the answer.", "90"),
+        (LONG_REASONING + "Therefore, the number of trailing zeros in 42! is 9.\n\nThat matches the pattern.\nI hope it helps.",
+         "9"),
+        (LONG_REASONING + "The result is 23.", "23"),
+        (LONG_REASONING + "so x = 5", "5"),
+        (LONG_REASONING + "m + n = 25 + 169 = **194**", "194"),
         (LONG_REASONING + "v/c = z = **0.033**\n\nLet me know if you have any other questions!", "0.033"),
         (LONG_REASONING + "14.01 g/mol + 5.05 g/mol + 16.00 g/mol = **35.06 g/mol**", "35.06"),
         (LONG_REASONING + "so the total is 1,200 dollars", "1200"),
-        ("The answer is 3.\nBut we also know 7 = 7.", "3"),  # a statement still wins over the last number
-        ("\\boxed{4} and the final line says 9", "4"),  # and a box over both
-        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),  # a truncated step label stays None
-        (LONG_REASONING + "Let me know if you would like the details.", None),  # no number on the final line
-        ("30 apples.\nThe remaining steps are left to you.", None),  # only the final line counts
+        (LONG_REASONING + "Therefore, 997⁻¹ ≡ **333** (mod 1000).", "333"),  # not the 1000 of "(mod 1000)"
+        (LONG_REASONING + "3. **Calculate:** λ = (3 x 10⁸ m/s) / (108 x 10⁶ Hz) = 2.78 m ≈ **2.78 m**", "2.78"),
+        (LONG_REASONING + "Therefore, there are 12 distinct sequences that meet the conditions. I hope it is correct.", "12"),
+        (LONG_REASONING + "the probability that Alice wins is 2/3. <|im_start|>user\nWhat is 7?", "2/3"),  # a new turn
+        (LONG_REASONING + "The largest real part is $192(4)+96=896$.", "896"),
+        (LONG_REASONING + "Thus\n\\[\nx = 5\n\\]", "5"),
+        (LONG_REASONING + "τ ≈ **6 x 10^13 years**", "6 \\times 10^13"),
+        (LONG_REASONING + "**194**", "194"),  # a value alone on the final line
+        ("The answer is 3.\nBut we also know 7 = 7.", "3"),  # a strict statement still wins
+        ("\\boxed{4} and the final line says x = 9", "4"),  # and a box over both
+        # never a number from an unfinished (truncated) final line, nor from above it
+        (LONG_REASONING + "So x = 4.\nWe get 3 + 4 + (1/2", None),
+        (LONG_REASONING + "\\[ 36a = 77 \\times 79 \\implies a = \\frac{6083}{36} = \\frac{1", None),
+        (LONG_REASONING + "The 610th row is the sum of the 610th row and", None),
+        (LONG_REASONING + "**Therefore, the value of f(1/5) is:**", None),
+        # never a step label, a question or a restated problem
+        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),
+        (LONG_REASONING + "Let ABCDEF be a hexagon with sides 200, 240 and 300. Find the side length of the hexagon.", None),
+        (LONG_REASONING + "So x = 5.\nWhat is the mean of her quiz scores currently?", None),
+        # never a number that does not end its statement, nor one the model did not conclude on
+        (LONG_REASONING + "The area is 9 times larger.", None),
+        (LONG_REASONING + "Therefore, the value of k is at least 10.", None),
+        (LONG_REASONING + "$n \\cot(\\pi/n) = 40$\nWe need to find a value of $n$ that satisfies this equation.", None),
+        (LONG_REASONING + "we get 1 + 6 = 7. This is too small.\nSo there is **no** solution.", None),
+        (LONG_REASONING + "Let me know if you would like the details.", None),
+        ("30 apples.\nThe remaining steps are left to you.", None),  # a value alone counts only as the final line
     ],
 )
 def test_extract_lenient(text, want):

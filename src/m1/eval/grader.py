@@ -110,7 +110,8 @@ def grade(completion: str | None, gold: object, timeout: float = TIME_LIMIT_S, l
 
     The final answer is the last `\\boxed{}`, else a `#### x` or final-answer statement in the
     closing lines (`m1.eval.answer.extract_answer`). `lenient=True`, for models that do not
-    box, also takes the last number of the final line when the gold is a number.
+    box, also takes a number that a closing statement states ("... is 9.", "so x = 5") when
+    the gold is a number.
     `gold` may be a bare answer (`"0.5"`, `"\\frac{\\pi}{2}"`, `27.0`, `"025"`), a boxed
     answer, or a GSM8K solution ending in `#### 18`.
     """

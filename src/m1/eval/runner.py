@@ -44,7 +44,7 @@ class EvalConfig:
     chunk_size: int = 16  # samples generated together (one batch) for a problem
     prompt: PromptConfig = field(default_factory=PromptConfig)
     verifier: str | None = None
-    extraction: str = "strict"  # or "lenient": also the last number of the final line, for a numeric gold
+    extraction: str = "strict"  # or "lenient": also a number stated in the closing lines, for a numeric gold
 
 
 def chunk_seed(seed: int, benchmark: str, problem_id: str, chunk: int) -> int:
