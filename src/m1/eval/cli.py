@@ -69,8 +69,6 @@ def validate(args, models: list[str]) -> None:
             require_model_dir(verifier[3:], "--verifier rm:PATH", hub_ok=True)
         elif verifier != "self":
             raise field_error("--verifier", f"unknown verifier {verifier!r}; use rm:PATH or self")
-        elif args.backend != "hf":
-            raise field_error("--verifier", "self needs --backend hf (it scores with the policy model)")
     for m in models:
         require_model_dir(m, "--model", hub_ok=True)
     if args.data_dir is not None:
