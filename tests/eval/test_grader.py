@@ -80,6 +80,43 @@ def test_extract_statement(text, want):
 @pytest.mark.parametrize(
     "text, want",
     [
+        # one answer in several boxes, joined only by "and", commas or spacing (issue 21)
+        ("Therefore, the possible values are \\boxed{7} and \\boxed{-5}.", "7, -5"),
+        ("$$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$$", "(2, 2), (6, 2)"),
+        ("\\boxed{1}\\boxed{2}", "1, 2"),
+        ("\\boxed{5}\n\\boxed{5}", "5"),  # a repeated box is one answer
+        ("\\boxed{1} papers and \\boxed{2} bins", "2"),  # words between boxes: the last box
+        ("we had \\boxed{3} earlier. So a = \\boxed{4}", "4"),
+        ("a \\boxed{ \\boxed{5}", "5"),  # a box inside one that never closes
+        # a final-answer statement after the last box wins over boxed intermediate results
+        ("$0.04 \\cdot 10,000 = \\boxed{200}$ and $\\boxed{255}$. Final Answer: The final answer is $10,455$. "
+         "I hope it is correct.", "10455"),
+        ("The answer is \\boxed{5}.", "5"),
+        # the value of a "Final Answer: The ... is V" sentence, not the name in its first math span
+        ("Final Answer: The largest $n$ is 34.", "34"),
+        ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120"),
+        # "Answer $9$", spans joined by "and", a thousands separator written `,\\!`
+        ("Answer $ 9 $", "9"),
+        ("Answer \\[ 9 \\]", "9"),
+        ('Final Answer: The final answer is "$12 $ and $13 $". I hope it is correct.', "12 \\text{ and } 13"),
+        ("is $\\boxed{11,\\! 111,\\! 111,\\! 100}$", "11111111100"),
+        ("Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", "\\frac{1}{2} = \\frac{10}{9}"),  # an escaped \\$ closes nothing
+    ],
+)
+def test_extract_boxes_and_statements_issue21(text, want):
+    assert extract_answer(text) == want
+
+
+def test_equation_chains_match_on_their_last_side():
+    assert grade("\\boxed{x = 5+5+1 = 7 =11}", "$x = 11$")
+    assert not grade("\\boxed{x = 5+5+1 = 7 =12}", "x = 11")
+    assert not grade("\\boxed{y = 1 = 11}", "x = 11")  # another left side
+    assert not grade("\\boxed{f(x) = x + 1}", "f(x)=-1,f(x)=x+1")  # a list of equations is not a chain
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
         # a closing statement that is not the final line (the held-out misses of issue 21)
         (LONG_REASONING + "So the total number of different combinations is indeed 90.\nI think that's the answer.", "90"),
         (LONG_REASONING + "Therefore, the number of trailing zeros in 42! is 9.\n\nThat matches the pattern.\nI hope it helps.",

@@ -19,34 +19,66 @@ MAX_ANSWER_CHARS = 2000
 
 
 def _last_boxed(text: str) -> str | None:
-    """Content of the \\boxed{}/\\fbox{} that closes last, in one pass over `text`.
+    """Content of the \\boxed{}/\\fbox{} that closes last (see `_last_boxed_span`)."""
+    span = _last_boxed_span(text)
+    return None if span is None else span[0]
+
+
+def _last_boxed_span(text: str) -> tuple[str, int] | None:
+    """(content, end offset) of the \\boxed{}/\\fbox{} that closes last, in one pass over `text`.
 
     One forward scan with a stack keeps this linear however the braces nest or fail to
-    balance; a boxed group that never closes (a truncated completion) is skipped.
+    balance; a boxed group that never closes (a truncated completion) is skipped. Boxes
+    that stand side by side, joined only by "and", commas or spacing (`\\boxed{-2} and
+    \\boxed{1}`, `\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}`), are one answer in
+    several boxes: their contents are joined as a list (`-2, 1`).
     """
-    stack: list[int] = []  # for each open brace: content start if it opened a box, else -1
-    best: tuple[int, int] | None = None
+    stack: list[tuple[int, int] | None] = []  # per open brace: (box token start, content start) if it opened a box
+    boxes: list[tuple[int, int, int]] = []  # closed boxes outside any other box: (token start, content start, close)
+    open_boxes = 0
+    innermost: tuple[int, int] | None = None  # the last box closed at any depth: (content start, close)
     for m in _BRACE_TOKENS.finditer(text):
         tok = m.group()
         if tok[0] == "\\" and len(tok) == 2:  # \{ or \}
             continue
         if tok == "}":
             if stack:
-                start = stack.pop()
-                if start >= 0:
-                    best = (start, m.start())
+                box = stack.pop()
+                if box is not None:
+                    open_boxes -= 1
+                    innermost = (box[1], m.start())
+                    if open_boxes == 0:
+                        boxes.append((box[0], box[1], m.start()))
         elif tok == "{":
-            stack.append(-1)
+            stack.append(None)
         else:
-            stack.append(m.end())
+            stack.append((m.start(), m.end()))
+            open_boxes += 1
     bare = None
     for bare in _BOXED_BARE.finditer(text):
         pass
-    if bare is not None and (best is None or bare.start() > best[1]):
-        return bare.group(1)
-    if best is None:
+    if bare is not None and (not boxes or bare.start() > boxes[-1][2]):
+        return bare.group(1), bare.end()
+    if innermost is not None and (not boxes or innermost[1] > boxes[-1][2]):
+        return text[innermost[0] : innermost[1]], innermost[1] + 1  # inside a box that never closes
+    if not boxes:
         return None
-    return text[best[0] : best[1]]
+    group = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        if not _BOX_JOINER.fullmatch(text[prev[2] + 1 : group[0][0]]):
+            break
+        group.insert(0, prev)
+    parts: list[str] = []
+    for _, start, close in group:
+        part = text[start:close].strip()
+        if not parts or part != parts[-1]:
+            parts.append(part)
+    return ", ".join(parts), boxes[-1][2] + 1
+
+
+# What may stand between boxes that hold one answer together: spacing, commas, "and"/"or".
+_BOX_JOINER = re.compile(
+    r"(?:\s|[,;$&]|\\[()\[\]]|\\\\|\\q?quad|\\[,;:! ]|\\text\s*\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b){0,12}")
 
 
 # How many non-empty closing lines a final-answer statement or `#### x` may stand in. A
@@ -60,13 +92,16 @@ _SIGN_OFF = re.compile(
 _STATEMENT = re.compile(
     r"(?:^|(?<=[\s*(]))(?:the\s+)?(?:final\s+)?answer\s+is\b\s*:?"
     r"|^\W*(?:final\s+)?answer\W*:"
+    r"|^\W*(?:final\s+)?answer\s*(?=\$|\\[(\[])"
     r"|^\W*final\s+answer\W*$"
     r"|####",
     re.I,
 )
 _STEP_A = re.compile(r"^A:")
 _DELIMITERS = re.compile(r"\$+|\\[()\[\]]|\*\*")
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+# Between two math spans of one answer ("$12$ and $13$", "$-2$, $1$").
+_SPAN_JOINER = re.compile(r"\s*(?:,\s*(?:and\s+)?|and\s+|or\s+)", re.I)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|;|\s(?:because|since|which|so|as|and\s+(?:this|that|we|the))\s", re.I)
 # Words that may appear in a stated answer; any other word of two or more lower-case letters
 # means the "answer" is prose ("correct", "add 8: ...", "less than 90 degrees").
@@ -103,12 +138,30 @@ def _looks_mathematical(ans: str) -> bool:
     return bool(re.search(r"[0-9A-Za-z\\]", ans))
 
 
+# "Final Answer: The largest $n$ is 34.": the value follows the sentence's verb; the
+# first math span ($n$) names what is asked.
+_PROSE_SUBJECT = re.compile(r"^(?:the|our|its|this|my)\s[^.]*?\s(?:is|are|equals|=)\s+(?=\S)", re.I)
+
+
 def _clean_statement(rest: str) -> str:
     """The value a statement gives: its first math span, else its first clause; markup stripped."""
     rest = rest.replace("**", " ").strip()
+    subject = _PROSE_SUBJECT.match(rest)
+    if subject:
+        rest = rest[subject.end():]
     m = _MATH_SPAN.search(rest)
     if m:
-        return next(g for g in m.groups() if g is not None).strip()
+        parts = [next(g for g in m.groups() if g is not None).strip()]
+        joiner = ", "
+        while True:  # "$12$ and $13$": one answer in several spans
+            nxt = _MATH_SPAN.search(rest, m.end())
+            between = rest[m.end() : nxt.start()] if nxt else ""
+            if not nxt or not _SPAN_JOINER.fullmatch(between):
+                break
+            joiner = " \\text{ and } " if "and" in between and "," not in between else ", "
+            parts.append(next(g for g in nxt.groups() if g is not None).strip())
+            m = nxt
+        return parts[0] if len(parts) == 1 else joiner.join(parts)
     cut = _SENTENCE_END.search(rest)
     if cut:
         rest = rest[: cut.start()]
@@ -132,7 +185,7 @@ def _stated_answer(text: str) -> str | None:
             starts.append(_STEP_A.match(line))
         for m in sorted(starts, key=lambda m: m.start(), reverse=True):
             rest = line[m.end():]
-            if not rest.strip(" \t*_:$") and i + 1 < len(lines):
+            if not _DELIMITERS.sub("", rest).strip(" \t*_:") and i + 1 < len(lines):
                 rest = lines[i + 1]  # the value on a line of its own, not prose that mentions $S$
                 if not _looks_mathematical(_DELIMITERS.sub(" ", rest).strip(" .")):
                     continue
@@ -172,9 +225,10 @@ _NUMBER = (
 _NOT_UNITS = frozenset(
     "times more less than of from to by and or plus minus over divided multiplied if when for which but not "
     "with is are was be as in on at per each that this the a an hundred thousand million billion trillion".split())
-_UNIT = r"(?:%|\\%|°|\^\s*\{?\s*\\circ\s*\}?|[A-Za-zµÅ][A-Za-zµÅ/²³^0-9.\-]*)"
+_UNIT = r"(?:%|\\%|°|[€£¥$]|\^\s*\{?\s*\\circ\s*\}?|[A-Za-zµÅ][A-Za-zµÅ/²³^0-9.\-]*)"
 _CLOSING_STATEMENT = re.compile(
     r"(?:(?<![A-Za-z])(?:is|are|was|were|equals?|becomes?|gives?|get|yields?|comes\s+to|totals?)(?![A-Za-z])"
+    r"|(?<![A-Za-z])(?:it|that|answer|result|total)['’]s"
     r"|=|≈|≡|\\approx|\\equiv|\\cong)"
     r"\s*(?:(?:indeed|exactly|precisely|therefore|thus|then|just|simply|only|now|also|equal\s+to|approximately"
     r"|about|roughly|around|a\s+total\s+of)(?![A-Za-z])\s*,?\s*)*"
@@ -328,9 +382,13 @@ def extract_answer(text: str | None, lenient: bool = False) -> str | None:
     """
     if not text:
         return None
-    ans = _last_boxed(text)
-    if ans is None:
+    boxed = _last_boxed_span(text)
+    if boxed is None:
         ans = _stated_answer(text)
+    else:
+        # A final-answer statement after the last box wins: models box intermediate results
+        # and then close with "Final Answer: The final answer is $10,455$."
+        ans = _stated_answer(text[boxed[1]:]) or boxed[0]
     if ans is None and lenient:
         ans = _stated_number(text)
     if ans is None:
@@ -383,6 +441,7 @@ def normalize_answer(ans: str) -> str:
         return ans.strip()
     s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group()], ans.strip())
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r",\\!\s*", ",", s)  # `11,\! 111,\! 100`: a thousands separator with a negative space
     s = s.replace("\n", " ")
     s = _REMOVE_RE.sub(lambda m: m.group(1) or "", s)
     s = s.strip().strip("$").strip()
