@@ -63,19 +63,21 @@ def _last_boxed_span(text: str) -> tuple[str, int] | None:
         return text[innermost[0] : innermost[1]], innermost[1] + 1  # inside a box that never closes
     if not boxes:
         return None
-    group = [boxes[-1]]
-    for prev in reversed(boxes[:-1]):
-        if not _BOX_JOINER.fullmatch(text[prev[2] + 1 : group[0][0]]):
+    group = [boxes[-1]]  # built backwards from the last box
+    for prev in reversed(boxes[-MAX_JOINED_BOXES:-1]):
+        if not _BOX_JOINER.fullmatch(text[prev[2] + 1 : group[-1][0]]):
             break
-        group.insert(0, prev)
+        group.append(prev)
     parts: list[str] = []
-    for _, start, close in group:
+    for _, start, close in reversed(group):
         part = text[start:close].strip()
         if not parts or part != parts[-1]:
             parts.append(part)
     return ", ".join(parts), boxes[-1][2] + 1
 
 
+# At most this many side-by-side boxes make one answer (a list of solutions, a tuple's parts).
+MAX_JOINED_BOXES = 32
 # What may stand between boxes that hold one answer together: spacing, commas, "and"/"or".
 _BOX_JOINER = re.compile(
     r"(?:\s|[,;$&]|\\[()\[\]]|\\\\|\\q?quad|\\[,;:! ]|\\text\s*\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b){0,12}")
