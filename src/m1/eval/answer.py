@@ -211,7 +211,12 @@ _STEP_LABEL = re.compile(r"^\W*(?:step\s*)?\w{1,8}\s*[:.)]\s*[A-Za-z][^:\n]*:", 
 # - a step label or heading ("**4. Find m + n:**", "A: add 8: 30+8=38");
 # - a question or a restated problem ("Find the side length ... 300.", "What is ...?"),
 #   which also ends the search: a model that ends on the problem statement did not conclude;
-# - a number that does not end its sentence ("is 9 times larger", "between 5 and 7 ...").
+# - a sentence that says the model did not conclude ("we need to find", "no solution",
+#   "numerical methods"), at or below the statement: that ends the search too;
+# - text after a chat-template marker (`<|im_start|>`): a new turn, not this answer;
+# - a number that does not end its sentence ("is 9 times larger", "at least 10", "100 billion");
+# - a sentence further up than the closing lines' last four (a one-line completion holds its
+#   whole reasoning in one line).
 
 # Chat-template markers: text after them is a new turn (a model that ran on), not its answer.
 _TURN_MARKER = re.compile(r"<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<\|start_header_id\|>|</s>")
@@ -312,7 +317,9 @@ def _unfinished(line: str) -> bool:
             depth = max(0, depth - 1)
     if depth > 0:
         return True
-    return bool(_ENDS_OPEN.search(_plain(line).rstrip(". ") if not line.rstrip().endswith(".") else ""))
+    if line.rstrip().endswith("."):
+        return False  # a sentence that ends
+    return bool(_ENDS_OPEN.search(_plain(line)))
 
 
 def _closing_value(sentence: str) -> str | None:
