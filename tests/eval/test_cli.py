@@ -77,6 +77,31 @@ def test_resumed_eval_matches_uninterrupted(tmp_path, tiny_dir, problems):
     assert len(_texts(part)) == 12
 
 
+def test_resumed_eval_keeps_each_rows_extraction_mode(tmp_path, tiny_dir, problems):
+    """Rows record the extraction mode they were graded with, and a resume in another mode
+    is refused (one line) instead of mixing modes in one samples.jsonl and summary."""
+    from m1.errors import UserError
+
+    def cfg(mode):
+        return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=tmp_path / "run", n=2, chunk_size=2,
+                          sampling=SamplingConfig(temperature=1.0, max_tokens=8), seed=1, extraction=mode)
+
+    gen, tok = _hf(tiny_dir), tiny_tokenizer()
+    with pytest.raises(Interrupted):
+        run_eval(cfg("lenient"), FailAfter(gen, 1), tok)
+    with pytest.raises(UserError, match="--extraction strict: .* graded with --extraction lenient"):
+        run_eval(cfg("strict"), gen, tok)
+    run_eval(cfg("lenient"), gen, tok)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "samples.jsonl")]
+    assert len(rows) == 6 and {r["extraction"] for r in rows} == {"lenient"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["extraction"] == "lenient"
+    # rows from before rows recorded their mode take the mode of their run's summary.json
+    with open(tmp_path / "run" / "samples.jsonl", "w") as f:
+        f.writelines(json.dumps({k: v for k, v in r.items() if k != "extraction"}) + "\n" for r in rows[:3])
+    with pytest.raises(UserError, match="graded with --extraction lenient"):
+        run_eval(cfg("strict"), gen, tok)
+
+
 def test_eval_cli_writes_outputs_and_resume_skips_done_problems(tmp_path, tiny_dir, problems):
     args = ["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "4", "--chunk-size", "4",
             "--temperature", "0.8", "--max-tokens", "10", "--backend", "hf", "--verifier", "self"]

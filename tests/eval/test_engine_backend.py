@@ -39,3 +39,23 @@ def test_eval_defaults_to_the_engine(tmp_path, tiny_dir):
                       "--max-tokens", "6", "--out", str(out)]) == 0
     assert "engine backend" in (out / "report.md").read_text()
     assert json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]["problems"] == 2
+
+
+def test_self_verifier_runs_on_the_engine_backend(tmp_path, tiny_dir):
+    """`--verifier self` scores with the policy's forward pass, which the engine backend exposes
+    too (its all-attention hybrid of a Llama checkpoint): same score as on the hf backend, and
+    `m1 eval --verifier self` no longer needs `--backend hf`."""
+    from m1.eval.verifiers import load_verifier
+
+    eng, tok = load_generator("engine", str(tiny_dir))
+    hf, _ = load_generator("hf", str(tiny_dir), device="cpu")
+    problem, solution = "What is 1+1?", "1+1 = 2, so the answer is \\boxed{2}."
+    s_eng = load_verifier("self", eng.model, tok).score(problem, solution)
+    s_hf = load_verifier("self", hf.model, tok).score(problem, solution)
+    assert s_eng == pytest.approx(s_hf, abs=1e-4)
+    problems = write_problems(tmp_path / "toy.jsonl", n=2)
+    out = tmp_path / "run"
+    assert eval_main(["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "2", "--chunk-size", "2",
+                      "--max-tokens", "6", "--verifier", "self", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
+    assert set(summary["verify@k"]) == {"1", "2"}

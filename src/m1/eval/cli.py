@@ -33,8 +33,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
     ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
     ap.add_argument("--extraction", choices=["strict", "lenient"], default="strict",
-                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also the last "
-                         "number of the final line when the gold is a number, for models that do not box")
+                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also a number "
+                         "that a closing statement states ('... is 9.', 'so x = 5') when the gold is a number, for "
+                         "models that do not box")
     ap.add_argument("--data-parallel", type=int, default=1,
                     help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
                          "problems split by index mod N, results merged. Under torchrun, the world size is used")
@@ -68,8 +69,6 @@ def validate(args, models: list[str]) -> None:
             require_model_dir(verifier[3:], "--verifier rm:PATH", hub_ok=True)
         elif verifier != "self":
             raise field_error("--verifier", f"unknown verifier {verifier!r}; use rm:PATH or self")
-        elif args.backend != "hf":
-            raise field_error("--verifier", "self needs --backend hf (it scores with the policy model)")
     for m in models:
         require_model_dir(m, "--model", hub_ok=True)
     if args.data_dir is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from m1.errors import UserError
 from m1.eval.benchmarks import PromptConfig, build_prompt, load_benchmark
 from m1.eval.generation import Generator, SamplingConfig
 from m1.eval.grader import answers_equivalent, final_answer, warm_up
@@ -44,7 +45,7 @@ class EvalConfig:
     chunk_size: int = 16  # samples generated together (one batch) for a problem
     prompt: PromptConfig = field(default_factory=PromptConfig)
     verifier: str | None = None
-    extraction: str = "strict"  # or "lenient": also the last number of the final line, for a numeric gold
+    extraction: str = "strict"  # or "lenient": also a number stated in the closing lines, for a numeric gold
 
 
 def chunk_seed(seed: int, benchmark: str, problem_id: str, chunk: int) -> int:
@@ -66,6 +67,24 @@ def read_samples(path: Path) -> list[dict]:
     return rows
 
 
+def check_resume_extraction(rows: list[dict], cfg: EvalConfig) -> None:
+    """A resumed run must grade its new samples as the samples on file were graded.
+
+    Each row records its extraction mode; rows written before rows did (no "extraction"
+    key) take the mode their run's summary.json recorded. Mixing modes in one
+    samples.jsonl would make pass@k and maj@k, and summary.json's `extraction`, describe
+    neither mode, so a different `--extraction` is a user error, not a silent mix.
+    """
+    stored = {r["extraction"] for r in rows if "extraction" in r}
+    if any("extraction" not in r for r in rows) and (cfg.out / "summary.json").exists():
+        legacy = json.loads((cfg.out / "summary.json").read_text()).get("extraction")
+        stored |= {legacy} if legacy else set()
+    other = sorted(stored - {cfg.extraction})
+    if other:
+        raise UserError(f"--extraction {cfg.extraction}: {cfg.out / 'samples.jsonl'} holds samples graded with "
+                        f"--extraction {', '.join(other)}; resume with that mode or use a new --out")
+
+
 def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
              shard: tuple[int, int] | None = None) -> dict[str, dict]:
     """Generate and grade every missing sample, then write and return the summaries.
@@ -81,6 +100,7 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
         with open(path, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+    check_resume_extraction(rows, cfg)
     done = {(r["benchmark"], r["problem_id"], r["sample"]) for r in rows}
     logger.info("%d samples already in %s", len(done), path)
     warm_up()
@@ -104,7 +124,8 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
                         s = samples[i - c0]
                         ans = final_answer(s.text, p.gold, lenient=cfg.extraction == "lenient")
                         row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
-                               "correct": answers_equivalent(p.gold, ans), "num_tokens": s.num_tokens,
+                               "correct": answers_equivalent(p.gold, ans), "extraction": cfg.extraction,
+                               "num_tokens": s.num_tokens,
                                "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
                         if verifier is not None:
                             row["verifier_score"] = verifier.score(p.problem, s.text)
@@ -210,6 +231,7 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
         with open(path, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+    check_resume_extraction(rows, cfg)
     done = {(r["benchmark"], r["problem_id"], r["sample"]) for r in rows}
     warm_up()
     with open(path, "a") as out:
@@ -245,7 +267,8 @@ def run_engine_eval(cfg: EvalConfig, model, tokenizer, verifier=None, max_batch_
                     s = o.outputs[i - c0]
                     ans = final_answer(s.text, p.gold, lenient=cfg.extraction == "lenient")
                     row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
-                           "correct": answers_equivalent(p.gold, ans), "num_tokens": len(s.token_ids),
+                           "correct": answers_equivalent(p.gold, ans), "extraction": cfg.extraction,
+                           "num_tokens": len(s.token_ids),
                            "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
                     if verifier is not None:
                         row["verifier_score"] = verifier.score(p.problem, s.text)
