@@ -138,19 +138,59 @@ def _apply_overrides(cfg, sets: list[str]):
     return cfg
 
 
-def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: int, quick: bool) -> dict:
-    import logging
+def _brief(results: dict) -> dict:
+    """The numbers of each finished stage that decide the design (no curves, no configs)."""
+    out: dict = {}
+    for name, r in results.items():
+        b: dict = {"seconds": r.get("stage_seconds")}
+        for key in ("final_loss", "first_loss", "reward_first", "reward_last", "positive_fraction", "hard_to_easy_token_ratio",
+                    "kl_converted", "kl_attention", "kl_random_mean", "hybrid_over_teacher", "constant_baseline"):
+            if key in r:
+                b[key] = r[key]
+        for curve in ("loss_curve", "reward_curve"):
+            if r.get(curve):
+                b[curve.replace("_curve", "")] = [r[curve][0][1], r[curve][-1][1]]
+        if name == "eval_init":
+            b.update({f"{m}/{d}": v["accuracy"] for m, ds in r.items() if isinstance(ds, dict) for d, v in ds.items() if isinstance(v, dict)})
+        if name == "eval":
+            for m, sets in r["models"].items():
+                for k, s in sets.items():
+                    n = s["n"]
+                    b[f"{m}/{k}"] = {"pass@1": s["pass@1"]["mean"], f"maj@{n}": s["maj@k"][str(n)], "samples_per_s": s["samples_per_s"],
+                                     **({f"verify@{n}": s["verify@k"][str(n)]} if "verify@k" in s else {})}
+        out[name] = b
+    return out
 
-    from m1.demo import DemoConfig, run_demo
+
+def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: int, quick: bool, until: str | None,
+                     base: str | None) -> dict:
+    """One demo variant: its stages in order (up to ``until``), stages already finished under
+    ``base`` (same seed and mode) copied in first and so skipped."""
+    import logging
+    import shutil
+
+    import torch
+
+    from m1.demo import STAGES, DemoConfig, run_stages
+    from m1.demo.report import summarize
 
     logging.basicConfig(level=logging.WARNING)
     cfg = DemoConfig.make(out=Path(out) / name, quick=quick, seed=seed, threads=threads)
     cfg = _apply_overrides(cfg, sets)
+    if base and not cfg.out.exists():
+        shutil.copytree(base, cfg.out)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    summary = run_demo(cfg)
-    return {"variant": name, "sets": sets, "seconds": round(time.perf_counter() - t0, 1),
-            "stage_seconds": summary.get("stage_seconds"), "targets": summary.get("targets"),
-            "table": summary.get("table")}
+    for stage in STAGES:  # stage by stage, so brief.json is current if the sweep is cut off
+        ctx = run_stages(cfg, stage.name)
+        (cfg.out / "brief.json").write_text(json.dumps(_brief(ctx.results), indent=1))
+        if stage.name == until:
+            break
+    res = {"variant": name, "sets": sets, "seconds": round(time.perf_counter() - t0, 1), "brief": _brief(ctx.results)}
+    if len(ctx.results) == len(STAGES):
+        summary = summarize(ctx)
+        res["targets"] = summary.get("targets")
+    return res
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -170,9 +210,24 @@ def _guard(fn, name, *args):
             return {"variant": name, "error": tb.splitlines()[-1]}
 
 
+def collect(out: Path) -> dict:
+    """Every variant's brief.json and the training curves logged so far (metrics.jsonl), for a
+    sweep cut off by its time limit."""
+    res: dict = {}
+    for d in sorted(p for p in out.iterdir() if p.is_dir()):
+        r: dict = {}
+        if (d / "brief.json").exists():
+            r["brief"] = json.loads((d / "brief.json").read_text())
+        for m in sorted(d.glob("*/run/metrics.jsonl")):
+            rows = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
+            r[f"{m.parent.parent.name}_curve"] = [{k: v for k, v in x.items() if k in ("step", "loss", "reward", "entropy")} for x in rows]
+        res[d.name] = r
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("ladder", "demo"))
+    p.add_argument("mode", choices=("ladder", "demo", "collect"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--variants", default=None, help="comma-separated names (default: all of the mode's table)")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
@@ -181,10 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=20_000)
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--until", default=None, help="demo mode: stop after this stage")
+    p.add_argument("--base", default=None, help="demo mode: a demo directory whose finished stages every variant starts from")
     p.add_argument("--set", action="append", default=[], metavar="NAME:stage.field=value",
                    help="demo mode: an override for variant NAME (repeatable); a variant is any NAME used here")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.mode == "collect":
+        print(json.dumps(collect(args.out), indent=1))
+        return 0
     ctx = multiprocessing.get_context("spawn")
     jobs = []
     if args.mode == "ladder":
@@ -196,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             n, _, kv = s.partition(":")
             sets.setdefault(n, []).append(kv)
         names = args.variants.split(",") if args.variants else list(sets) or ["base"]
-        jobs = [(run_demo_variant, n, sets.get(n, []), str(args.out), args.threads, args.seed, args.quick) for n in names]
+        jobs = [(run_demo_variant, n, sets.get(n, []), str(args.out), args.threads, args.seed, args.quick, args.until, args.base)
+                for n in names]
     t0 = time.perf_counter()
     results = []
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
@@ -218,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in r:
                 continue
             print(f"== {r['variant']} ({r['seconds']:.0f}s) {r['sets']}")
-            for t in r["targets"] or []:
+            for stage, b in r["brief"].items():
+                print(f"   {stage:<16} {json.dumps(b)[:400]}")
+            for t in r.get("targets") or []:
                 print(f"   {t['name']:<28} {t['value']!s:<24} {'met' if t['met'] else 'MISSED'} {t.get('ci', '')}")
     return 0
 

@@ -23,7 +23,7 @@ TARGETS = (  # name, what it measures, when it holds (the issue's table)
     ("verify_vs_maj", "final hybrid's verify@k - maj@k on hard, same k (paired ci)", ">= 0"),
     ("equal_time_win", "smallest (hybrid - teacher-trained) maj@k(T) over budgets giving both >= 1 sample", "> 0"),
     ("constant_baseline", "best constant answer's accuracy, worst test split", "<= 0.03"),
-    ("wall_time", "seconds of the full run (sum of stage times)", "<= 1200"),
+    ("wall_time", "seconds of the full run (its stages' wall time)", "<= 1200"),
 )
 
 
@@ -166,6 +166,24 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
     return out
 
 
+def wall_seconds(results: dict[str, dict]) -> float:
+    """The run's wall time from its stages' markers: the sum of stage times, each parallel
+    group counted once at its own wall time (its members overlap)."""
+    from m1.demo.stages import STAGES
+
+    groups = {s.name: s.group for s in STAGES}
+    total, seen = 0.0, set()
+    for name, res in results.items():
+        g = groups.get(name)
+        if g and "group_wall_seconds" in res:
+            if g not in seen:
+                seen.add(g)
+                total += res["group_wall_seconds"]
+        else:
+            total += res.get("stage_seconds") or 0
+    return round(total, 1)
+
+
 def summarize(ctx: Context) -> dict:
     r = ctx.results
     summary: dict[str, Any] = {
@@ -174,7 +192,7 @@ def summarize(ctx: Context) -> dict:
         "stages": dict(r),
         "stage_seconds": {name: res.get("stage_seconds") for name, res in r.items()},
         # the stages' own times: a rerun that skips every stage keeps the first run's
-        "total_seconds": round(sum(res.get("stage_seconds") or 0 for res in r.values()), 1),
+        "total_seconds": wall_seconds(r),
         "constant_baseline": r.get("data", {}).get("constant_baseline", {}),
     }
     summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for m, by_d in r.get("eval_init", {}).items()

@@ -41,6 +41,11 @@ class Stage:
     name: str
     run: Callable[[Context, Path], dict]  # (context, the stage's directory) -> results
     title: str
+    # Consecutive stages of one group are independent of each other (the hybrid's and the
+    # teacher-trained baseline's SFT, say) and run side by side, one single-thread process
+    # each, when the demo has at least two threads: these tiny models train and decode
+    # about as fast on one thread as on two, so the pair costs the time of one.
+    group: str | None = None
 
 
 # ---------------------------------------------------------------- data, tokenizer, teacher, conversion
@@ -570,12 +575,12 @@ STAGES: list[Stage] = [
     Stage("convert_teacher", stage_convert_teacher, "the teacher in m1's layout, every layer attention (same logits)"),
     Stage("eval_init", stage_eval_init, "greedy accuracy of the teacher and the converted hybrid (m1.eval)"),
     Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at conversion: calibrated, attention copy, random (3 seeds)"),
-    Stage("distill", stage_distill, "m1 distill, staged: align the Mamba mixers, then forward KL, on pretraining text"),
-    Stage("distill_m1", stage_distill_m1, "M1's recipe for comparison: attention copy + reverse KL, same steps and text"),
-    Stage("sft", stage_sft, "m1 sft of the hybrid on the hard split's solutions"),
-    Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)"),
-    Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)"),
-    Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)"),
+    Stage("distill", stage_distill, "m1 distill, staged: align the Mamba mixers, then forward KL, on pretraining text", group="distill"),
+    Stage("distill_m1", stage_distill_m1, "M1's recipe for comparison: attention copy + reverse KL, same steps and text", group="distill"),
+    Stage("sft", stage_sft, "m1 sft of the hybrid on the hard split's solutions", group="sft"),
+    Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)", group="sft"),
+    Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)", group="grpo"),
+    Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)", group="grpo"),
     Stage("verifier", stage_verifier, "m1.train.verifier: reward model on the SFT hybrid's own graded samples"),
     Stage("eval", stage_eval, "sampled evaluation of every model through m1.eval (pass@k, maj@k, verify@k)"),
     Stage("speed", stage_speed, "Engine throughput, teacher-trained vs final hybrid, by generation length"),
