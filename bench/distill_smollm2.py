@@ -4,7 +4,7 @@ Compares, at equal training tokens, on the same data in the same order, with the
 attention layers and M1's state-16 Mamba shape (36 heads x 16, 36 groups, state 16):
 
 - `m1-paper`: M1's recipe: the attention copy (`--init attention`), then end-to-end reverse KL;
-- `staged`:   `--init calibrated` (m1.calibrate), a teacher-forced `align` stage (only the
+- `staged`:   `--init calibrated` (m1.convert.calibrate), a teacher-forced `align` stage (only the
               mixers train; `m1.train.distill.align_loss`), then end-to-end forward KL.
 
 Held-out measures (fixed by the issue): MATH500 as raw text (problem + "\\n\\n" + solution,
@@ -51,10 +51,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from m1.calibrate import CalibrationConfig, calibrate  # noqa: E402
+from m1.convert.calibrate import CalibrationConfig, calibrate  # noqa: E402
 from m1.checkpoint import load_causal_lm, load_tokenizer  # noqa: E402
-from m1.convert import convert_from_transformer  # noqa: E402
-from m1.init_study import fidelity, joined_sequences, math500_texts, tokenize_texts  # noqa: E402
+from m1.convert.mapping import convert_from_transformer  # noqa: E402
+from m1.convert.fidelity import fidelity, joined_sequences, math500_texts, tokenize_texts  # noqa: E402
 from m1.train.align import align_loss  # noqa: E402
 from m1.train.losses import chunked_divergence  # noqa: E402
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from transformers import LlamaConfig, LlamaForCausalLM
-from m1.calibrate import CalibrationConfig, calibrate
-from m1.convert import convert_from_transformer
-from m1.init_study import fidelity
+from m1.convert.calibrate import CalibrationConfig, calibrate
+from m1.convert.mapping import convert_from_transformer
+from m1.convert.fidelity import fidelity
 from m1.train.align import align_loss
 
 dev = torch.device("cuda")

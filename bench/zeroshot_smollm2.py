@@ -2,7 +2,7 @@
 
 6 of 30 layers keep attention ([3, 8, 13, 18, 23, 28]); KL(teacher || hybrid) at conversion on
 held-out MATH500 raw text (problem + "\\n\\n" + solution, 512 tokens, fp32), for `attention`
-(the Q/K/V/O copy), `random` (Mamba-2's init) and `calibrated` (m1.calibrate with its
+(the Q/K/V/O copy), `random` (Mamba-2's init) and `calibrated` (m1.convert.calibrate with its
 defaults), in M1's state-16 shape and the head-sized shape. Runs on the CPU: the
 calibration's wall time is the one the issue bounds (5 minutes on 2 cores).
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from m1.calibrate import CalibrationConfig, calibration_ids_from_file  # noqa: E402
+from m1.convert.calibrate import CalibrationConfig, convert_with_report  # noqa: E402
+from m1.convert.calibration_data import calibration_ids_from_file  # noqa: E402
 from m1.checkpoint import load_causal_lm, load_tokenizer  # noqa: E402
-from m1.convert import convert_with_report  # noqa: E402
-from m1.init_study import fidelity, math500_texts, tokenize_texts  # noqa: E402
+from m1.convert.fidelity import fidelity, math500_texts, tokenize_texts  # noqa: E402
 
 SHAPES = {"state16": dict(mamba_heads=36, mamba_head_dim=16, mamba_groups=36, state_size=16),
           "head64": dict(mamba_heads=9, mamba_head_dim=64, mamba_groups=9, state_size=64)}

@@ -217,7 +217,7 @@ def stage_init_kl(ctx: Context, out: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from m1.init_study import compare_inits
+    from m1.convert.fidelity import compare_inits
     from m1.tasks import read_problems
     from m1.tasks.encode import collate, encode_example
 

@@ -117,7 +117,7 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from m1.cli import quiet_cpu_kernel_hints
+    from m1.logs import quiet_cpu_kernel_hints
 
     quiet_cpu_kernel_hints()  # transformers' GraniteMoeHybrid asks for CUDA-only kernels on a CPU
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -145,7 +145,7 @@ def _load_for_engine(model_dir: str, dtype: str):
     if cfg.model_type in ("llama", "qwen2"):
         from transformers import AutoModelForCausalLM
 
-        from m1.convert import convert_from_transformer
+        from m1.convert.mapping import convert_from_transformer
 
         teacher = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         return convert_from_transformer(teacher, attention_layers=list(range(cfg.num_hidden_layers))).eval()

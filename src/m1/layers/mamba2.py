@@ -21,6 +21,14 @@ from m1.ops import causal_conv1d, causal_conv1d_step, gated_rms_norm, ssd_chunke
 from m1.ops.decode import mamba2_decode_step
 
 
+def inv_softplus(v):
+    """The x with softplus(x) = v, as dt_bias for a wanted dt: a tensor elementwise, or a float in
+    double precision (past 20, where softplus is the identity in floating point, v itself)."""
+    if isinstance(v, torch.Tensor):
+        return v + torch.log(-torch.expm1(-v))
+    return v + math.log(-math.expm1(-v)) if v < 20 else v
+
+
 class GatedRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, group_size: int, eps: float):
         super().__init__()
@@ -60,7 +68,7 @@ class Mamba2Mixer(nn.Module):
     def reset_parameters(self, dt_min: float = 1e-3, dt_max: float = 1e-1) -> None:
         """Mamba-2's random initialisation: dt log-uniform in [dt_min, dt_max], A = -[1..H], D = 1."""
         dt = torch.exp(torch.rand(self.num_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias.copy_(inv_softplus(dt))
         self.A_log.copy_(torch.log(torch.arange(1, self.num_heads + 1, dtype=torch.float32)))
         self.D.fill_(1.0)
         self.norm.weight.fill_(1.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from m1.checkpoint import load_causal_lm
-from m1.modeling import HybridForCausalLM
+from m1.modeling import HybridForCausalLM, decoder_of
 
 log = logging.getLogger(__name__)
 
@@ -53,5 +53,5 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.
 
 def backbone_hidden(model: torch.nn.Module, **inputs) -> torch.Tensor:
     """Final hidden states (after the last norm) of any transformers causal LM or the hybrid."""
-    out = model.get_decoder()(**inputs) if hasattr(model, "get_decoder") else model.model(**inputs)
+    out = decoder_of(model)(**inputs)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out

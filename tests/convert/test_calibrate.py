@@ -1,21 +1,15 @@
-"""Calibrated initialisation (m1.calibrate), the align stage's loss and measured placement (issue 11)."""
+"""Calibrated initialisation (m1.convert.calibrate, .capture, .calibration_data) and measured placement (issue 11)."""
 
 import math
 
 import pytest
 import torch
 
-from m1.calibrate import (
-    CalibrationConfig,
-    attention_distance,
-    calibrate,
-    calibration_ids_from_file,
-    record_attention_io,
-    set_decay_from_distance,
-)
-from m1.convert import convert_from_transformer
-from m1.init_study import token_kl
-from m1.train.align import align_loss
+from m1.convert.calibrate import CalibrationConfig, calibrate, set_decay_from_distance
+from m1.convert.calibration_data import calibration_ids_from_file
+from m1.convert.capture import attention_distance, record_attention_io
+from m1.convert.fidelity import token_kl
+from m1.convert.mapping import convert_from_transformer
 from tests.helpers import tiny_llama
 
 SHAPE = dict(mamba_heads=8, mamba_head_dim=8, mamba_groups=8, state_size=8)  # 4 attention heads x 16 -> 2 sub-heads each
@@ -79,24 +73,6 @@ def test_calibration_beats_the_plain_copy_and_touches_only_mixers():
     assert changed and all(".mamba." in n for n in changed)
 
 
-def test_align_stage_gradients_reach_only_the_mixers():
-    teacher = tiny_llama()
-    student = convert_from_transformer(teacher, [1], **SHAPE)
-    ids = torch.randint(0, 97, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[1, :5] = 0  # left padding is excluded from the loss
-    loss = align_loss(student, teacher, ids, mask)
-    loss.backward()
-    with_grad = {n for n, p in student.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert with_grad and all(".mamba." in n for n in with_grad)
-    assert {n.split(".")[2] for n in with_grad} == {"0", "2", "3"}
-    assert not any(p.grad is not None for p in teacher.parameters())
-    before = {n: p.detach().clone() for n, p in student.named_parameters()}
-    torch.optim.SGD(student.parameters(), lr=0.1).step()
-    changed = {n for n, p in student.named_parameters() if not torch.equal(before[n], p)}
-    assert changed == with_grad
-
-
 def test_random_init_is_mamba2s_reference():
     student = convert_from_transformer(tiny_llama(), [1], init="random", seed=3, **SHAPE)
     for i in (0, 2, 3):
@@ -158,26 +134,13 @@ def test_bad_calibration_file_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_stage_plan_splits_the_step_budget():
-    from m1.errors import UserError
-    from m1.train.config import DistillConfig
-    from m1.train.distill import stage_plan
-
-    assert stage_plan(DistillConfig(max_steps=100)) == [("kl", 100)]
-    assert stage_plan(DistillConfig(max_steps=100, stages="align,kl", align_fraction=0.25)) == [("align", 25), ("kl", 75)]
-    with pytest.raises(UserError, match="stages"):
-        stage_plan(DistillConfig(stages="kl,align"))
-    with pytest.raises(UserError, match="align_fraction"):
-        stage_plan(DistillConfig(stages="align,kl", align_fraction=1.5))
-
-
 def test_placement_ranks_every_layer(tmp_path):
-    from m1.placement import plot_ranking, rank_attention_layers
+    from m1.convert.placement import plot_ranking, rank_attention_layers
 
     teacher = tiny_llama()
     ids = torch.randint(0, 97, (8, 32), generator=torch.Generator().manual_seed(0))
     cfg = CalibrationConfig(fit_max_steps=5, fit_batch=2)
-    import m1.placement as P
+    import m1.convert.placement as P
 
     old = P.MIN_TOKENS_PER_CANDIDATE
     P.MIN_TOKENS_PER_CANDIDATE = 0  # the real floor (0.5M tokens) is for real models
@@ -191,20 +154,3 @@ def test_placement_ranks_every_layer(tmp_path):
     assert kls == sorted(kls) and all(k > 0 for k in kls)
     plot_ranking(r, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
-
-
-def test_gguf_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
-    import sys
-
-    from m1.checkpoint import load_causal_lm
-    from m1.errors import UserError
-
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"GGUF")
-    monkeypatch.setitem(sys.modules, "gguf", None)
-    with pytest.raises(UserError, match="needs the gguf package"):
-        load_causal_lm(f)
-    with pytest.raises(UserError, match="does not exist"):
-        load_causal_lm(tmp_path / "missing.gguf")
-    with pytest.raises(UserError, match="does not exist"):
-        load_causal_lm(tmp_path / "no" / "such" / "dir")

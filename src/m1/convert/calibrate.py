@@ -1,6 +1,6 @@
 """Calibrated initialisation: set each Mamba mixer from its teacher attention layer's measured behaviour.
 
-Copying Q/K/V/O into C/B/x/out_proj (`m1.convert`) fixes what the mixer reads, but leaves
+Copying Q/K/V/O into C/B/x/out_proj (`m1.convert.mapping`) fixes what the mixer reads, but leaves
 its dynamics (how fast each head forgets, dt, A) and its output scale arbitrary. Linear
 attention without the softmax is also a poor stand-in for softmax attention, so the copy
 alone starts barely better than random on a real model. Calibration measures the teacher
@@ -29,11 +29,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
+
+from m1.config import ConfigError
+from m1.convert.capture import capture_attention_io
+from m1.convert.mapping import convert_from_transformer, load_transformer
+from m1.layers.mamba2 import inv_softplus
+from m1.modeling import decoder_of
 
 log = logging.getLogger(__name__)
 
@@ -76,169 +80,7 @@ class CalibrationReport:
         return asdict(self)
 
 
-# ---------------------------------------------------------------- calibration text
-
-
-def pack_rows(token_lists: list[list[int]], seq_len: int, num_sequences: int) -> torch.Tensor:
-    """Join token lists end to end and cut `num_sequences` rows of `seq_len` (fewer if the text runs out)."""
-    stream: list[int] = []
-    for t in token_lists:
-        stream.extend(t)
-        if len(stream) >= seq_len * num_sequences:
-            break
-    rows = min(num_sequences, len(stream) // seq_len)
-    if rows == 0:
-        from m1.errors import UserError
-
-        raise UserError(f"calibration text has {len(stream)} tokens, fewer than one row of {seq_len}")
-    return torch.tensor(stream[: rows * seq_len]).view(rows, seq_len)
-
-
-def calibration_ids_from_file(path, tokenizer, num_sequences: int, seq_len: int) -> torch.Tensor:
-    """Calibration rows from a file: JSONL/JSON records with a `text` field, or any training format m1 reads.
-
-    A record with `text` is used as is; otherwise the record is read as a conversation
-    (`m1.train.data`'s formats) and its turns are joined. Errors name the file:line.
-    """
-    from m1.errors import require_path
-    from m1.train.data import DataError, conversation, read_records, resolve_mapping
-
-    require_path(path, "calibration file", "--calibration-data")
-    records = read_records(str(path))
-    mapping = None
-    texts = []
-    for where, r in records:
-        if "text" in r:
-            if not isinstance(r["text"], str) or not r["text"].strip():
-                raise DataError(f"{where}: 'text' must be a non-empty string")
-            texts.append(r["text"])
-            continue
-        mapping = mapping or resolve_mapping("auto", r)
-        prompt, completion = conversation(where, r, mapping)
-        texts.append("\n\n".join(str(t.get("content", "")) for t in prompt + completion))
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return pack_rows([tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in texts], seq_len, num_sequences)
-
-
-def sample_calibration_ids(teacher, tokenizer, num_sequences: int, seq_len: int, seed: int = 0) -> torch.Tensor:
-    """Calibration rows sampled from the teacher itself (no data needed), with m1's Engine.
-
-    The teacher is run as an all-attention hybrid (an exact copy) so the Engine can serve
-    it. Samples start from the BOS token (else EOS, else UNK, else token 0) at temperature 1, which
-    draws from the teacher's own distribution over text.
-    """
-    from m1.convert import convert_from_transformer
-    from m1.engine import Engine, SamplingParams
-
-    n_layers = teacher.config.num_hidden_layers
-    copy = convert_from_transformer(teacher, list(range(n_layers))).eval()
-    start = next((t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) if t is not None), 0)
-    engine = Engine(copy, tokenizer=None, max_batch_size=min(64, 2 * num_sequences), max_model_len=seq_len + 1)
-    params = SamplingParams(n=2 * num_sequences, temperature=1.0, max_tokens=seq_len, seed=seed)
-    out = engine.generate([[start]], params, use_tqdm=False)[0]
-    return pack_rows([[start] + list(o.token_ids) for o in out.outputs], seq_len, num_sequences)
-
-
-# ---------------------------------------------------------------- teacher activations
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-@torch.no_grad()
-def attention_distance(attn, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per query head: the attention-weighted mean of (t - s) over real query positions t.
-
-    `attn` is a Llama/Qwen2 attention module, `hidden` its (normalised) input (b, l, d) and
-    cos/sin its rotary embeddings (b, l, head_dim). Returns (heads,) sums and the count, as
-    a tensor (heads + 1,) so batches can be added up.
-    """
-    b, l, _ = hidden.shape
-    nq, nkv = attn.config.num_attention_heads, attn.config.num_key_value_heads
-    hd = attn.head_dim
-    q = attn.q_proj(hidden).view(b, l, nq, hd).transpose(1, 2)
-    k = attn.k_proj(hidden).view(b, l, nkv, hd).transpose(1, 2)
-    q = q * cos[:, None] + _rotate_half(q) * sin[:, None]
-    k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
-    k = k.repeat_interleave(nq // nkv, dim=1)
-    scores = (q @ k.transpose(-1, -2)) * attn.scaling
-    pos = torch.arange(l, device=hidden.device)
-    allowed = pos[None, :] <= pos[:, None]
-    if mask is not None:
-        allowed = allowed[None] & mask[:, None, :].bool()  # (b, l, l)
-        allowed = allowed[:, None]
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    p = scores.float().softmax(-1)
-    dist = (pos[:, None] - pos[None, :]).clamp(min=0).float()
-    mean_d = (p * dist).sum(-1)  # (b, h, l)
-    real = torch.ones(b, l, device=hidden.device) if mask is None else mask.float()
-    sums = (mean_d * real[:, None]).sum((0, 2))
-    return torch.cat([sums, real.sum().reshape(1)])
-
-
-@contextmanager
-def record_attention_io(teacher, layers: list[int], on_call=None):
-    """While active, each forward of `teacher` records {layer: (input, output)} of the listed attention layers.
-
-    The input is what the attention module received (the hidden state after the layer's
-    input norm), the output what it returned (after o_proj): exactly the per-layer
-    targets of teacher-forced alignment. `on_call(layer, module, input, kwargs)` runs too,
-    if given. Yields the dict, refilled on every forward.
-    """
-    decoder = teacher.get_decoder() if hasattr(teacher, "get_decoder") else teacher.model
-    got: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def make_hook(i):
-        def hook(module, args, kwargs, output):
-            h = kwargs.get("hidden_states", args[0] if args else None)
-            got[i] = (h, output[0] if isinstance(output, tuple) else output)
-            if on_call is not None:
-                on_call(i, module, h, kwargs)
-
-        return hook
-
-    handles = [decoder.layers[i].self_attn.register_forward_hook(make_hook(i), with_kwargs=True) for i in layers]
-    try:
-        yield got
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@torch.no_grad()
-def capture_attention_io(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layers: list[int], batch: int = 4):
-    """The teacher's attention input and output at each of `layers`, over all rows, on the teacher's device.
-
-    Returns {layer: (inputs (n, l, d), outputs (n, l, d), mean attention distance per query head)}.
-    """
-    decoder = teacher.get_decoder() if hasattr(teacher, "get_decoder") else teacher.model
-    xs: dict[int, list] = {i: [] for i in layers}
-    ys: dict[int, list] = {i: [] for i in layers}
-    dist: dict[int, torch.Tensor] = {}
-    current_mask: list = [None]
-
-    def on_call(i, module, h, kwargs):
-        cos, sin = kwargs["position_embeddings"]
-        d = attention_distance(module, h, cos, sin, current_mask[0])
-        dist[i] = d if i not in dist else dist[i] + d
-
-    with record_attention_io(teacher, layers, on_call) as got:
-        for s in range(0, input_ids.shape[0], batch):
-            current_mask[0] = None if attention_mask is None else attention_mask[s : s + batch]
-            decoder(input_ids=input_ids[s : s + batch], attention_mask=current_mask[0])
-            for i in layers:
-                xs[i].append(got[i][0].float())
-                ys[i].append(got[i][1].float())
-    return {i: (torch.cat(xs[i]), torch.cat(ys[i]), (dist[i][:-1] / dist[i][-1]).tolist()) for i in layers}
-
-
 # ---------------------------------------------------------------- the three steps
-
-
-def _inv_softplus(v: float) -> float:
-    return v + math.log(-math.expm1(-v)) if v < 20 else v
 
 
 @torch.no_grad()
@@ -247,7 +89,7 @@ def set_decay_from_distance(mixer, distances: list[float], head_dim: int) -> Non
     mixer.in_proj.weight[-mixer.num_heads :].zero_()  # dt from the bias alone
     if mixer.in_proj.bias is not None:
         mixer.in_proj.bias[-mixer.num_heads :].zero_()
-    mixer.dt_bias.fill_(_inv_softplus(1.0))
+    mixer.dt_bias.fill_(inv_softplus(1.0))
     A = torch.empty(mixer.num_heads)
     for h in range(mixer.num_heads):
         d = max(distances[(h * mixer.head_dim) // head_dim], 0.5)
@@ -410,7 +252,7 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
     if not layers:
         return report
     teacher = teacher.eval()
-    tdecoder = teacher.get_decoder() if hasattr(teacher, "get_decoder") else teacher.model
+    tdecoder = decoder_of(teacher)
     io = capture_attention_io(teacher, input_ids, attention_mask, layers, batch=cfg.fit_batch)
     report.seconds["capture"] = time.monotonic() - t0
     log.info("calibration: teacher activations at %d layers over %d tokens cached in %.1fs", len(layers), report.tokens, report.seconds["capture"])
@@ -456,3 +298,19 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
         mean([r.rel_mse_fit for r in report.layers]), round(mean([r.fit_steps for r in report.layers])),
     )
     return report
+
+
+def convert_with_report(teacher, attention_layers, init: str = "calibrated", calibration_ids=None, calibration=None, seed: int = 0, **shape):
+    """`convert_from_transformer`, plus the calibrated init: (model, CalibrationReport or None).
+
+    `init="calibrated"` converts with the attention copy and then runs `calibrate` on
+    `calibration_ids` (n, l) token rows; the other inits are `convert_from_transformer`'s.
+    """
+    if init != "calibrated":
+        return convert_from_transformer(teacher, attention_layers, init=init, seed=seed, **shape), None
+    if calibration_ids is None:
+        raise ConfigError("calibration_ids", "calibrated init needs calibration token rows")
+    teacher = load_transformer(teacher)
+    model = convert_from_transformer(teacher, attention_layers, init="attention", seed=seed, **shape)
+    report = calibrate(model, teacher, calibration_ids, None, calibration)
+    return model, report

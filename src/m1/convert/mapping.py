@@ -1,9 +1,10 @@
-"""Teacher transformer -> hybrid (`m1 convert`).
+"""The attention -> Mamba mapping: a Llama/Qwen2 teacher becomes a hybrid.
 
-Three inits: `attention` (the copy below, M1's, and the Python API's default), `random`
-(Mamba-2's own init) and `calibrated` (the copy, then `m1.calibrate` measures the teacher
-on text and sets the mixers' decay, scales and a per-layer fit; the CLI's default, via
-`convert_with_report`). `--attention-layers` is a list, `auto:K` (`m1.placement`) or `none`.
+Three inits (`INIT_MODES`, the one list the CLI, `MambaInit` and the check below read):
+`attention` (the copy below, M1's, and the Python API's default), `random` (Mamba-2's own
+init) and `calibrated` (the copy, then `m1.convert.calibrate` measures the teacher on text
+and sets the mixers' decay, scales and a per-layer fit; the CLI's default, via
+`m1.convert.calibrate.convert_with_report`).
 
 Layers listed in `attention_layers` keep their attention. Every other layer becomes a
 Mamba-2 mixer initialised from that layer's attention weights, reading Mamba-2 as
@@ -37,27 +38,30 @@ Other pieces:
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from m1.config import SUPPORTED_TEACHERS, ConfigError, HybridConfig
+from m1.layers.mamba2 import inv_softplus
 from m1.modeling import HybridForCausalLM
 
 log = logging.getLogger(__name__)
+
+# How the Mamba layers can start, the CLI's default first. `convert_from_transformer` builds
+# the first-order ones (`attention`, `random`); `calibrated` is `attention` followed by
+# `m1.convert.calibrate`, which needs calibration text (`convert_with_report`).
+INIT_MODES = ("calibrated", "attention", "random")
 
 
 @dataclass
 class MambaInit:
     """How the Mamba layers start. The defaults were chosen by measuring KL(teacher || hybrid)."""
 
-    mode: str = "attention"  # "attention" (from the attention weights) or "random"; "calibrated" goes through convert_with_report
+    mode: str = "attention"  # one of INIT_MODES
     gate_bias: float = 1.0  # constant z; silu(1) ~ 0.73, removed by the norm
     dt: float = 1.0  # softplus(dt_bias) at init
     A: float = 0.01  # decay rate: exp(-dt * A) per step; small = long memory, like attention
@@ -67,8 +71,11 @@ class MambaInit:
     conv_scale: float = 1.0  # identity tap of the conv; < 1 keeps silu(conv) in its near-linear range
 
 
-def load_teacher(teacher, dtype: torch.dtype | None = None):
-    """A `LlamaForCausalLM`/`Qwen2ForCausalLM` from a model object, a local directory, a hub id or a `.gguf` file."""
+def load_transformer(teacher, dtype: torch.dtype | None = None):
+    """The transformer to convert: a `LlamaForCausalLM`/`Qwen2ForCausalLM` from a model object, a local
+    directory, a hub id or a `.gguf` file (an unsupported architecture is a `ConfigError`).
+
+    Not `m1.train.model.load_teacher`, which loads any causal LM (a hybrid too) frozen, for distillation."""
     if isinstance(teacher, (str, Path)):
         from m1.checkpoint import load_causal_lm
 
@@ -126,24 +133,6 @@ def hybrid_config_from_teacher(
     return HybridConfig.create(**kwargs)
 
 
-def convert_with_report(teacher, attention_layers, init: str = "calibrated", calibration_ids=None, calibration=None, seed: int = 0, **shape):
-    """`convert_from_transformer`, plus the calibrated init: (model, CalibrationReport or None).
-
-    `init="calibrated"` converts with the attention copy and then runs `m1.calibrate` on
-    `calibration_ids` (n, l) token rows; the other inits are `convert_from_transformer`'s.
-    """
-    if init != "calibrated":
-        return convert_from_transformer(teacher, attention_layers, init=init, seed=seed, **shape), None
-    from m1.calibrate import calibrate
-
-    if calibration_ids is None:
-        raise ConfigError("calibration_ids", "calibrated init needs calibration token rows")
-    teacher = load_teacher(teacher)
-    model = convert_from_transformer(teacher, attention_layers, init="attention", seed=seed, **shape)
-    report = calibrate(model, teacher, calibration_ids, None, calibration)
-    return model, report
-
-
 def _expand_kv(w: torch.Tensor, n_kv: int, n_q: int) -> torch.Tensor:
     """(n_kv * d, ...) -> (n_q * d, ...): repeat each KV head for the query heads sharing it."""
     d = w.shape[0] // n_kv
@@ -199,7 +188,7 @@ def _init_mamba_from_attention(mixer, attn, input_norm_w: torch.Tensor, cfg: Hyb
     # restores; A shrinks by the same factor so the per-step decay exp(dt * A) is unchanged.
     comp = init.conv_scale**-3
     dt = init.dt * comp
-    mixer.dt_bias.fill_(dt + math.log(-math.expm1(-dt)) if dt < 20 else dt)  # inverse softplus
+    mixer.dt_bias.fill_(inv_softplus(dt))
     mixer.A_log.fill_(math.log(init.A / comp))
     mixer.D.fill_(init.D)
     if init.norm_scale == "v_rms":
@@ -215,6 +204,16 @@ def _init_mamba_from_attention(mixer, attn, input_norm_w: torch.Tensor, cfg: Hyb
         mixer.out_proj.bias.zero_()
         if attn.o_proj.bias is not None:
             mixer.out_proj.bias.copy_(attn.o_proj.bias)
+
+
+@torch.no_grad()
+def copy_attention(src, dst) -> None:
+    """q/k/v/o of a teacher attention module into an m1 `Attention` (a bias the teacher lacks is zeroed)."""
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        s, d = getattr(src, name), getattr(dst, name)
+        d.weight.copy_(s.weight)
+        if d.bias is not None:
+            d.bias.copy_(s.bias) if s.bias is not None else d.bias.zero_()
 
 
 @torch.no_grad()
@@ -236,11 +235,12 @@ def convert_from_transformer(
     baseline attention init is measured against).
     """
     init = MambaInit(mode=init) if isinstance(init, str) else init
+    if init.mode not in INIT_MODES:
+        raise ConfigError("init", f"unknown init mode {init.mode!r}; use one of {', '.join(INIT_MODES)}")
     if init.mode == "calibrated":
-        raise ConfigError("init", "calibrated init needs calibration text: use convert_with_report(..., init='calibrated', calibration_ids=...)")
-    if init.mode not in ("attention", "random"):
-        raise ConfigError("init", f"unknown init mode {init.mode!r}; use 'attention', 'random' (or 'calibrated' via convert_with_report)")
-    teacher = load_teacher(teacher)
+        raise ConfigError("init", "calibrated init needs calibration text: use "
+                          "m1.convert.calibrate.convert_with_report(..., init='calibrated', calibration_ids=...)")
+    teacher = load_transformer(teacher)
     cfg = hybrid_config_from_teacher(teacher.config, attention_layers, mamba_heads, mamba_head_dim, mamba_groups, state_size, **config_overrides)
     if init.mode == "attention" and cfg.mamba_layers:
         check_attention_mapping(cfg)
@@ -259,11 +259,7 @@ def convert_from_transformer(
         sl.shared_mlp.output_linear.weight.copy_(tl.mlp.down_proj.weight)
         ta = tl.self_attn
         if sl.is_attention:
-            for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-                src, dst = getattr(ta, name), getattr(sl.self_attn, name)
-                dst.weight.copy_(src.weight)
-                if dst.bias is not None:
-                    dst.bias.copy_(src.bias) if src.bias is not None else dst.bias.zero_()
+            copy_attention(ta, sl.self_attn)
         elif init.mode == "attention":
             _init_mamba_from_attention(sl.mamba, ta, tl.input_layernorm.weight, cfg, init)
     log.info(
@@ -274,148 +270,3 @@ def convert_from_transformer(
     if getattr(teacher, "generation_config", None) is not None:
         student.generation_config = teacher.generation_config
     return student
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """`--attention-layers`: an explicit list (possibly empty: all Mamba), or `auto:K` (measured placement)."""
-
-    layers: tuple[int, ...] | None = None
-    auto_k: int | None = None
-
-
-def parse_attention_layers(text: str, num_layers: int | None = None) -> LayerSpec:
-    """Parse `i,j,...`, `auto:K` or `none`; anything else is a `ConfigError` naming the option.
-
-    An empty value is an error on the command line (an all-Mamba model is asked for with
-    `none`), although the Python API accepts `attention_layers=[]`.
-    """
-    field_name = "--attention-layers"
-    t = text.strip()
-    if not t:
-        raise ConfigError(field_name, "empty value; give indices like 3,8,13, 'auto:K', or 'none' for an all-Mamba model")
-    if t == "none":
-        return LayerSpec(layers=())
-    if t.startswith("auto:"):
-        k = t[5:]
-        if not k.isdigit() or int(k) < 1:
-            raise ConfigError(field_name, f"{text!r}: auto:K needs a positive integer K")
-        if num_layers is not None and int(k) > num_layers:
-            raise ConfigError(field_name, f"{text!r}: K={k} exceeds the teacher's {num_layers} layers")
-        return LayerSpec(auto_k=int(k))
-    try:
-        layers = tuple(int(x) for x in t.split(","))
-    except ValueError:
-        raise ConfigError(field_name, f"{text!r}: expected comma-separated layer indices, 'auto:K' or 'none'") from None
-    if len(set(layers)) != len(layers):
-        raise ConfigError(field_name, f"{text!r}: a layer is listed twice")
-    if num_layers is not None:
-        bad = [i for i in layers if not 0 <= i < num_layers]
-        if bad:
-            raise ConfigError(field_name, f"{text!r}: layer {bad[0]} is out of range for a {num_layers}-layer teacher (0..{num_layers - 1})")
-    return LayerSpec(layers=tuple(sorted(layers)))
-
-
-def _teacher_num_layers(source: str) -> int | None:
-    """The teacher's layer count from its config alone (a local directory), to validate before loading weights."""
-    cfg = Path(source) / "config.json"
-    if cfg.is_file():
-        import json
-
-        return json.loads(cfg.read_text()).get("num_hidden_layers")
-    return None
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    from m1.calibrate import CalibrationConfig
-
-    cdef = CalibrationConfig()
-    p = argparse.ArgumentParser(
-        prog="m1 convert", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Convert a Llama/Qwen2 checkpoint into a hybrid: the listed layers keep attention, the rest become "
-        "Mamba-2 mixers initialised from them (calibrated on text by default).",
-    )
-    p.add_argument("teacher", help="teacher checkpoint: local directory, hub id, or a .gguf file (needs the gguf package)")
-    p.add_argument("out", type=Path, help="output directory (HF checkpoint: config.json, safetensors, tokenizer)")
-    p.add_argument("--attention-layers", required=True,
-                   help="layers that keep attention: comma-separated indices (3,8,13,18,23,27), 'auto:K' (measure and keep the best K), or 'none' (all Mamba)")
-    p.add_argument("--mamba-heads", type=int, default=None, help="Mamba heads (default: the teacher's query heads)")
-    p.add_argument("--mamba-head-dim", type=int, default=None, help="Mamba head dim (default: query width / heads)")
-    p.add_argument("--mamba-groups", type=int, default=None, help="B/C groups (default: one per head)")
-    p.add_argument("--state-size", type=int, default=None, help="SSM state size per channel (default: the head dim)")
-    p.add_argument("--init", choices=["calibrated", "attention", "random"], default="calibrated",
-                   help="Mamba initialisation: calibrated (attention copy + decay, scales and a per-layer fit measured on text), "
-                   "attention (the plain Q/K/V/O copy, M1's), random (Mamba-2's own)")
-    p.add_argument("--calibration-data", type=Path, default=None,
-                   help="calibration text: JSONL/JSON with a 'text' field, or any training format m1 reads (default: sample it from the teacher)")
-    p.add_argument("--calibration-sequences", type=int, default=cdef.num_sequences, help="calibration rows")
-    p.add_argument("--calibration-length", type=int, default=cdef.seq_len, help="tokens per calibration row")
-    p.add_argument("--calibration-seconds", type=float, default=cdef.fit_seconds, help="wall-clock budget of the per-layer fitting")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the written weights")
-    p.add_argument("--seed", type=int, default=0, help="random seed (random init, calibration sampling and fitting)")
-    args = p.parse_args(argv)
-
-    from m1.checkpoint import atomic_write_text, load_causal_lm, load_tokenizer
-    from m1.errors import require_path
-
-    # validate everything that can be checked before any weights load
-    spec = parse_attention_layers(args.attention_layers, _teacher_num_layers(args.teacher))
-    if args.calibration_data is not None:
-        require_path(args.calibration_data, "calibration file", "--calibration-data")
-        if args.init != "calibrated":
-            raise ConfigError("--calibration-data", f"only used with --init calibrated (got --init {args.init})")
-    if args.out.exists() and any(args.out.iterdir()):
-        raise ConfigError("out", f"{args.out} exists and is not empty; choose a new directory")
-    for name in ("calibration_sequences", "calibration_length"):
-        if getattr(args, name) < 1:
-            raise ConfigError("--" + name.replace("_", "-"), "must be >= 1")
-
-    t0 = time.monotonic()
-    teacher = load_teacher(args.teacher)
-    tok = load_tokenizer(args.teacher)
-    spec = parse_attention_layers(args.attention_layers, teacher.config.num_hidden_layers)
-    shape = dict(mamba_heads=args.mamba_heads, mamba_head_dim=args.mamba_head_dim, mamba_groups=args.mamba_groups, state_size=args.state_size)
-    ccfg = CalibrationConfig(num_sequences=args.calibration_sequences, seq_len=args.calibration_length,
-                             fit_seconds=args.calibration_seconds, seed=args.seed)
-    calib_ids = None
-    if args.init == "calibrated" or spec.auto_k:
-        calib_ids = calibration_text(teacher, tok, args.calibration_data, ccfg)
-    layers = list(spec.layers) if spec.layers is not None else None
-    extra = {}
-    if spec.auto_k:
-        from m1.placement import plot_ranking, rank_attention_layers
-
-        ranking = rank_attention_layers(teacher, calib_ids, spec.auto_k, ccfg, **shape)
-        layers = ranking["chosen"]
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "placement.json", json.dumps(ranking, indent=2))
-        plot_ranking(ranking, args.out / "placement.png")
-        extra["placement"] = ranking
-        print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'})")
-    model, report = convert_with_report(teacher, layers, init=args.init, calibration_ids=calib_ids, calibration=ccfg, seed=args.seed, **shape)
-    model = model.to(getattr(torch, args.dtype))
-    model.save_pretrained(args.out)
-    tok.save_pretrained(args.out)
-    if report is not None:
-        atomic_write_text(args.out / "calibration.json", json.dumps(report.to_dict(), indent=2))
-        print(f"calibrated {len(report.layers)} Mamba layers on {report.tokens} tokens in {report.seconds.get('total', 0):.0f}s "
-              f"(relative MSE to attention {_mean(r.rel_mse_copy for r in report.layers):.3f} -> {_mean(r.rel_mse_fit for r in report.layers):.3f}); "
-              f"report in {args.out / 'calibration.json'}")
-    print(f"wrote {args.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, attention at {model.config.attention_layers}, "
-          f"{args.init} init) in {time.monotonic() - t0:.0f}s")
-    return 0
-
-
-def _mean(values) -> float:
-    v = list(values)
-    return sum(v) / len(v) if v else float("nan")
-
-
-def calibration_text(teacher, tokenizer, path, config):
-    """Calibration rows from `path`, or sampled from the teacher when `path` is None."""
-    from m1.calibrate import calibration_ids_from_file, sample_calibration_ids
-
-    if path is not None:
-        return calibration_ids_from_file(path, tokenizer, config.num_sequences, config.seq_len)
-    log.info("no --calibration-data: sampling %d x %d tokens of calibration text from the teacher", config.num_sequences, config.seq_len)
-    return sample_calibration_ids(teacher, tokenizer, config.num_sequences, config.seq_len, config.seed)

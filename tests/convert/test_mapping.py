@@ -3,7 +3,8 @@ import torch
 
 from m1 import HybridForCausalLM, convert_from_transformer
 from m1.config import ConfigError
-from m1.convert import _expand_kv, check_attention_mapping, cli_main
+from m1.convert.cli import cli_main
+from m1.convert.mapping import _expand_kv, check_attention_mapping
 from tests.helpers import tiny_llama, tiny_qwen2
 
 

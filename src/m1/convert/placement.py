@@ -6,7 +6,7 @@ ranked by restoring it alone as attention in an otherwise all-Mamba, calibrated 
 and measuring KL(teacher || student) on held-out calibration rows: the lower the KL with
 layer i restored, the more layer i's attention matters. The best K are kept.
 
-The per-layer fitting of `m1.calibrate` is teacher-forced here (each mixer reads the
+The per-layer fitting of `m1.convert.calibrate` is teacher-forced here (each mixer reads the
 teacher's hidden state), so the mixers fitted once serve every candidate: candidate i
 differs from the all-Mamba student only at layer i. Each mixer is fitted on at least
 `MIN_TOKENS_PER_CANDIDATE` tokens, whatever the time budget, so the ranking does not
@@ -23,8 +23,11 @@ from dataclasses import replace
 
 import torch
 
-from m1.calibrate import CalibrationConfig, calibrate
-from m1.init_study import token_kl
+from m1.convert.calibrate import CalibrationConfig, calibrate
+from m1.convert.fidelity import token_kl
+from m1.convert.mapping import convert_from_transformer, copy_attention
+from m1.layers.attention import Attention
+from m1.modeling import decoder_of
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +37,10 @@ MIN_TOKENS_PER_CANDIDATE = 500_000
 @torch.no_grad()
 def _swap_in_attention(student, teacher, i: int):
     """Make layer i of `student` an attention layer with the teacher's weights; return the undo function."""
-    from m1.layers.attention import Attention
-
     layer = student.model.layers[i]
     mixer = layer.mamba
     attn = Attention(student.config, i).to(next(student.parameters()).dtype)
-    ta = (teacher.get_decoder() if hasattr(teacher, "get_decoder") else teacher.model).layers[i].self_attn
-    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-        src, dst = getattr(ta, name), getattr(attn, name)
-        dst.weight.copy_(src.weight)
-        if dst.bias is not None:
-            dst.bias.copy_(src.bias) if src.bias is not None else dst.bias.zero_()
+    copy_attention(decoder_of(teacher).layers[i].self_attn, attn)
     del layer.mamba
     layer.self_attn = attn
 
@@ -57,8 +53,6 @@ def _swap_in_attention(student, teacher, i: int):
 
 def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config: CalibrationConfig | None = None, **shape) -> dict:
     """Rank every layer by the KL of restoring it alone as attention; return the ranking and the chosen K."""
-    from m1.convert import convert_from_transformer
-
     cfg = config or CalibrationConfig()
     n = calibration_ids.shape[0]
     n_hold = max(1, n // 4)
