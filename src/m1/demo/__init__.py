@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from m1.demo.config import DemoConfig
-from m1.demo.stages import STAGES, Context, Stage, attention_layer_indices
+from m1.demo.config import Context, DemoConfig
+from m1.demo.stages import STAGES, Stage, attention_layer_indices
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run_stage(ctx: Context, stage: Stage, force: bool) -> bool:
 def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
-    from m1.demo.report import summarize, write_report
+    from m1.demo.report import demo_summary, write_demo_report
 
     torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -71,10 +71,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     for stage in STAGES:
         # Once a stage has run, everything after it is stale and runs too.
         ran = run_stage(ctx, stage, force=cfg.force or ran) or ran
-    summary = summarize(ctx)
+    summary = demo_summary(ctx)
     summary["this_invocation_seconds"] = round(time.perf_counter() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_report(summary, cfg.out / "report.md")
+    write_demo_report(summary, cfg.out / "report.md")
     return summary
 
 

@@ -1,4 +1,5 @@
-"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick.
+"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick; and
+what the stages and the report share (`Context`, the evaluated models).
 
 Every number a stage uses is a field here, so the report can state the work of each stage
 and a change of size is a change of this file. Light to import (no torch): the teacher's
@@ -153,3 +154,27 @@ class DemoConfig:
                            scaling_problems=8, scaling_n=4, temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
             speed=SpeedSizes(batch=4, lengths=(16, 32, 64)),
         )
+
+
+MODELS = {  # model name in the report -> checkpoint directory under the demo's out
+    "teacher": ("convert_teacher",),
+    "hybrid_init": ("convert",),
+    "distill": ("distill", "run", "final"),
+    "sft": ("sft", "run", "final"),
+    "grpo": ("grpo", "run", "final"),
+    "teacher_sft": ("teacher_sft", "run", "final"),
+    "teacher_grpo": ("teacher_grpo", "run", "final"),
+}
+SCALED = ("teacher", "sft", "grpo", "teacher_grpo")  # given `scaling_n` samples on the first hard problems
+HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
+
+
+@dataclass
+class Context:
+    """What stages share: the config and the results of the stages run or skipped so far."""
+
+    cfg: DemoConfig
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.cfg.out.joinpath(*parts)

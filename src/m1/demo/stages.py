@@ -3,7 +3,7 @@ and returns the results its ``DONE.json`` marker records.
 
 A stage is a few calls into the package: `m1.tasks` (data, tokenizer, teacher), `m1.convert`,
 `m1.train` (distill, SFT, GRPO, the verifier recipe), `m1.eval` (every accuracy, through
-`m1.eval.runner.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
+`m1.eval.loop.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
 `m1.eval`'s grader). No stage samples, grades or trains by itself.
 
 The teacher-trained baseline (M1's comparison: a transformer trained the same way) is the
@@ -17,23 +17,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from m1.demo.config import DemoConfig
+from m1.demo.config import BASELINE, HYBRID, MODELS, SCALED, Context, DemoConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Context:
-    """What stages share: the config and the results of the stages run or skipped so far."""
-
-    cfg: DemoConfig
-    results: dict[str, dict] = field(default_factory=dict)
-
-    def path(self, *parts: str) -> Path:
-        return self.cfg.out.joinpath(*parts)
 
 
 @dataclass(frozen=True)
@@ -155,15 +144,14 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
     """`m1 eval`'s loop (batched Engine form) on one JSONL of problems: samples.jsonl + summary."""
     import torch
 
-    from m1.eval.generation import SamplingConfig
-    from m1.eval.runner import EvalConfig, run_engine_eval
+    from m1.eval.loop import EvalConfig, eval_sampling, run_engine_eval
     from m1.eval.verifiers import RewardModelVerifier
     from m1.modeling import HybridForCausalLM
     from transformers import AutoTokenizer
 
     bench = str(data)
     cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
-                     chunk_size=n, sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
+                     chunk_size=n, sampling=eval_sampling(temperature=temperature, max_tokens=max_tokens),
                      verifier=None if verifier is None else str(verifier))
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = HybridForCausalLM.from_pretrained(str(model_dir)).eval()
@@ -181,19 +169,6 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
 
 def _test(ctx: Context, split: str) -> Path:
     return ctx.path("data", f"test_{split}.jsonl")
-
-
-MODELS = {  # model name in the report -> checkpoint directory under the demo's out
-    "teacher": ("convert_teacher",),
-    "hybrid_init": ("convert",),
-    "distill": ("distill", "run", "final"),
-    "sft": ("sft", "run", "final"),
-    "grpo": ("grpo", "run", "final"),
-    "teacher_sft": ("teacher_sft", "run", "final"),
-    "teacher_grpo": ("teacher_grpo", "run", "final"),
-}
-SCALED = ("teacher", "sft", "grpo", "teacher_grpo")  # given `scaling_n` samples on the first hard problems
-HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
 
 
 def stage_eval_init(ctx: Context, out: Path) -> dict:
@@ -376,7 +351,7 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
     """`m1.train.verifier`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
     samples of hard training problems, sampled and graded by `m1.eval`."""
     from m1.eval.benchmarks import load_benchmark
-    from m1.eval.runner import read_samples
+    from m1.eval.samples import read_samples
     from m1.tasks import prompt_record, read_problems, write_jsonl
     from m1.train.verifier import VerifierTrainConfig, samples_from_rows, train_verifier
 

@@ -54,7 +54,7 @@ class VerifierTrainResult:
 
 
 def samples_from_rows(rows: list[dict], problems: dict[str, str]) -> list[LabelledSample]:
-    """Labelled samples from `m1.eval.runner` samples.jsonl rows; ``problems`` maps problem_id to its text."""
+    """Labelled samples from the eval loop's samples.jsonl rows (`m1.eval.samples`); ``problems`` maps problem_id to its text."""
     return [LabelledSample(problems[r["problem_id"]], r["text"], bool(r["correct"])) for r in rows]
 
 
