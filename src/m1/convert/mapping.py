@@ -163,8 +163,8 @@ def check_attention_mapping(cfg: HybridConfig) -> None:
 
 @torch.no_grad()
 def _init_mamba_from_attention(mixer, attn, input_norm_w: torch.Tensor, cfg: HybridConfig, init: MambaInit) -> None:
-    nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    inner, gn, H = mixer.inner, mixer.n_groups * mixer.state_size, mixer.num_heads
+    nq, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    inner, gn = mixer.inner, mixer.n_groups * mixer.state_size
     wq, wk, wv = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
     w_x, w_b = _expand_kv(wv, nkv, nq), _expand_kv(wk, nkv, nq)
     W = mixer.in_proj.weight

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from m1.demo.config import BASELINE, HYBRID, MODELS, SCALED, Context
+from m1.demo.config import BASELINE, HYBRID, Context
 
 TARGETS = (  # name, what it measures, when it holds (the table)
     ("teacher_hard_in_range", "teacher's hard greedy accuracy", "0.10 <= value <= 0.60"),

@@ -11,8 +11,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl fla-core==0.6.0
 #   (fla-core is pure Python: if no manylinux wheel matches, drop the --platform flags.)
-# Then: run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=540).
-# Commit the log and JSON of each run that changes GPU code (bench/results/gpu_check_<date>/).
+# Then: run(command="bash studies/gpu_check.sh", carry=[".whl"], timeout_s=540).
+# Commit the log and JSON of each run that changes GPU code (studies/results/gpu_check_<date>/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"

@@ -2,9 +2,8 @@
 
 import json
 
-
 from m1 import cli
-from m1.bench import ReasoningWorkload, percentile
+from m1.bench.reasoning import ReasoningWorkload, percentile
 
 FIELDS = {"run_id", "commit", "device", "date", "versions", "model", "method", "workload", "batch", "prompt_len",
           "gen_len", "tokens_per_s", "roofline_fraction"}

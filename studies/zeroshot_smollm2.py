@@ -6,7 +6,7 @@ held-out MATH500 raw text (problem + "\\n\\n" + solution, 512 tokens, fp32), for
 defaults), in M1's state-16 shape and the head-sized shape. Runs on the CPU: the
 calibration's wall time is the one the issue bounds (5 minutes on 2 cores).
 
-    python bench/zeroshot_smollm2.py --out bench/results/zeroshot_smollm2.json --heldout-limit 64
+    python studies/zeroshot_smollm2.py --out studies/results/zeroshot_smollm2.json --heldout-limit 64
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ between calls while the machine is warm):
 
     call 1: carry .devcarry/a  ->  cp .devcarry/a/* /tmp/m1study/
     call 2: carry .devcarry/b  ->  cp .devcarry/b/* /tmp/m1study/; cat /tmp/m1study/gguf.part.* > /tmp/m1study/smollm2.gguf
-            python bench/distill_smollm2.py --recipe staged --data /tmp/m1study ...
+            python studies/distill_smollm2.py --recipe staged --data /tmp/m1study ...
 
 Each run writes one JSON record per evaluation point to OUT/distill_smollm2_<recipe>.jsonl
 (device, date, versions, commit, seconds, and the issue's schema fields).

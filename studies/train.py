@@ -18,7 +18,7 @@ Reported:
 - time split: per-module fwd+bwd CUDA-event timings of one Mamba mixer (SSD path), one
   attention mixer and one MLP at seq 8192, scaled by their counts in student and teacher.
 
-Usage: ``PYTHONPATH=src python bench/train.py --out bench/results/train_h200.json [--layers N]``
+Usage: ``PYTHONPATH=src python studies/train.py --out studies/results/train_h200.json [--layers N]``
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def time_module(fn, iters=5) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench/results/train_h200.json")
+    ap.add_argument("--out", default="studies/results/train_h200.json")
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--layers", type=int, default=0, help="reduce both models to N layers (0: full 28)")
     ap.add_argument("--steps", type=int, default=4)

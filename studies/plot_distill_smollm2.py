@@ -1,4 +1,4 @@
-"""Plot bench/results/distill_smollm2_*.jsonl: held-out KL and perplexity ratio against training tokens."""
+"""Plot studies/results/distill_smollm2_*.jsonl: held-out KL and perplexity ratio against training tokens."""
 
 import json
 import sys
@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-res = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+res = Path(sys.argv[1] if len(sys.argv) > 1 else "studies/results")
 out = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/distill_study.png")
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for recipe, style in (("staged", "o-"), ("m1-paper", "s--")):
