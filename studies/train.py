@@ -3,7 +3,7 @@
 One training step is exactly what `m1 distill` runs per micro-batch: the frozen teacher's
 forward (bf16 weights), the student's forward with gradient checkpointing under bf16
 autocast (fp32 master weights), the chunked reverse KL over all 8192 positions inside the
-student's forward (`m1.train.model.HybridForTraining` + `m1.train.losses`), backward, and
+student's forward (`m1.modeling.HybridForCausalLM` + `m1.train.losses`), backward, and
 a fused AdamW step. Random weights; ops run on whatever `m1.ops` dispatch picks on the GPU
 (the chosen implementations are recorded).
 
@@ -86,7 +86,7 @@ def main() -> None:
     from m1.config import HybridConfig
     from m1.ops import dispatch
     from m1.train.losses import chunked_divergence
-    from m1.train.model import HybridForTraining
+    from m1.modeling import HybridForCausalLM
 
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -102,8 +102,8 @@ def main() -> None:
         t_cfg = HybridConfig.from_name("llama-3.2-3b", num_hidden_layers=args.layers, attention_layers=list(range(args.layers)))
     res["layers"] = s_cfg.num_hidden_layers
     with torch.device(dev):
-        student = HybridForTraining(s_cfg).float()
-        teacher = HybridForTraining(t_cfg).to(torch.bfloat16)
+        student = HybridForCausalLM(s_cfg).float()
+        teacher = HybridForCausalLM(t_cfg).to(torch.bfloat16)
     teacher.eval().requires_grad_(False)
     student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     student.train()

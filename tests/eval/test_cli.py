@@ -9,7 +9,7 @@ from m1.eval.generation import HFGenerator
 from m1.eval.loop import EvalConfig, eval_sampling, run_eval
 from m1.eval.samples import TIMING_KEYS
 
-from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+from tests.helpers import save_tiny_model, tiny_tokenizer, write_problems
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from m1.eval.cli import eval_main
 from m1.engine import SamplingParams
 from m1.eval.generation import EngineGenerator, load_generator
 
-from .tiny import save_tiny_model, write_problems
+from tests.helpers import save_tiny_model, write_problems
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from m1.eval.grader import answers_equivalent
 from m1.eval.loop import EvalConfig, eval_sampling, run_engine_eval
 from m1.eval.samples import read_samples
 
-from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+from tests.helpers import save_tiny_model, tiny_tokenizer, write_problems
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from m1.eval.generation import Sample
 from m1.eval.loop import EvalConfig, benchmark_key, chunk_seed, eval_sampling, run_eval
 from m1.eval.samples import read_samples
 
-from .tiny import write_problems
+from tests.helpers import write_problems
 
 
 class Seeded:

@@ -11,7 +11,7 @@ import pytest
 from m1.eval.cli import eval_main
 from m1.eval.samples import TIMING_KEYS
 
-from .tiny import save_tiny_model, write_problems
+from tests.helpers import save_tiny_model, write_problems
 
 ARGS = ["--n", "4", "--chunk-size", "2", "--temperature", "1.0", "--top-p", "0.9", "--max-tokens", "12",
         "--seed", "5", "--backend", "hf"]

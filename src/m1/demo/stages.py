@@ -109,7 +109,8 @@ def _convert(ctx: Context, out: Path, layers: list[int] | None) -> dict:
 
 
 def stage_convert(ctx: Context, out: Path) -> dict:
-    """`m1 convert`: attention-initialised hybrid, one Mamba-2 head per attention head, state = head dim."""
+    """The hybrid as `m1 convert --init attention` makes it (M1's copy, not the CLI's calibrated default),
+    one Mamba-2 head per attention head, state = head dim."""
     from transformers import AutoConfig
 
     n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
@@ -348,12 +349,12 @@ def stage_teacher_grpo(ctx: Context, out: Path) -> dict:
 
 
 def stage_verifier(ctx: Context, out: Path) -> dict:
-    """`m1.train.verifier`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
+    """`m1.train.reward_model`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
     samples of hard training problems, sampled and graded by `m1.eval`."""
     from m1.eval.benchmarks import load_benchmark
     from m1.eval.samples import read_samples
     from m1.tasks import prompt_record, read_problems, write_jsonl
-    from m1.train.verifier import VerifierTrainConfig, samples_from_rows, train_verifier
+    from m1.train.reward_model import RewardModelConfig, samples_from_rows, train_reward_model
 
     v = ctx.cfg.verifier
     train = read_problems(ctx.path("data", "train_hard.jsonl"))
@@ -365,9 +366,9 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
     sample_seconds = time.perf_counter() - t0
     problems = {p.id: p.problem for p in load_benchmark(str(data))}
     rows = read_samples(out / "samples" / "samples.jsonl")
-    cfg = VerifierTrainConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
+    cfg = RewardModelConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
                               learning_rate=v.lr, seed=ctx.cfg.seed)
-    r = train_verifier(cfg, samples_from_rows(rows, problems))
+    r = train_reward_model(cfg, samples_from_rows(rows, problems))
     return {"samples": r.samples, "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
             "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
 
@@ -466,7 +467,7 @@ STAGES: list[Stage] = [
     Stage("data", stage_data, "task data: train and test splits of both levels, constant-answer baselines"),
     Stage("tokenizer", stage_tokenizer, "BPE tokenizer on the training text"),
     Stage("teacher", stage_teacher, "pretrain the tiny Llama teacher (m1.tasks.teacher)"),
-    Stage("convert", stage_convert, "m1 convert: attention-initialised hybrid (Mamba-2 in most layers)"),
+    Stage("convert", stage_convert, "m1 convert --init attention: the hybrid (Mamba-2 in most layers)"),
     Stage("convert_teacher", stage_convert_teacher, "the teacher in m1's layout, every layer attention (same logits)"),
     Stage("eval_init", stage_eval_init, "greedy accuracy of the teacher and the converted hybrid (m1.eval)"),
     Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at init: attention vs random init, 3 seeds"),
@@ -475,7 +476,7 @@ STAGES: list[Stage] = [
     Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)"),
     Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)"),
     Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)"),
-    Stage("verifier", stage_verifier, "m1.train.verifier: reward model on the SFT hybrid's own graded samples"),
+    Stage("verifier", stage_verifier, "m1.train.reward_model: reward model on the SFT hybrid's own graded samples"),
     Stage("eval", stage_eval, "sampled evaluation of every model through m1.eval (pass@k, maj@k, verify@k)"),
     Stage("speed", stage_speed, "Engine throughput, teacher-trained vs final hybrid, by generation length"),
 ]

@@ -19,11 +19,6 @@ from m1.modeling import HybridForCausalLM, decoder_of
 log = logging.getLogger(__name__)
 
 
-# The hybrid itself speaks TRL's protocol (a `BaseModelOutputWithPast` from the backbone,
-# extra keywords accepted, and the `chunked_loss` hook); the old name stays for callers.
-HybridForTraining = HybridForCausalLM
-
-
 def is_hybrid_checkpoint(path: str | Path) -> bool:
     """True when ``path`` is a local directory holding a GraniteMoeHybrid (m1) config."""
     cfg = Path(path) / "config.json"
@@ -34,16 +29,15 @@ def is_hybrid_checkpoint(path: str | Path) -> bool:
     return json.loads(cfg.read_text()).get("model_type") == "granitemoehybrid"
 
 
-def load_student(path: str | Path, dtype: torch.dtype = torch.float32) -> HybridForTraining:
-    """A hybrid checkpoint (local directory or hub id) as a trainable `HybridForTraining`."""
-    model = HybridForTraining.from_pretrained(str(path), dtype=dtype)
-    return model
+def load_student(path: str | Path, dtype: torch.dtype = torch.float32) -> HybridForCausalLM:
+    """A hybrid checkpoint (local directory or hub id), trainable."""
+    return HybridForCausalLM.from_pretrained(str(path), dtype=dtype)
 
 
 def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """Any causal LM (hub id or directory): a hybrid loads as m1's class, others through Auto."""
     if is_hybrid_checkpoint(path):
-        model = HybridForTraining.from_pretrained(str(path), dtype=dtype)
+        model = HybridForCausalLM.from_pretrained(str(path), dtype=dtype)
     else:
         model = load_causal_lm(path, dtype=dtype)
     model.eval()

@@ -1,5 +1,5 @@
-"""An outcome reward model for verify@k: a causal LM with a one-logit classification head,
-trained on graded (problem, completion, correct) triples.
+"""Training an outcome reward model, the verifier of verify@k: a causal LM with a one-logit
+classification head, trained on graded (problem, completion, correct) triples.
 
 The policy's own samples, graded by m1's grader, are the data (M1's verifier setting in
 miniature). The loss is binary cross-entropy, the positive class weighted by the
@@ -29,7 +29,7 @@ class LabelledSample:
 
 
 @dataclass
-class VerifierTrainConfig:
+class RewardModelConfig:
     """One reward-model run."""
 
     base: str  # causal LM directory the classifier starts from (Llama/Qwen2 through transformers)
@@ -45,7 +45,7 @@ class VerifierTrainConfig:
 
 
 @dataclass
-class VerifierTrainResult:
+class RewardModelResult:
     samples: int
     positive_fraction: float
     losses: list[tuple[int, float]]  # (step, loss), every `log_every` steps and the last
@@ -58,14 +58,14 @@ def samples_from_rows(rows: list[dict], problems: dict[str, str]) -> list[Labell
     return [LabelledSample(problems[r["problem_id"]], r["text"], bool(r["correct"])) for r in rows]
 
 
-def train_verifier(cfg: VerifierTrainConfig, data: list[LabelledSample]) -> VerifierTrainResult:
+def train_reward_model(cfg: RewardModelConfig, data: list[LabelledSample]) -> RewardModelResult:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from m1.eval.verifiers import MAX_SOLUTION_CHARS
 
     if not data:
-        raise ValueError("train_verifier: no labelled samples")
+        raise ValueError("train_reward_model: no labelled samples")
     tok = AutoTokenizer.from_pretrained(cfg.base)
     tok.padding_side = "right"
     torch.manual_seed(cfg.seed)
@@ -97,7 +97,7 @@ def train_verifier(cfg: VerifierTrainConfig, data: list[LabelledSample]) -> Veri
     out = Path(cfg.out)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
-    result = VerifierTrainResult(samples=len(data), positive_fraction=pos / len(data), losses=losses,
+    result = RewardModelResult(samples=len(data), positive_fraction=pos / len(data), losses=losses,
                                  seconds=time.perf_counter() - t0, model=str(out))
     (out / "train_log.json").write_text(json.dumps(result.__dict__))
     return result
