@@ -24,7 +24,10 @@ from typing import Any
 
 from m1.errors import UserError
 from m1.jsonio import iter_records
-from m1.tasks.arithmetic import PROMPT_SUFFIX
+
+#: M1's evaluation instruction, appended to a problem to form the user prompt (training data with
+#: string prompts, the demo task, and the default benchmark template all use it).
+PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 
 
 class DataError(UserError):

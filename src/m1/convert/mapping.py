@@ -80,10 +80,16 @@ def load_transformer(teacher, dtype: torch.dtype | None = None):
         from m1.checkpoint import load_causal_lm
 
         teacher = load_causal_lm(teacher, dtype=dtype)
-    model_type = getattr(teacher.config, "model_type", None)
+    _check_architecture(teacher.config)
+    return teacher
+
+
+def _check_architecture(tcfg) -> str:
+    """The teacher config's model_type; a `ConfigError` unless m1 converts it."""
+    model_type = getattr(tcfg, "model_type", None)
     if model_type not in SUPPORTED_TEACHERS:
         raise ConfigError("model_type", f"unsupported teacher architecture {model_type!r}; m1 converts {SUPPORTED_TEACHERS}")
-    return teacher
+    return model_type
 
 
 def hybrid_config_from_teacher(
@@ -96,9 +102,7 @@ def hybrid_config_from_teacher(
     **overrides,
 ) -> HybridConfig:
     """The hybrid's config: the teacher's dimensions plus the Mamba shape."""
-    model_type = getattr(tcfg, "model_type", None)
-    if model_type not in SUPPORTED_TEACHERS:
-        raise ConfigError("model_type", f"unsupported teacher architecture {model_type!r}; m1 converts {SUPPORTED_TEACHERS}")
+    model_type = _check_architecture(tcfg)
     head_dim = tcfg.hidden_size // tcfg.num_attention_heads
     if getattr(tcfg, "head_dim", head_dim) not in (None, head_dim):
         raise ConfigError("head_dim", f"teacher head_dim {tcfg.head_dim} != hidden_size / num_attention_heads = {head_dim}")

@@ -13,13 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from m1.data import PROMPT_SUFFIX
+from m1.errors import UserError, looks_like_local_path
 from m1.eval.answer import gold_answer
 from m1.jsonio import iter_records
-from m1.errors import UserError, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "{problem}\nLet's think step by step and output the final answer within \\boxed{}."
+DEFAULT_TEMPLATE = "{problem}\n" + PROMPT_SUFFIX
 
 PROBLEM_FIELDS = ("problem", "question", "Question", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "Answer", "gold", "expected_answer")
