@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from m1.eval.cli import eval_main, scaling_main
-from m1.eval.generation import HFGenerator, SamplingConfig
-from m1.eval.runner import TIMING_KEYS, EvalConfig, run_eval
+from m1.eval.generation import HFGenerator
+from m1.eval.loop import EvalConfig, eval_sampling, run_eval
+from m1.eval.samples import TIMING_KEYS
 
-from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+from tests.helpers import save_tiny_model, tiny_tokenizer, write_problems
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ class FailAfter:
 
     def __init__(self, inner, calls):
         self.inner, self.calls, self.name = inner, calls, inner.name
+        self.requests_per_call = inner.requests_per_call
 
     def generate(self, *a, **kw):
         if self.calls == 0:
@@ -56,7 +58,7 @@ class FailAfter:
 def test_resumed_eval_matches_uninterrupted(tmp_path, tiny_dir, problems):
     def cfg(out):
         return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=out, n=4, chunk_size=2,
-                          sampling=SamplingConfig(temperature=1.0, top_p=0.9, max_tokens=12), seed=3)
+                          sampling=eval_sampling(temperature=1.0, top_p=0.9, max_tokens=12), seed=3)
 
     gen, tok = _hf(tiny_dir), tiny_tokenizer()
     full = tmp_path / "full"

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m1.eval import answers_equivalent, extract_answer, grade
-from m1.eval.verify_pool import get_pool
+from m1.eval.grader_pool import get_pool
 
 NO_HANG_LIMIT_S = 2.0  # the bound for any single grade call
 

@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from m1.demo.config import DemoConfig
-from m1.demo.stages import STAGES, Context, Stage, attention_layer_indices
+from m1.demo.config import Context, DemoConfig
+from m1.demo.stages import STAGES, Stage, attention_layer_indices
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +126,14 @@ def run_stages(cfg: DemoConfig, until: str | None = None) -> Context:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from m1.demo.report import summarize, write_report
+    from m1.demo.report import demo_summary, write_demo_report
 
     t0 = time.perf_counter()
     ctx = run_stages(cfg)
-    summary = summarize(ctx)
+    summary = demo_summary(ctx)
     summary["this_invocation_seconds"] = round(time.perf_counter() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_report(summary, cfg.out / "report.md")
+    write_demo_report(summary, cfg.out / "report.md")
     return summary
 
 

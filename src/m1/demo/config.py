@@ -1,4 +1,5 @@
-"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick.
+"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick; and
+what the stages and the report share (`Context`, the evaluated models).
 
 Every number a stage uses is a field here, so the report can state the work of each stage
 and a change of size is a change of this file. Light to import (no torch): the teacher's
@@ -29,7 +30,7 @@ class TaskLadder:
 
     The teacher pretrains on short chains only (``pretrain``). A transformer this small does
     not extrapolate in length: trained on chains of 2..K steps it solves them and almost
-    none of K+1 or more (bench/results/demo_ladder_*.json, every variant). So the hard level
+    none of K+1 or more (studies/results/demo_ladder_*.json, every variant). So the hard level
     straddles that edge: the teacher solves its shortest chains and not the longer ones,
     which puts its greedy hard accuracy in 10-60%, and SFT on the hard traces, then GRPO,
     have something to teach. Easy chains are within pretraining, so distillation's target
@@ -199,3 +200,27 @@ class DemoConfig:
                            temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
             speed=SpeedSizes(batch=4, lengths=(16, 32, 64)),
         )
+
+
+MODELS = {  # model name in the report -> checkpoint directory under the demo's out
+    "teacher": ("convert_teacher",),
+    "hybrid_init": ("convert",),
+    "distill": ("distill", "run", "final"),
+    "distill_m1": ("distill_m1", "run", "final"),
+    "sft": ("sft", "run", "final"),
+    "grpo": ("grpo", "run", "final"),
+    "teacher_sft": ("teacher_sft", "run", "final"),
+    "teacher_grpo": ("teacher_grpo", "run", "final"),
+}
+HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
+
+
+@dataclass
+class Context:
+    """What stages share: the config and the results of the stages run or skipped so far."""
+
+    cfg: DemoConfig
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.cfg.out.joinpath(*parts)

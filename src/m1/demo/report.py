@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from m1.demo.stages import BASELINE, HYBRID, MODELS, Context
+from m1.demo.config import BASELINE, HYBRID, Context
 
 TARGETS = (  # name, what it measures, when it holds (the issue's table)
     ("teacher_hard_in_range", "teacher's hard greedy accuracy", "0.10 <= value <= 0.60"),
@@ -50,30 +50,9 @@ def environment() -> dict:
 
 
 def _rows(ctx: Context, name: str, key: str) -> list[dict]:
-    from m1.eval.runner import read_samples
+    from m1.eval.samples import read_samples
 
     return read_samples(ctx.path("eval", name, key, "samples.jsonl"))
-
-
-def _per_problem(rows: list[dict], n: int, score: str, k: int = 1) -> dict[str, float]:
-    """Per-problem pass@1, maj@k or verify@k over the first n samples (m1.eval.metrics; maj and
-    verify average seeded size-k subsets when k < n)."""
-    from m1.eval.metrics import equivalence_groups, maj_at_k, verify_at_k
-    from m1.eval.runner import group_by_problem
-
-    out = {}
-    for pid, rs in group_by_problem(rows).items():
-        rs = rs[:n]
-        correct = [r["correct"] for r in rs]
-        kk = min(k, len(rs))
-        if score == "pass@1":
-            out[pid] = sum(correct) / len(rs)
-        elif score == "maj":
-            answers = [r["answer"] for r in rs]
-            out[pid] = maj_at_k(answers, correct, kk, groups=equivalence_groups(answers))
-        else:
-            out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, kk)
-    return out
 
 
 def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, list[float]]:
@@ -85,26 +64,25 @@ def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, list[float
 
 
 def budget_curves(ctx: Context) -> dict:
-    """hard_k accuracy against samples and against wall-clock budget: final hybrid vs teacher-trained."""
-    from m1.eval.metrics import k_values
-    from m1.eval.scaling import accuracy_at, budget_curve
+    """hard_k accuracy against samples and against wall-clock budget, final hybrid vs teacher-trained:
+    `m1 scaling`'s curves (`m1.eval.scaling`), over its time grid."""
+    from m1.eval.scaling import accuracy_by_k, budget_curve, time_grid
 
     ev = ctx.results["eval"]["models"]
     curves = {}
     for name in (HYBRID, BASELINE):
         s = ev[name]["hard_k"]
         rows = _rows(ctx, name, "hard_k")
-        curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows,
-                        "by_k": [(k, *accuracy_at(rows, s["n"], k)) for k in k_values(s["n"])]}
-    lo = max(1 / c["samples_per_s"] for c in curves.values())  # the slower model's first sample
-    hi = min(c["n"] / c["samples_per_s"] for c in curves.values())  # before either model runs out of samples
-    budgets = [lo * (hi / lo) ** (i / 11) for i in range(12)] if hi > lo else [lo]
+        curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows, "by_k": accuracy_by_k(rows, s["n"])}
+    budgets = time_grid([(c["samples_per_s"], c["n"]) for c in curves.values()])
     for c in curves.values():
         c["by_time"] = budget_curve(c.pop("rows"), c["n"], c["samples_per_s"], budgets)
     return curves
 
 
 def targets(ctx: Context, summary: dict) -> list[dict]:
+    from m1.eval.samples import per_problem
+
     r = ctx.results
     out: list[dict] = []
 
@@ -134,22 +112,25 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
         add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
     if "grpo" in ev and "sft" in ev:
         n_g, n_s = ev["grpo"]["hard"]["n"], ev["sft"]["hard"]["n"]
-        v, ci = _paired(_per_problem(_rows(ctx, "grpo", "hard"), n_g, "pass@1"), _per_problem(_rows(ctx, "sft", "hard"), n_s, "pass@1"))
+        v, ci = _paired(per_problem(_rows(ctx, "grpo", "hard"), n_g, "pass@1"), per_problem(_rows(ctx, "sft", "hard"), n_s, "pass@1"))
         add("grpo_gain", v, ">= 0.05 and ci[0] > 0", v >= 0.05 and ci[0] > 0, ci, problems=ev["grpo"]["hard"]["problems"])
     if HYBRID in ev and "hard_k" in ev[HYBRID]:
         n = ev[HYBRID]["hard_k"]["n"]
         k = ev.get(BASELINE, {}).get("hard_k", {}).get("n", n)
         rows = _rows(ctx, HYBRID, "hard_k")
-        p1, maj = _per_problem(rows, n, "pass@1"), _per_problem(rows, n, "maj", k)
+        p1, maj = per_problem(rows, n, "pass@1"), per_problem(rows, n, "maj@k", k)
         v, ci = _paired(maj, p1)
         add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, k=k, n=n)
         if all("verifier_score" in x for x in rows):
-            v, ci = _paired(_per_problem(rows, n, "verify", k), maj)
+            v, ci = _paired(per_problem(rows, n, "verify@k", k), maj)
             add("verify_vs_maj", v, ">= 0", v >= 0, ci, k=k, n=n)
     if "accuracy_vs_budget" in summary:
         c = summary["accuracy_vs_budget"]
-        hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"]}
-        ba = {round(t, 9): m for t, _, _, m in c[BASELINE]["by_time"]}
+        # budgets where both models have at least one sample and neither has run out of them
+        lo = max(1 / c[m]["samples_per_s"] for m in (HYBRID, BASELINE))
+        hi = min(c[m]["n"] / c[m]["samples_per_s"] for m in (HYBRID, BASELINE))
+        hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"] if lo - 1e-12 <= t <= hi + 1e-12}
+        ba = {round(t, 9): m for t, _, _, m in c[BASELINE]["by_time"] if lo - 1e-12 <= t <= hi + 1e-12}
         common = sorted(set(hy) & set(ba))
         if common:
             v = min(hy[t] - ba[t] for t in common)
@@ -184,7 +165,8 @@ def wall_seconds(results: dict[str, dict]) -> float:
     return round(total, 1)
 
 
-def summarize(ctx: Context) -> dict:
+def demo_summary(ctx: Context) -> dict:
+    """summary.json: every stage's results, the evaluation table, the curves and the targets."""
     r = ctx.results
     summary: dict[str, Any] = {
         "mode": "quick" if ctx.cfg.quick else "full", "seed": ctx.cfg.seed, "threads": ctx.cfg.threads,
@@ -342,7 +324,8 @@ def targets_table(summary: dict) -> list[str]:
     return lines
 
 
-def write_report(summary: dict, path: Path) -> None:
+def write_demo_report(summary: dict, path: Path) -> None:
+    """report.md from a `demo_summary`."""
     st = summary["stages"]
     env = summary["environment"]
     lines = [f"# m1 demo ({summary['mode']} mode, seed {summary['seed']}, {summary['threads']} threads)", "",
@@ -426,4 +409,4 @@ def write_report(summary: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["MODELS", "environment", "summarize", "targets", "targets_table", "write_report", "make_plots"]
+__all__ = ["environment", "demo_summary", "targets", "targets_table", "write_demo_report", "make_plots"]

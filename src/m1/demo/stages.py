@@ -3,7 +3,7 @@ and returns the results its ``DONE.json`` marker records.
 
 A stage is a few calls into the package: `m1.tasks` (data, tokenizer, teacher), `m1.convert`,
 `m1.train` (distill, SFT, GRPO, the verifier recipe), `m1.eval` (every accuracy, through
-`m1.eval.runner.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
+`m1.eval.loop.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
 `m1.eval`'s grader). No stage samples, grades or trains by itself.
 
 The teacher-trained baseline (M1's comparison: a transformer trained the same way) is the
@@ -17,23 +17,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from m1.demo.config import DemoConfig
+from m1.demo.config import BASELINE, HYBRID, MODELS, Context, DemoConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Context:
-    """What stages share: the config and the results of the stages run or skipped so far."""
-
-    cfg: DemoConfig
-    results: dict[str, dict] = field(default_factory=dict)
-
-    def path(self, *parts: str) -> Path:
-        return self.cfg.out.joinpath(*parts)
 
 
 @dataclass(frozen=True)
@@ -121,7 +110,7 @@ def _shape(c) -> dict:
 
 def _calibration_ids(ctx: Context, tok):
     """Token rows of pretraining text (prompt + solution), packed, for the calibrated init."""
-    from m1.calibrate import pack_rows
+    from m1.convert.calibration_data import pack_rows
     from m1.tasks import read_problems
     from m1.tasks.encode import encode_example
 
@@ -134,8 +123,8 @@ def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "att
     """`m1 convert`'s conversion (`m1.convert`) of the teacher; ``init`` as its ``--init``."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from m1.calibrate import CalibrationConfig
-    from m1.convert import convert_with_report
+    from m1.convert.calibrate import CalibrationConfig
+    from m1.convert.calibrate import convert_with_report
 
     teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher")))
     tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
@@ -200,15 +189,14 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
     """`m1 eval`'s loop (batched Engine form) on one JSONL of problems: samples.jsonl + summary."""
     import torch
 
-    from m1.eval.generation import SamplingConfig
-    from m1.eval.runner import EvalConfig, run_engine_eval
+    from m1.eval.loop import EvalConfig, eval_sampling, run_engine_eval
     from m1.eval.verifiers import RewardModelVerifier
     from m1.modeling import HybridForCausalLM
     from transformers import AutoTokenizer
 
     bench = str(data)
     cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
-                     chunk_size=n, sampling=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
+                     chunk_size=n, sampling=eval_sampling(temperature=temperature, max_tokens=max_tokens),
                      verifier=None if verifier is None else str(verifier))
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = HybridForCausalLM.from_pretrained(str(model_dir)).eval()
@@ -226,19 +214,6 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
 
 def _test(ctx: Context, split: str) -> Path:
     return ctx.path("data", f"test_{split}.jsonl")
-
-
-MODELS = {  # model name in the report -> checkpoint directory under the demo's out
-    "teacher": ("convert_teacher",),
-    "hybrid_init": ("convert",),
-    "distill": ("distill", "run", "final"),
-    "distill_m1": ("distill_m1", "run", "final"),
-    "sft": ("sft", "run", "final"),
-    "grpo": ("grpo", "run", "final"),
-    "teacher_sft": ("teacher_sft", "run", "final"),
-    "teacher_grpo": ("teacher_grpo", "run", "final"),
-}
-HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
 
 
 def stage_eval_init(ctx: Context, out: Path) -> dict:
@@ -267,7 +242,7 @@ def stage_init_kl(ctx: Context, out: Path) -> dict:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from m1.convert import MambaInit
-    from m1.init_study import conversion_kl, token_kl
+    from m1.convert.fidelity import conversion_kl, token_kl
     from m1.modeling import HybridForCausalLM
     from m1.tasks import read_problems
     from m1.tasks.encode import collate, encode_example
@@ -448,12 +423,12 @@ def stage_teacher_grpo(ctx: Context, out: Path) -> dict:
 
 
 def stage_verifier(ctx: Context, out: Path) -> dict:
-    """`m1.train.verifier`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
+    """`m1.train.reward_model`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
     samples of hard training problems, sampled and graded by `m1.eval`."""
     from m1.eval.benchmarks import load_benchmark
-    from m1.eval.runner import read_samples
+    from m1.eval.samples import read_samples
     from m1.tasks import prompt_record, read_problems, write_jsonl
-    from m1.train.verifier import VerifierTrainConfig, samples_from_rows, train_verifier
+    from m1.train.reward_model import RewardModelConfig, samples_from_rows, train_reward_model
 
     v = ctx.cfg.verifier
     train = read_problems(ctx.path("data", "train_hard.jsonl"))
@@ -465,9 +440,9 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
     sample_seconds = time.perf_counter() - t0
     problems = {p.id: p.problem for p in load_benchmark(str(data))}
     rows = read_samples(out / "samples" / "samples.jsonl")
-    cfg = VerifierTrainConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
+    cfg = RewardModelConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
                               learning_rate=v.lr, seed=ctx.cfg.seed)
-    r = train_verifier(cfg, samples_from_rows(rows, problems))
+    r = train_reward_model(cfg, samples_from_rows(rows, problems))
     return {"samples": r.samples, "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
             "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
 
@@ -581,7 +556,7 @@ STAGES: list[Stage] = [
     Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)", group="sft"),
     Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)", group="grpo"),
     Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)", group="grpo"),
-    Stage("verifier", stage_verifier, "m1.train.verifier: reward model on the SFT hybrid's own graded samples"),
+    Stage("verifier", stage_verifier, "m1.train.reward_model: reward model on the SFT hybrid's own graded samples"),
     Stage("eval", stage_eval, "sampled evaluation of every model through m1.eval (pass@k, maj@k, verify@k)"),
     Stage("speed", stage_speed, "Engine throughput, teacher-trained vs final hybrid, by generation length"),
 ]

@@ -2,7 +2,7 @@
 
 Everything here must stay fast and safe on hostile model output (200k characters, ten
 thousand nested braces, unbalanced LaTeX): it runs in the caller's process for every
-sample, before the expensive, sandboxed math-verify comparison in `m1.eval.verify_pool`.
+sample, before the expensive, sandboxed math-verify comparison in `m1.eval.grader_pool`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 1. extraction and normalisation in pure Python (linear time; `m1.eval.answer`);
 2. exact string equality, then exact rational comparison of plain numbers;
 3. a screen that keeps explosive expressions (power towers, huge factorials) from sympy;
-4. math-verify in a worker process killed at the time limit (`m1.eval.verify_pool`),
+4. math-verify in a worker process killed at the time limit (`m1.eval.grader_pool`),
    with verdicts cached, so repeated pairs (majority vote, GRPO groups) cost nothing.
 Steps 1-3 settle AIME, AMC and GSM8K answers in microseconds without a process round trip.
 """
@@ -28,7 +28,7 @@ from m1.eval.answer import (
     split_top_level,
     strip_outer_parens,
 )
-from m1.eval.verify_pool import get_pool
+from m1.eval.grader_pool import get_pool
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Following the M1 paper, a budget of T seconds per problem buys k(T) = floor(T x samples/s)
 samples, with samples/s measured for each model during its own eval run; a faster model
-gets more samples for the same time. Models are compared on the same problems.
+gets more samples for the same time. Models are compared on the same problems, over one
+time grid (`time_grid`). `m1 scaling` and the demo's report both draw their curves here.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from m1.eval.metrics import equivalence_groups, maj_at_k, pass_at_k  # noqa: E402
-from m1.eval.runner import group_by_problem  # noqa: E402
+from m1.eval.metrics import equivalence_groups, k_values, maj_at_k, pass_at_k  # noqa: E402
+from m1.eval.samples import group_by_problem  # noqa: E402
+
+GRID_POINTS = 16
 
 
 def accuracy_at(rows: list[dict], n: int, k: int) -> tuple[float, float]:
@@ -30,6 +33,19 @@ def accuracy_at(rows: list[dict], n: int, k: int) -> tuple[float, float]:
         p += pass_at_k(n, sum(correct), k)
         m += maj_at_k(answers, correct, k, groups=equivalence_groups(answers))
     return p / len(by), m / len(by)
+
+
+def accuracy_by_k(rows: list[dict], n: int) -> list[tuple[int, float, float]]:
+    """(k, pass@k, maj@k) for k = 1, 2, 4 ... n."""
+    return [(k, *accuracy_at(rows, n, k)) for k in k_values(n)]
+
+
+def time_grid(models: list[tuple[float, int]], points: int = GRID_POINTS) -> list[float]:
+    """One log-spaced grid of budgets T (seconds per problem) for models given as (samples/s, n):
+    from the budget that buys the fastest model one sample to the one that buys every model all n."""
+    t_lo = 1.0 / max(sps for sps, _ in models)
+    t_hi = max(n / sps for sps, n in models)
+    return [t_lo * (t_hi / t_lo) ** (j / (points - 1)) for j in range(points)] if t_hi > t_lo else [t_lo]
 
 
 def budget_curve(rows: list[dict], n: int, samples_per_s: float, budgets: list[float]) -> list[tuple[float, int, float, float]]:

@@ -23,8 +23,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-#: M1's evaluation instruction, appended to every problem to form the user prompt.
-PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+from m1.data import PROMPT_SUFFIX  # M1's instruction, appended to every problem to form the user prompt
 
 SPLITS = ("train", "test")
 _TEST_SHARE = 5  # one question in 5 (by hash) belongs to the test split
