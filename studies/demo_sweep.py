@@ -150,7 +150,7 @@ def _brief(results: dict) -> dict:
         for curve in ("loss_curve", "reward_curve"):
             if r.get(curve):
                 b[curve.replace("_curve", "")] = [r[curve][0][1], r[curve][-1][1]]
-        if name == "eval_init":
+        if name in ("eval_init", "eval_distill"):
             b.update({f"{m}/{d}": v["accuracy"] for m, ds in r.items() if isinstance(ds, dict) for d, v in ds.items() if isinstance(v, dict)})
         if name == "eval":
             for m, sets in r["models"].items():

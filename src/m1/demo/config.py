@@ -37,9 +37,25 @@ class TaskLadder:
     (the hybrid keeps the teacher's easy accuracy) is about conversion, not extrapolation.
     """
 
-    pretrain: Difficulty = Difficulty("short", min_steps=2, max_steps=9)
-    easy: Difficulty = Difficulty("easy", min_steps=2, max_steps=3)
-    hard: Difficulty = Difficulty("hard", min_steps=8, max_steps=14)
+    easy_steps: tuple[int, int] = (2, 3)
+    pretrain_steps: tuple[int, int] = (4, 9)  # the teacher's longer pretraining chains
+    # share of the teacher's batches drawn from the longer chains, the rest from easy ones:
+    # short batches are cheap and teach the per-line skills (copy the labelled operation, one
+    # step of arithmetic) that the longer chains then extend
+    pretrain_fraction: float = 0.4
+    hard_steps: tuple[int, int] = (8, 14)
+
+    @property
+    def easy(self) -> Difficulty:
+        return Difficulty("easy", *self.easy_steps)
+
+    @property
+    def pretrain(self) -> Difficulty:
+        return Difficulty("short", *self.pretrain_steps)
+
+    @property
+    def hard(self) -> Difficulty:
+        return Difficulty("hard", *self.hard_steps)
 
 
 @dataclass(frozen=True)

@@ -100,13 +100,14 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
         t_hard is not None and 0.10 <= t_hard["accuracy"] <= 0.60, t_hard and t_hard["ci95"])
     ev = r.get("eval", {}).get("models", {})
     t_easy = init.get("teacher", {}).get("easy")
-    if "easy_greedy" in ev.get("distill", {}) and t_easy:
-        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], t_easy["accuracy"]
+    dist = r.get("eval_distill", {})
+    if "distill" in dist and t_easy:
+        d, t = dist["distill"]["easy"]["accuracy"], t_easy["accuracy"]
         v = d / t if t else 0.0
         extra = {}
-        if "easy_greedy" in ev.get("distill_m1", {}):
-            extra["m1_recipe"] = ev["distill_m1"]["easy_greedy"]["pass@1"]["mean"] / t if t else 0.0
-        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"], **extra)
+        if "distill_m1" in dist:
+            extra["m1_recipe"] = dist["distill_m1"]["easy"]["accuracy"] / t if t else 0.0
+        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=dist["distill"]["easy"]["n"], **extra)
     if "sft" in ev and "teacher_sft" in ev:
         v = ev["sft"]["hard"]["pass@1"]["mean"] - ev["teacher_sft"]["hard"]["pass@1"]["mean"]
         add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
@@ -177,7 +178,7 @@ def demo_summary(ctx: Context) -> dict:
         "total_seconds": wall_seconds(r),
         "constant_baseline": r.get("data", {}).get("constant_baseline", {}),
     }
-    summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for m, by_d in r.get("eval_init", {}).items()
+    summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for st in ("eval_init", "eval_distill") for m, by_d in r.get(st, {}).items()
                            if isinstance(by_d, dict) for d, v in by_d.items() if isinstance(v, dict)}
     ev = r.get("eval", {}).get("models", {})
     table = []
@@ -225,8 +226,8 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
     base = summary["constant_baseline"]
     # left: greedy easy accuracy through distillation; right: sampled hard pass@1 after SFT and GRPO
     easy = [(m, init[m]["easy"]["accuracy"], init[m]["easy"]["ci95"]) for m in ("teacher", "hybrid_init") if "easy" in init.get(m, {})]
-    easy += [(m, ev[m]["easy_greedy"]["pass@1"]["mean"], ev[m]["easy_greedy"]["pass@1"]["ci95"]) for m in ("distill_m1", "distill")
-             if "easy_greedy" in ev.get(m, {})]
+    dist = ctx.results.get("eval_distill", {})
+    easy += [(m, dist[m]["easy"]["accuracy"], dist[m]["easy"]["ci95"]) for m in ("distill_m1", "distill") if m in dist]
     hard = [("teacher", init["teacher"]["hard"]["accuracy"], init["teacher"]["hard"]["ci95"])] if "hard" in init.get("teacher", {}) else []
     hard += [(m, ev[m]["hard"]["pass@1"]["mean"], ev[m]["hard"]["pass@1"]["ci95"]) for m in ("teacher_sft", "sft", "teacher_grpo", "grpo")
              if "hard" in ev.get(m, {})]
@@ -349,7 +350,7 @@ def write_demo_report(summary: dict, path: Path) -> None:
         lines += [f"Hybrid: attention kept at layers {conv['attention_layers']} of {conv['num_layers']}, Mamba-2 {conv['mamba_shape']}.", ""]
     lines += ["## Greedy accuracy (m1.eval, temperature 0)", "", "| model | set | accuracy [95% CI] | constant answer | correct / n |",
               "| --- | --- | --- | --- | --- |"]
-    for model, by_d in st.get("eval_init", {}).items():
+    for model, by_d in [*st.get("eval_init", {}).items(), *st.get("eval_distill", {}).items()]:
         for d, v in (by_d.items() if isinstance(by_d, dict) else ()):
             if isinstance(v, dict):
                 lines.append(f"| {model} | {d} test | {_pct(v['accuracy'])} [{_pct(v['ci95'][0])}, {_pct(v['ci95'][1])}] | "

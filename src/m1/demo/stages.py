@@ -13,6 +13,7 @@ put through the same SFT and GRPO recipes as the hybrid.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -78,22 +79,24 @@ def stage_tokenizer(ctx: Context, out: Path) -> dict:
 
 
 def stage_teacher(ctx: Context, out: Path) -> dict:
-    """Pretrain the tiny GQA Llama teacher from scratch on short chains only (the ladder's pretrain level)."""
+    """Pretrain the tiny GQA Llama teacher from scratch on short chains only: easy chains and the
+    ladder's longer pretraining chains (`TaskLadder.pretrain_fraction` of the batches)."""
     from transformers import AutoTokenizer
 
     from m1.tasks import read_problems
     from m1.tasks.teacher import build_teacher, train_teacher
 
     tok = AutoTokenizer.from_pretrained(str(ctx.path("tokenizer")))
-    train = {"easy": read_problems(ctx.path("data", "pretrain.jsonl"))}
-    model = build_teacher(ctx.cfg.teacher, tok)
-    train_log = train_teacher(model, tok, train, ctx.cfg.teacher)
+    train = {"easy": read_problems(ctx.path("data", "train_easy.jsonl")), "hard": read_problems(ctx.path("data", "pretrain.jsonl"))}
+    cfg = dataclasses.replace(ctx.cfg.teacher, hard_fraction=ctx.cfg.task.pretrain_fraction)
+    model = build_teacher(cfg, tok)
+    train_log = train_teacher(model, tok, train, cfg)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     (out / "train_log.json").write_text(json.dumps(asdict(train_log)))
     return {"params": train_log.num_params, "train_seconds": round(train_log.seconds, 1),
             "train_cpu_seconds": round(train_log.cpu_seconds, 1), "first_loss": train_log.losses[0][1],
-            "final_loss": train_log.losses[-1][1], "config": asdict(ctx.cfg.teacher)}
+            "final_loss": train_log.losses[-1][1], "config": asdict(cfg)}
 
 
 def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
@@ -269,10 +272,10 @@ def stage_init_kl(ctx: Context, out: Path) -> dict:
 # ---------------------------------------------------------------- training: m1.train's recipes with typed configs
 
 
-def _mixed_conversations(ctx: Context, path: Path, n_easy: int, n_hard: int) -> int:
-    """Interleave easy and hard training conversations (messages format) into one JSONL."""
+def _mixed_conversations(ctx: Context, path: Path, n_easy: int, n_hard: int, hard_file: str = "train_hard.jsonl") -> int:
+    """Interleave easy training conversations and those of ``hard_file`` (messages format) into one JSONL."""
     easy = ctx.path("data", "train_easy.jsonl").read_text().splitlines()[:n_easy]
-    hard = ctx.path("data", "train_hard.jsonl").read_text().splitlines()[:n_hard]
+    hard = ctx.path("data", hard_file).read_text().splitlines()[:n_hard]
     lines, i, j = [], 0, 0
     while i < len(easy) or j < len(hard):
         if j < len(hard) and (i >= len(easy) or j * len(easy) <= i * len(hard)):  # hard records spread among easy ones
@@ -315,12 +318,12 @@ def _distill(ctx: Context, out: Path, student: Path, m1_recipe: bool) -> dict:
     from m1.train import distill
 
     data = out / "data.jsonl"
-    lines = ctx.path("data", "pretrain.jsonl").read_text().splitlines()[: ctx.cfg.distill.n_texts]
-    data.write_text("\n".join(lines) + "\n")
+    n, f = ctx.cfg.distill.n_texts, ctx.cfg.task.pretrain_fraction  # the teacher's own pretraining mix
+    records = _mixed_conversations(ctx, data, n - round(n * f), round(n * f), hard_file="pretrain.jsonl")
     cfg = distill_config(ctx, data, out / "run", student, m1_recipe)
     t0 = time.perf_counter()
     distill.run(cfg)
-    r = {"config": asdict(cfg), "records": len(lines), "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
+    r = {"config": asdict(cfg), "records": records, "train_seconds": round(time.perf_counter() - t0, 1), **_trained(out / "run")}
     align = out / "run" / "align"
     if align.exists():
         r["align"] = _trained(align)
@@ -465,18 +468,26 @@ def eval_plan(ctx: Context) -> list[tuple[str, str, int, int, int, str, float]]:
     jobs = [(HYBRID, "hard_k", e.scaling_problems, e.scaling_n_hybrid, e.max_tokens_hard, "hard", t),
             (BASELINE, "hard_k", e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)]
     jobs += [(name, "hard", e.n_hard, e.n_hard_samples, e.max_tokens_hard, "hard", t) for name in ("sft", "teacher_sft", "grpo", "teacher_grpo")]
-    greedy = ["distill"] + (["distill_m1"] if ctx.cfg.distill.m1_baseline else [])
-    # the same first easy problems, token budget and temperature 0 as the teacher's in eval_init
-    ie = ctx.cfg.init_eval
-    jobs += [(name, "easy_greedy", ie.n_easy, 1, ie.max_tokens_easy, "easy", 0.0) for name in greedy]
     return jobs
+
+
+def stage_eval_distill(ctx: Context, out: Path) -> dict:
+    """Greedy easy accuracy of the distilled hybrids (both recipes), on the problems and token
+    budget of the teacher's in ``eval_init``: distillation's target, known before SFT starts."""
+    e = ctx.cfg.init_eval
+    results = {}
+    for name in ["distill"] + (["distill_m1"] if ctx.cfg.distill.m1_baseline else []):
+        s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, "easy"), out / name / "easy", n=1, limit=e.n_easy,
+                     temperature=0.0, max_tokens=e.max_tokens_easy)
+        results[name] = {"easy": {"accuracy": s["pass@1"]["mean"], "ci95": s["pass@1"]["ci95"],
+                                  "correct": round(s["pass@1"]["mean"] * s["problems"]), "n": s["problems"]}}
+    return results
 
 
 def stage_eval(ctx: Context, out: Path) -> dict:
     """The trained models through `m1.eval` (see `EvalSizes` for what each is asked).
 
-    ``easy_greedy``: temperature 0 on the first easy test problems, for distillation's
-    target; ``hard``: sampled pass@1 with its interval; ``hard_k``: many samples of the first
+    ``hard``: sampled pass@1 with its interval; ``hard_k``: many samples of the first
     hard problems, the final hybrid's scored by the verifier (pass@k, maj@k, verify@k, and
     the wall-clock budget curves). The jobs run in ``threads`` single-thread worker
     processes (one per core); each job is seeded by itself, so the results do not depend on
@@ -552,6 +563,7 @@ STAGES: list[Stage] = [
     Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at conversion: calibrated, attention copy, random (3 seeds)"),
     Stage("distill", stage_distill, "m1 distill, staged: align the Mamba mixers, then forward KL, on pretraining text", group="distill"),
     Stage("distill_m1", stage_distill_m1, "M1's recipe for comparison: attention copy + reverse KL, same steps and text", group="distill"),
+    Stage("eval_distill", stage_eval_distill, "greedy easy accuracy of the distilled hybrids, staged and M1's recipe (m1.eval)"),
     Stage("sft", stage_sft, "m1 sft of the hybrid on the hard split's solutions", group="sft"),
     Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)", group="sft"),
     Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)", group="grpo"),
