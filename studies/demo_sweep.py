@@ -58,10 +58,7 @@ def _difficulty(name: str, lo: int, hi: int, random_labels: bool):
 
 
 def run_ladder_variant(name: str, spec: dict, out: str, threads: int, n_train: int, n_test: int, seed: int) -> dict:
-    import random
-
     import torch
-    from transformers import AutoTokenizer
 
     from m1.convert import convert_from_transformer
     from m1.engine import Engine, SamplingParams
@@ -163,7 +160,7 @@ def _brief(results: dict) -> dict:
 
 
 def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: int, quick: bool, until: str | None,
-                     base: str | None) -> dict:
+                     base: str | None, base_until: str | None = None) -> dict:
     """One demo variant: its stages in order (up to ``until``), stages already finished under
     ``base`` (same seed and mode) copied in first and so skipped."""
     import logging
@@ -172,13 +169,15 @@ def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: i
     import torch
 
     from m1.demo import STAGES, DemoConfig, run_stages
-    from m1.demo.report import summarize
+    from m1.demo.report import demo_summary
 
     logging.basicConfig(level=logging.WARNING)
     cfg = DemoConfig.make(out=Path(out) / name, quick=quick, seed=seed, threads=threads)
     cfg = _apply_overrides(cfg, sets)
     if base and not cfg.out.exists():
-        shutil.copytree(base, cfg.out)
+        names = [s.name for s in STAGES]
+        keep = set(names[: names.index(base_until) + 1] if base_until else names)
+        shutil.copytree(base, cfg.out, ignore=lambda d, files: [f for f in files if d == base and f in set(names) - keep])
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     for stage in STAGES:  # stage by stage, so brief.json is current if the sweep is cut off
@@ -188,7 +187,7 @@ def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: i
             break
     res = {"variant": name, "sets": sets, "seconds": round(time.perf_counter() - t0, 1), "brief": _brief(ctx.results)}
     if len(ctx.results) == len(STAGES):
-        summary = summarize(ctx)
+        summary = demo_summary(ctx)
         res["targets"] = summary.get("targets")
     return res
 
@@ -238,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--until", default=None, help="demo mode: stop after this stage")
     p.add_argument("--base", default=None, help="demo mode: a demo directory whose finished stages every variant starts from")
+    p.add_argument("--base-until", default=None, help="demo mode: copy only the base's stages up to this one")
     p.add_argument("--set", action="append", default=[], metavar="NAME:stage.field=value",
                    help="demo mode: an override for variant NAME (repeatable); a variant is any NAME used here")
     args = p.parse_args(argv)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             n, _, kv = s.partition(":")
             sets.setdefault(n, []).append(kv)
         names = args.variants.split(",") if args.variants else list(sets) or ["base"]
-        jobs = [(run_demo_variant, n, sets.get(n, []), str(args.out), args.threads, args.seed, args.quick, args.until, args.base)
+        jobs = [(run_demo_variant, n, sets.get(n, []), str(args.out), args.threads, args.seed, args.quick, args.until, args.base, args.base_until)
                 for n in names]
     t0 = time.perf_counter()
     results = []

@@ -155,9 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str]) -> int:
+    import sys
+
     from m1.demo.report import targets_table
+    from m1.errors import UserError
 
     args = build_parser().parse_args(argv)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {args.out}: cannot create it ({e.strerror or e})") from None
+    if not sys.stderr.isatty():
+        # A log file, not a terminal: progress bars redraw at most every 30 s, so the log stays
+        # readable (tqdm reads TQDM_* defaults from the environment; worker processes inherit it).
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     cfg = DemoConfig.make(out=args.out, quick=args.quick, seed=args.seed, force=args.force, threads=args.threads)
     summary = run_demo(cfg)
     print("\n".join(targets_table(summary)), flush=True)

@@ -38,7 +38,7 @@ class TaskLadder:
     """
 
     easy_steps: tuple[int, int] = (2, 3)
-    pretrain_steps: tuple[int, int] = (4, 9)  # the teacher's longer pretraining chains
+    pretrain_steps: tuple[int, int] = (4, 10)  # the teacher's longer pretraining chains
     # share of the teacher's batches drawn from the longer chains, the rest from easy ones:
     # short batches are cheap and teach the per-line skills (copy the labelled operation, one
     # step of arithmetic) that the longer chains then extend
@@ -186,6 +186,7 @@ class DemoConfig:
     force: bool = False
     threads: int = 2
     attention_fraction: float = 0.25  # share of layers kept as attention in the hybrid
+    attention_layers: tuple[int, ...] | None = None  # which layers, if set (else spread by the fraction)
     task: TaskLadder = field(default_factory=TaskLadder)
     data: DataSizes = field(default_factory=DataSizes)
     convert: ConvertSizes = field(default_factory=ConvertSizes)

@@ -285,7 +285,7 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
             ax.plot([x["length"] for x in rows], [x["tokens_per_s"] for x in rows], marker="o",
                     label={"teacher": "teacher-trained", "hybrid": "hybrid (final)"}.get(m, m))
         ax.set_xlabel("generated tokens per sequence")
-        ax.set_ylabel(f"tokens/s (batch {sp['batch']}, 1 thread)")
+        ax.set_ylabel(f"tokens/s (batch {sp['batch']}, one thread per process)")
         ax.set_title("Engine decode throughput on this CPU")
         ax.set_xscale("log", base=2)
         ax.set_ylim(bottom=0)

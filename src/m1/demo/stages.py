@@ -105,6 +105,16 @@ def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
     return sorted({(i + 1) * num_layers // k - 1 for i in range(k)})
 
 
+def hybrid_attention_layers(ctx: Context) -> list[int]:
+    """The layers the hybrid keeps as attention: `DemoConfig.attention_layers`, else spread by the fraction."""
+    from transformers import AutoConfig
+
+    if ctx.cfg.attention_layers is not None:
+        return sorted(ctx.cfg.attention_layers)
+    n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
+    return attention_layer_indices(n, ctx.cfg.attention_fraction)
+
+
 def _shape(c) -> dict:
     """One Mamba-2 head per attention head, state = head dim (the head-sized shape)."""
     head_dim = c.hidden_size // c.num_attention_heads
@@ -158,10 +168,7 @@ def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "att
 
 def stage_convert(ctx: Context, out: Path) -> dict:
     """`m1 convert --init calibrated`: the hybrid, Mamba-2 in most layers, calibrated on pretraining text."""
-    from transformers import AutoConfig
-
-    n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
-    return _convert(ctx, out, attention_layer_indices(n, ctx.cfg.attention_fraction), init=ctx.cfg.convert.init)
+    return _convert(ctx, out, hybrid_attention_layers(ctx), init=ctx.cfg.convert.init)
 
 
 def stage_convert_teacher(ctx: Context, out: Path) -> dict:
@@ -198,6 +205,9 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
     from transformers import AutoTokenizer
 
     bench = str(data)
+    what = "greedy" if temperature == 0 else f"{n} sample{'s' * (n > 1)} each at T={temperature}"
+    print(f"  eval {out.parent.name}/{out.name}: {model_dir.relative_to(ctx.cfg.out)} on the first {limit} problems of "
+          f"{data.name}, {what}", flush=True)
     cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
                      chunk_size=n, sampling=eval_sampling(temperature=temperature, max_tokens=max_tokens),
                      verifier=None if verifier is None else str(verifier))
@@ -338,10 +348,7 @@ def stage_distill(ctx: Context, out: Path) -> dict:
 def stage_distill_m1(ctx: Context, out: Path) -> dict:
     """M1's own recipe for comparison: `m1 convert --init attention` (the plain Q/K/V/O copy),
     then `m1 distill` with one stage of reverse KL, same steps and text as the staged recipe."""
-    from transformers import AutoConfig
-
-    n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
-    conv = _convert(ctx, out / "init", attention_layer_indices(n, ctx.cfg.attention_fraction), init="attention")
+    conv = _convert(ctx, out / "init", hybrid_attention_layers(ctx), init="attention")
     return {**_distill(ctx, out, out / "init", m1_recipe=True), "convert": conv}
 
 

@@ -60,7 +60,11 @@ def budget_curve(rows: list[dict], n: int, samples_per_s: float, budgets: list[f
 
 def plot_scaling(curves: dict[str, dict], path: Path, benchmark: str) -> None:
     """Two panels: accuracy vs samples, and accuracy vs seconds of budget per problem."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    ys: list[float] = []
+    all_ks: set[int] = set()
     for model, c in curves.items():
         ks = [k for k, _, _ in c["by_k"]]
         a1.plot(ks, [m for _, _, m in c["by_k"]], marker="o", label=f"{model} maj@k")
@@ -68,13 +72,21 @@ def plot_scaling(curves: dict[str, dict], path: Path, benchmark: str) -> None:
         ts = [t for t, _, _, _ in c["by_time"]]
         a2.plot(ts, [m for *_, m in c["by_time"]], marker="o", label=f"{model} maj@k(T)")
         a2.plot(ts, [p for _, _, p, _ in c["by_time"]], linestyle="--", label=f"{model} pass@k(T)")
+        ys += [v for _, p, m in c["by_k"] for v in (p, m)] + [v for *_, p, m in c["by_time"] for v in (p, m)]
+        all_ks |= set(ks)
     a1.set_xscale("log", base=2)
+    a1.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])  # one label per k drawn, no overlap
+    a1.xaxis.set_minor_formatter(NullFormatter())
     a1.set_xlabel("samples k")
     a2.set_xscale("log")
     a2.set_xlabel("wall-clock budget per problem T (s); k(T) = floor(T x samples/s)")
+    a2.xaxis.set_major_formatter(ScalarFormatter())
+    a2.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    pad = max(0.02, 0.1 * (hi - lo))
     for a in (a1, a2):
         a.set_ylabel("accuracy")
-        a.set_ylim(0, 1)
+        a.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))  # the data's range, not always 0..1
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     fig.suptitle(f"test-time scaling on {benchmark}")

@@ -58,6 +58,22 @@ def samples_from_rows(rows: list[dict], problems: dict[str, str]) -> list[Labell
     return [LabelledSample(problems[r["problem_id"]], r["text"], bool(r["correct"])) for r in rows]
 
 
+def _with_new_head(cls, base: str):
+    """The base model with a fresh one-logit head. transformers reports the head's weights as
+    missing from the checkpoint, which is expected here (the head is what training builds),
+    so its load report is silenced and one line says what happened instead."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = cls.from_pretrained(base, num_labels=1)
+    finally:
+        transformers.logging.set_verbosity(level)
+    log.info("reward model: %s with a new one-logit head (initialised here, trained below)", base)
+    return model
+
+
 def train_reward_model(cfg: RewardModelConfig, data: list[LabelledSample]) -> RewardModelResult:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -69,7 +85,7 @@ def train_reward_model(cfg: RewardModelConfig, data: list[LabelledSample]) -> Re
     tok = AutoTokenizer.from_pretrained(cfg.base)
     tok.padding_side = "right"
     torch.manual_seed(cfg.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.base, num_labels=1)
+    model = _with_new_head(AutoModelForSequenceClassification, cfg.base)
     model.config.pad_token_id = tok.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     pos = sum(d.correct for d in data)
