@@ -141,7 +141,7 @@ def _brief(results: dict) -> dict:
     for name, r in results.items():
         b: dict = {"seconds": r.get("stage_seconds")}
         for key in ("final_loss", "first_loss", "reward_first", "reward_last", "positive_fraction", "hard_to_easy_token_ratio",
-                    "kl_converted", "kl_attention", "kl_random_mean", "hybrid_over_teacher", "constant_baseline"):
+                    "kl_converted", "kl_attention", "kl_m1_start", "kl_random_mean", "hybrid_over_teacher", "constant_baseline"):
             if key in r:
                 b[key] = r[key]
         for curve in ("loss_curve", "reward_curve"):

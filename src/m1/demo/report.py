@@ -361,7 +361,8 @@ def write_demo_report(summary: dict, path: Path) -> None:
         lines += ["## KL(teacher || hybrid) at conversion", "",
                   f"On {init['texts']} held-out test sequences ({init['tokens']} tokens), nats/token: "
                   f"{init['converted_init']} init (the hybrid the demo trains) {init['kl_converted']:.3f}; "
-                  f"attention copy (M1) {init['kl_attention']:.3f}; random init "
+                  f"attention copy at the same layers {init['kl_attention']:.3f}; attention copy at M1's placement "
+                  f"{init['m1_attention_layers']} (where M1's recipe starts) {init['kl_m1_start']:.3f}; random init "
                   + ", ".join(f"{x:.3f}" for x in init["kl_random"]) + " (seeds 0-2).", ""]
     tr = [(k, st[k]) for k in ("distill", "distill_m1", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
     if tr:

@@ -105,12 +105,10 @@ def attention_layer_indices(num_layers: int, fraction: float) -> list[int]:
     return sorted({(i + 1) * num_layers // k - 1 for i in range(k)})
 
 
-def hybrid_attention_layers(ctx: Context) -> list[int]:
-    """The layers the hybrid keeps as attention: `DemoConfig.attention_layers`, else spread by the fraction."""
+def m1_attention_layers(ctx: Context) -> list[int]:
+    """M1's placement: evenly spaced by `DemoConfig.attention_fraction`, ending at the last layer."""
     from transformers import AutoConfig
 
-    if ctx.cfg.attention_layers is not None:
-        return sorted(ctx.cfg.attention_layers)
     n = AutoConfig.from_pretrained(str(ctx.path("teacher"))).num_hidden_layers
     return attention_layer_indices(n, ctx.cfg.attention_fraction)
 
@@ -132,11 +130,20 @@ def _calibration_ids(ctx: Context, tok):
     return pack_rows([encode_example(tok, p).input_ids for p in problems], c.calibration_seq_len, c.calibration_sequences)
 
 
+def _calibration_config(ctx: Context):
+    from m1.convert.calibrate import CalibrationConfig
+
+    cc = ctx.cfg.convert
+    # step-bounded fit: a generous time limit that the step cap always reaches first
+    return CalibrationConfig(num_sequences=cc.calibration_sequences, seq_len=cc.calibration_seq_len, fit_max_steps=cc.fit_steps,
+                             fit_seconds=1e9, fit_batch=cc.fit_batch, fit_lr=cc.fit_lr, seed=ctx.cfg.seed)
+
+
 def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "attention") -> dict:
-    """`m1 convert`'s conversion (`m1.convert`) of the teacher; ``init`` as its ``--init``."""
+    """`m1 convert`'s conversion (`m1.convert`) of the teacher; ``init`` as its ``--init``.
+    ``layers=None`` keeps every layer as attention (the teacher in m1's layout)."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from m1.convert.calibrate import CalibrationConfig
     from m1.convert.calibrate import convert_with_report
 
     teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher")))
@@ -144,14 +151,7 @@ def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "att
     c = teacher.config
     layers = list(range(c.num_hidden_layers)) if layers is None else layers
     shape = _shape(c)
-    kw = {}
-    if init == "calibrated":
-        cc = ctx.cfg.convert
-        # step-bounded fit: a generous time limit that the step cap always reaches first
-        kw = dict(calibration_ids=_calibration_ids(ctx, tok),
-                  calibration=CalibrationConfig(num_sequences=cc.calibration_sequences, seq_len=cc.calibration_seq_len,
-                                                fit_max_steps=cc.fit_steps, fit_seconds=1e9, fit_batch=cc.fit_batch,
-                                                fit_lr=cc.fit_lr, seed=ctx.cfg.seed))
+    kw = dict(calibration_ids=_calibration_ids(ctx, tok), calibration=_calibration_config(ctx)) if init == "calibrated" else {}
     hybrid, report = convert_with_report(teacher, layers, init=init, seed=ctx.cfg.seed, mamba_heads=shape["heads"],
                                          mamba_head_dim=shape["head_dim"], mamba_groups=shape["groups"],
                                          state_size=shape["state_size"], **kw)
@@ -167,8 +167,33 @@ def _convert(ctx: Context, out: Path, layers: list[int] | None, init: str = "att
 
 
 def stage_convert(ctx: Context, out: Path) -> dict:
-    """`m1 convert --init calibrated`: the hybrid, Mamba-2 in most layers, calibrated on pretraining text."""
-    return _convert(ctx, out, hybrid_attention_layers(ctx), init=ctx.cfg.convert.init)
+    """`m1 convert --attention-layers auto:K --init calibrated`: which layers stay attention is
+    measured (`m1.convert.placement`: each layer restored alone as attention in an all-Mamba,
+    calibrated student, ranked by KL to the teacher), then the hybrid is calibrated on
+    pretraining text. `DemoConfig.attention_layers` fixes the layers instead."""
+    placement = None
+    layers = list(ctx.cfg.attention_layers) if ctx.cfg.attention_layers is not None else None
+    if layers is None:
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        from m1.convert.placement import plot_ranking, rank_attention_layers
+
+        teacher = LlamaForCausalLM.from_pretrained(str(ctx.path("teacher"))).eval()
+        tok = AutoTokenizer.from_pretrained(str(ctx.path("teacher")))
+        k = len(m1_attention_layers(ctx))
+        shape = _shape(teacher.config)
+        placement = rank_attention_layers(teacher, _calibration_ids(ctx, tok), k, _calibration_config(ctx),
+                                          mamba_heads=shape["heads"], mamba_head_dim=shape["head_dim"],
+                                          mamba_groups=shape["groups"], state_size=shape["state_size"])
+        plot_ranking(placement, out / "placement.png")
+        layers = placement["chosen"]
+        print(f"  placement: attention kept at layers {layers} (KL with each layer restored alone: "
+              + ", ".join(f"{r['layer']}: {r['kl']:.2f}" for r in sorted(placement["ranking"], key=lambda r: r["layer"])) + ")", flush=True)
+    r = _convert(ctx, out, sorted(layers), init=ctx.cfg.convert.init)
+    if placement is not None:
+        r["placement"] = placement
+    r["m1_attention_layers"] = m1_attention_layers(ctx)
+    return r
 
 
 def stage_convert_teacher(ctx: Context, out: Path) -> dict:
@@ -247,8 +272,9 @@ def stage_eval_init(ctx: Context, out: Path) -> dict:
 
 def stage_init_kl(ctx: Context, out: Path) -> dict:
     """KL(teacher || hybrid) at conversion on held-out test text: the calibrated hybrid (what
-    `convert` built), the plain attention copy (M1's init; deterministic, so one value) and
-    Mamba-2's random init over 3 seeds."""
+    `convert` built), the plain attention copy (M1's init; deterministic, so one value) at the
+    same layers and at M1's placement (where M1's recipe starts), and Mamba-2's random init
+    over 3 seeds."""
     import statistics
 
     import torch
@@ -272,9 +298,11 @@ def stage_init_kl(ctx: Context, out: Path) -> dict:
     with torch.no_grad():
         converted = token_kl(teacher, HybridForCausalLM.from_pretrained(str(ctx.path("convert"))).eval(), ids, mask)
         attention = conversion_kl(teacher, ids, mask, conv["attention_layers"], MambaInit(mode="attention"), 0, **kw)
+        m1_start = conversion_kl(teacher, ids, mask, conv["m1_attention_layers"], MambaInit(mode="attention"), 0, **kw)
         random_kl = [conversion_kl(teacher, ids, mask, conv["attention_layers"], MambaInit(mode="random"), s, **kw) for s in (0, 1, 2)]
     return {"texts": len(probs), "tokens": int(mask.sum()), "converted_init": conv.get("init"), "kl_converted": converted,
-            "kl_attention": attention, "kl_random": random_kl, "kl_random_mean": statistics.mean(random_kl),
+            "kl_attention": attention, "kl_m1_start": m1_start, "m1_attention_layers": conv["m1_attention_layers"],
+            "kl_random": random_kl, "kl_random_mean": statistics.mean(random_kl),
             "ratio_attention_to_random": attention / statistics.mean(random_kl),
             "ratio_converted_to_random": converted / statistics.mean(random_kl)}
 
@@ -346,9 +374,13 @@ def stage_distill(ctx: Context, out: Path) -> dict:
 
 
 def stage_distill_m1(ctx: Context, out: Path) -> dict:
-    """M1's own recipe for comparison: `m1 convert --init attention` (the plain Q/K/V/O copy),
-    then `m1 distill` with one stage of reverse KL, same steps and text as the staged recipe."""
-    conv = _convert(ctx, out / "init", hybrid_attention_layers(ctx), init="attention")
+    """M1's own recipe for comparison: M1's placement (evenly spaced, ending at the last layer),
+    `m1 convert --init attention` (the plain Q/K/V/O copy), then `m1 distill` with one stage of
+    reverse KL, same steps and text as the staged recipe.
+    Skipped (and not reported) when `DistillSizes.m1_baseline` is off."""
+    if not ctx.cfg.distill.m1_baseline:
+        return {"skipped": True}
+    conv = _convert(ctx, out / "init", m1_attention_layers(ctx), init="attention")
     return {**_distill(ctx, out, out / "init", m1_recipe=True), "convert": conv}
 
 
@@ -564,7 +596,7 @@ STAGES: list[Stage] = [
     Stage("data", stage_data, "task data: train and test splits of both levels, constant-answer baselines"),
     Stage("tokenizer", stage_tokenizer, "BPE tokenizer on the training text"),
     Stage("teacher", stage_teacher, "pretrain the tiny Llama teacher (m1.tasks.teacher)"),
-    Stage("convert", stage_convert, "m1 convert --init calibrated: the hybrid (Mamba-2 in most layers), calibrated on task text"),
+    Stage("convert", stage_convert, "m1 convert --attention-layers auto:K --init calibrated: measured placement, calibrated hybrid"),
     Stage("convert_teacher", stage_convert_teacher, "the teacher in m1's layout, every layer attention (same logits)"),
     Stage("eval_init", stage_eval_init, "greedy accuracy of the teacher and the converted hybrid (m1.eval)"),
     Stage("init_kl", stage_init_kl, "KL(teacher||hybrid) at conversion: calibrated, attention copy, random (3 seeds)"),
