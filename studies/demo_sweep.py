@@ -168,7 +168,7 @@ def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: i
 
     import torch
 
-    from m1.demo import STAGES, DemoConfig, run_stages
+    from m1.demo import STAGES, DemoConfig, run_stages, stage_batches
     from m1.demo.report import demo_summary
 
     logging.basicConfig(level=logging.WARNING)
@@ -180,10 +180,11 @@ def run_demo_variant(name: str, sets: list[str], out: str, threads: int, seed: i
         shutil.copytree(base, cfg.out, ignore=lambda d, files: [f for f in files if d == base and f in set(names) - keep])
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    for stage in STAGES:  # stage by stage, so brief.json is current if the sweep is cut off
-        ctx = run_stages(cfg, stage.name)
+    for batch in stage_batches(STAGES):  # batch by batch, so brief.json is current if the sweep is cut off
+        last = until if until in [s.name for s in batch] else batch[-1].name
+        ctx = run_stages(cfg, last)
         (cfg.out / "brief.json").write_text(json.dumps(_brief(ctx.results), indent=1))
-        if stage.name == until:
+        if last == until:
             break
     res = {"variant": name, "sets": sets, "seconds": round(time.perf_counter() - t0, 1), "brief": _brief(ctx.results)}
     if len(ctx.results) == len(STAGES):

@@ -171,6 +171,7 @@ def demo_summary(ctx: Context) -> dict:
     r = ctx.results
     summary: dict[str, Any] = {
         "mode": "quick" if ctx.cfg.quick else "full", "seed": ctx.cfg.seed, "threads": ctx.cfg.threads,
+        "work": stage_work(ctx.cfg),
         "environment": environment(),
         "stages": dict(r),
         "stage_seconds": {name: res.get("stage_seconds") for name, res in r.items()},
@@ -325,6 +326,54 @@ def targets_table(summary: dict) -> list[str]:
     return lines
 
 
+def design_section(summary: dict) -> list[str]:
+    """How the demo maps to M1, why its task is shaped as it is, and the fixed work of each stage."""
+    st = summary["stages"]
+    levels = st.get("data", {}).get("levels", {})
+    lines = ["## Design", ""]
+    if levels:
+        pre, easy, hard = levels.get("pretrain", {}), levels.get("easy", {}), levels.get("hard", {})
+        lines += [f"**Task ladder.** Chained arithmetic; a level is a range of chain lengths. The teacher pretrains on short chains "
+                  f"only: easy ({easy.get('min_steps')}-{easy.get('max_steps')} steps) and longer pretraining chains "
+                  f"({pre.get('min_steps')}-{pre.get('max_steps')}). A transformer this small does not extrapolate in length "
+                  f"(trained on 2..K steps it solves almost none of K+1 or more: studies/results/demo_ladder_*.json), so the hard "
+                  f"level ({hard.get('min_steps')}-{hard.get('max_steps')} steps) straddles that edge: the teacher solves its "
+                  "shortest chains and not its longest, which puts its greedy hard accuracy between 10% and 60%, and leaves SFT on "
+                  "hard traces and GRPO something to teach. Every solution line is one computation.", ""]
+    lines += ["**Stages and M1.** Stage 0 (M1: Llama-3.2-3B-Instruct) is the teacher's pretraining. `convert` is M1's "
+              "attention-to-Mamba initialisation, with two changes measured on a real model (docs/distill_study.md): "
+              "the layers kept as attention are chosen by measurement, and the Mamba layers are calibrated. `distill` is "
+              "M1's stage 1 as a staged recipe (align the new mixers to their attention layers, then forward KL); "
+              "`distill_m1` is M1's own recipe (even placement, attention copy, reverse KL) at the same steps and text, "
+              "for comparison. `sft` is M1's stage 2 (hard traces), `grpo` its stage 3 (rewarded by the grader). "
+              "`teacher_sft`/`teacher_grpo` put the teacher through the same two stages: M1's comparison with a "
+              "transformer trained the same way. `verifier`, `eval` and `speed` are M1's test-time-compute measures.", ""]
+    work = summary.get("work") or []
+    if work:
+        lines += ["**Work of each stage** (fixed by the config; the same on every machine):", "", "| stage | work |", "| --- | --- |"]
+        lines += [f"| {name} | {what} |" for name, what in work] + [""]
+    return lines
+
+
+def stage_work(cfg) -> list[tuple[str, str]]:
+    """(stage, its fixed amount of work) from a DemoConfig, for the report."""
+    t, c, d, s, g, v, e, ie = cfg.teacher, cfg.convert, cfg.distill, cfg.sft, cfg.grpo, cfg.verifier, cfg.eval, cfg.init_eval
+    return [
+        ("teacher", f"{t.steps} steps x {t.batch_size} problems ({cfg.task.pretrain_fraction:.0%} of batches longer chains), lr {t.lr}"),
+        ("convert", f"calibration on {c.calibration_sequences} x {c.calibration_seq_len} tokens, {c.fit_steps} fit steps per layer"
+                    + ("" if cfg.attention_layers is not None else "; placement ranked over every layer")),
+        ("eval_init", f"greedy: {ie.n_easy} easy (teacher, hybrid at init), {ie.n_hard} hard (teacher)"),
+        ("distill", f"{d.steps} steps x {d.batch} conversations ({d.align_fraction:.0%} align, then {d.loss}), lr {d.lr}, {d.n_texts} texts"),
+        ("distill_m1", "same steps, batch and text, reverse KL" if d.m1_baseline else "off"),
+        ("sft / teacher_sft", f"{s.steps} steps x {s.batch} packed rows of {s.max_length} tokens ({s.n_hard} hard + {s.n_easy} easy conversations), lr {s.lr}"),
+        ("grpo / teacher_grpo", f"{g.steps} optimizer steps, {g.generation_batch // g.generations} prompts x {g.generations} rollouts per round "
+                                f"(T {g.temperature}, <= {g.max_tokens} tokens), mini-batch {g.mini_batch}, lr {g.lr}"),
+        ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid; {v.steps} steps x {v.batch}"),
+        ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft, teacher_sft, grpo, teacher_grpo; "
+                 f"scaling: {e.scaling_problems} problems x {e.scaling_n_hybrid} (hybrid) / {e.scaling_n} (teacher-trained)"),
+    ]
+
+
 def write_demo_report(summary: dict, path: Path) -> None:
     """report.md from a `demo_summary`."""
     st = summary["stages"]
@@ -333,6 +382,7 @@ def write_demo_report(summary: dict, path: Path) -> None:
              f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, TRL {env['trl']}; "
              f"CPU {env['cpu']} ({env['cpu_count']} cores). Wall time (sum of stage times): {summary['total_seconds']:.0f} s.", ""]
     lines += ["## Targets", ""] + targets_table(summary) + [""]
+    lines += design_section(summary)
     base = summary["constant_baseline"]
     if base:
         lines += ["Constant-answer baseline (always answering a split's most frequent gold answer): "
@@ -348,6 +398,12 @@ def write_demo_report(summary: dict, path: Path) -> None:
     conv = st.get("convert")
     if conv:
         lines += [f"Hybrid: attention kept at layers {conv['attention_layers']} of {conv['num_layers']}, Mamba-2 {conv['mamba_shape']}.", ""]
+        pl = conv.get("placement")
+        if pl:
+            lines += ["Measured placement (`m1.convert.placement`): KL(teacher || hybrid) with each layer restored alone as attention "
+                      "in an all-Mamba calibrated student (lower: that layer's attention matters more); all Mamba "
+                      f"{pl['kl_all_mamba']:.3f}; " + ", ".join(f"layer {r['layer']} {r['kl']:.3f}" for r in sorted(pl["ranking"], key=lambda r: r["layer"]))
+                      + f". Kept: {pl['chosen']}. M1's even spacing would keep {conv.get('m1_attention_layers')}.", ""]
     lines += ["## Greedy accuracy (m1.eval, temperature 0)", "", "| model | set | accuracy [95% CI] | constant answer | correct / n |",
               "| --- | --- | --- | --- | --- |"]
     for model, by_d in [*st.get("eval_init", {}).items(), *st.get("eval_distill", {}).items()]:
