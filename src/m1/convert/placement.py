@@ -51,14 +51,19 @@ def _swap_in_attention(student, teacher, i: int):
     return undo
 
 
-def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config: CalibrationConfig | None = None, **shape) -> dict:
-    """Rank every layer by the KL of restoring it alone as attention; return the ranking and the chosen K."""
+def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config: CalibrationConfig | None = None,
+                          min_fit_tokens: int = MIN_TOKENS_PER_CANDIDATE, **shape) -> dict:
+    """Rank every layer by the KL of restoring it alone as attention; return the ranking and the chosen K.
+
+    ``min_fit_tokens``: tokens each mixer is fitted on at least (the default suits real models;
+    a tiny model whose ranking is clear after fewer, like the demo's, may pass less).
+    """
     cfg = config or CalibrationConfig()
     n = calibration_ids.shape[0]
     n_hold = max(1, n // 4)
     fit_ids, held = calibration_ids[: n - n_hold], calibration_ids[n - n_hold :]
     tokens_per_step = cfg.fit_batch * calibration_ids.shape[1]
-    steps = max(cfg.fit_max_steps, math.ceil(MIN_TOKENS_PER_CANDIDATE / tokens_per_step))
+    steps = max(cfg.fit_max_steps, math.ceil(min_fit_tokens / tokens_per_step))
     t0 = time.monotonic()
     student = convert_from_transformer(teacher, [], init="attention", seed=cfg.seed, **shape).eval()
     rep = calibrate(student, teacher, fit_ids, None, replace(cfg, inputs="teacher", fit_max_steps=steps, fit_seconds=float("inf")))

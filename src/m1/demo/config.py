@@ -99,11 +99,11 @@ class DistillSizes:
     next-token distribution. ``m1_baseline`` also runs M1's one-stage recipe (attention copy,
     reverse KL, same steps and data) as a reported second line."""
 
-    steps: int = 200
+    steps: int = 400
     batch: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup: int = 10
-    n_texts: int = 4000  # pretraining conversations (short chains) distilled on
+    n_texts: int = 6400  # pretraining conversations (short chains) distilled on
     max_length: int = 512
     stages: str = "align,kl"
     loss: str = "forward_kl"
@@ -114,7 +114,7 @@ class DistillSizes:
 
 @dataclass(frozen=True)
 class SFTSizes:
-    steps: int = 100
+    steps: int = 80
     batch: int = 4
     max_length: int = 1024
     lr: float = 1e-3
@@ -125,13 +125,13 @@ class SFTSizes:
 
 @dataclass(frozen=True)
 class GRPOSizes:
-    steps: int = 20
+    steps: int = 30
     generations: int = 8
     generation_batch: int = 64
     mini_batch: int = 32
-    lr: float = 2e-5
+    lr: float = 1e-4
     temperature: float = 1.0
-    max_tokens: int = 256
+    max_tokens: int = 224
     n_prompts: int = 2000
 
 
@@ -160,8 +160,8 @@ class EvalSizes:
     """
 
     n_hard: int = 1000
-    n_hard_samples: int = 2
-    scaling_problems: int = 200
+    n_hard_samples: int = 1
+    scaling_problems: int = 100
     scaling_n: int = 8  # teacher-trained
     scaling_n_hybrid: int = 16
     temperature: float = 0.7

@@ -183,6 +183,7 @@ def stage_convert(ctx: Context, out: Path) -> dict:
         k = len(m1_attention_layers(ctx))
         shape = _shape(teacher.config)
         placement = rank_attention_layers(teacher, _calibration_ids(ctx, tok), k, _calibration_config(ctx),
+                                          min_fit_tokens=0,  # the calibration's own fit steps: the ranking is clear after them
                                           mamba_heads=shape["heads"], mamba_head_dim=shape["head_dim"],
                                           mamba_groups=shape["groups"], state_size=shape["state_size"])
         plot_ranking(placement, out / "placement.png")
