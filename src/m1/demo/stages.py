@@ -258,17 +258,11 @@ def _test(ctx: Context, split: str) -> Path:
 def stage_eval_init(ctx: Context, out: Path) -> dict:
     """Greedy accuracy (temperature 0) of the teacher and of the hybrid at conversion."""
     e = ctx.cfg.init_eval
-    plan = {"teacher": {"easy": e.n_easy, "hard": e.n_hard}, "hybrid_init": {"easy": e.n_easy}}
-    results: dict[str, dict] = {}
-    for name, sets in plan.items():
-        for split, limit in sets.items():
-            if not limit:
-                continue
-            s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out / name / split, n=1, limit=limit, temperature=0.0,
-                         max_tokens=e.max_tokens_easy if split == "easy" else e.max_tokens_hard)
-            results.setdefault(name, {})[split] = {"accuracy": s["pass@1"]["mean"], "ci95": s["pass@1"]["ci95"],
-                                                   "correct": round(s["pass@1"]["mean"] * s["problems"]), "n": s["problems"]}
-    return results
+    jobs = [("teacher", "hard", e.n_hard, 1, e.max_tokens_hard, "hard", 0.0),
+            ("teacher", "easy", e.n_easy, 1, e.max_tokens_easy, "easy", 0.0),
+            ("hybrid_init", "easy", e.n_easy, 1, e.max_tokens_easy, "easy", 0.0)]
+    results, _ = run_eval_jobs(ctx, "eval_init", [j for j in jobs if j[2]])
+    return {name: {split: _greedy_record(s) for split, s in sets.items()} for name, sets in results.items()}
 
 
 def stage_init_kl(ctx: Context, out: Path) -> dict:
@@ -490,14 +484,42 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
             "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
 
 
-def _eval_job(cfg: DemoConfig, name: str, key: str, limit: int, n: int, max_tokens: int, split: str,
+def _eval_job(cfg: DemoConfig, stage: str, name: str, key: str, limit: int, n: int, max_tokens: int, split: str,
               temperature: float) -> tuple[str, str, dict]:
-    """One (model, set) evaluation; top level so a worker process can run it."""
+    """One (model, set) evaluation into STAGE/name/key; top level so a worker process can run it."""
     ctx = Context(cfg)
-    out = ctx.path("eval", name, key)
+    out = ctx.path(stage, name, key)
     s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out, n=n, limit=limit, temperature=temperature,
                  max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if (name, key) == (HYBRID, "hard_k") else None)
     return name, key, s
+
+
+def run_eval_jobs(ctx: Context, stage: str, jobs: list[tuple]) -> tuple[dict[str, dict], int]:
+    """Run (model, set, problems, samples, max tokens, split, temperature) jobs in ``threads``
+    single-thread worker processes (one per core); returns {model: {set: summary}} in job order.
+    Each job is seeded by itself, so results do not depend on which worker ran it or when."""
+    import concurrent.futures
+    import multiprocessing
+
+    workers = max(1, min(ctx.cfg.threads, len(jobs)))
+    done: dict[tuple[str, str], dict] = {}
+    if workers == 1:
+        for j in jobs:
+            name, key, s = _eval_job(ctx.cfg, stage, *j)
+            done[name, key] = s
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name, key, s in pool.map(_eval_job, [ctx.cfg] * len(jobs), [stage] * len(jobs), *zip(*jobs)):
+                done[name, key] = s
+    results: dict[str, dict] = {}
+    for name, key, *_ in jobs:
+        results.setdefault(name, {})[key] = done[name, key]
+    return results, workers
+
+
+def _greedy_record(s: dict) -> dict:
+    return {"accuracy": s["pass@1"]["mean"], "ci95": s["pass@1"]["ci95"], "correct": round(s["pass@1"]["mean"] * s["problems"]),
+            "n": s["problems"]}
 
 
 def eval_plan(ctx: Context) -> list[tuple[str, str, int, int, int, str, float]]:
@@ -515,44 +537,23 @@ def stage_eval_distill(ctx: Context, out: Path) -> dict:
     """Greedy easy accuracy of the distilled hybrids (both recipes), on the problems and token
     budget of the teacher's in ``eval_init``: distillation's target, known before SFT starts."""
     e = ctx.cfg.init_eval
-    results = {}
-    for name in ["distill"] + (["distill_m1"] if ctx.cfg.distill.m1_baseline else []):
-        s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, "easy"), out / name / "easy", n=1, limit=e.n_easy,
-                     temperature=0.0, max_tokens=e.max_tokens_easy)
-        results[name] = {"easy": {"accuracy": s["pass@1"]["mean"], "ci95": s["pass@1"]["ci95"],
-                                  "correct": round(s["pass@1"]["mean"] * s["problems"]), "n": s["problems"]}}
-    return results
+    names = ["distill"] + (["distill_m1"] if ctx.cfg.distill.m1_baseline else [])
+    results, _ = run_eval_jobs(ctx, "eval_distill", [(name, "easy", e.n_easy, 1, e.max_tokens_easy, "easy", 0.0) for name in names])
+    return {name: {split: _greedy_record(s) for split, s in sets.items()} for name, sets in results.items()}
 
 
 def stage_eval(ctx: Context, out: Path) -> dict:
     """The trained models through `m1.eval` (see `EvalSizes` for what each is asked).
 
-    ``hard``: sampled pass@1 with its interval; ``hard_k``: many samples of the first
-    hard problems, the final hybrid's scored by the verifier (pass@k, maj@k, verify@k, and
-    the wall-clock budget curves). The jobs run in ``threads`` single-thread worker
-    processes (one per core); each job is seeded by itself, so the results do not depend on
-    which worker ran it or in what order.
+    ``hard``: sampled pass@1 with its interval; ``hard_k``: many samples of the first hard
+    problems, the final hybrid's scored by the verifier (pass@k, maj@k, verify@k, and the
+    wall-clock budget curves). Jobs run in ``threads`` single-thread worker processes.
     """
-    import concurrent.futures
-    import multiprocessing
-
     jobs = eval_plan(ctx)
     plan: dict[str, dict[str, int]] = {}
     for name, key, limit, n, *_ in jobs:
         plan.setdefault(name, {})[key] = n
-    workers = max(1, min(ctx.cfg.threads, len(jobs)))
-    done: dict[tuple[str, str], dict] = {}
-    if workers == 1:
-        for j in jobs:
-            name, key, s = _eval_job(ctx.cfg, *j)
-            done[name, key] = s
-    else:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for name, key, s in pool.map(_eval_job, [ctx.cfg] * len(jobs), *zip(*jobs)):
-                done[name, key] = s
-    results: dict[str, dict] = {}
-    for name, key, *_ in jobs:  # in plan order, whatever order the workers finished in
-        results.setdefault(name, {})[key] = done[name, key]
+    results, workers = run_eval_jobs(ctx, "eval", jobs)
     return {"models": results, "temperature": ctx.cfg.eval.temperature, "n": plan, "workers": workers}
 
 
