@@ -369,7 +369,7 @@ def stage_work(cfg) -> list[tuple[str, str]]:
         ("grpo / teacher_grpo", f"{g.steps} optimizer steps, {g.generation_batch // g.generations} prompts x {g.generations} rollouts per round "
                                 f"(T {g.temperature}, <= {g.max_tokens} tokens), mini-batch {g.mini_batch}, lr {g.lr}"),
         ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid; {v.steps} steps x {v.batch}"),
-        ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft, teacher_sft, grpo, teacher_grpo; "
+        ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft and grpo, x 1 for teacher_sft and teacher_grpo; "
                  f"scaling: {e.scaling_problems} problems x {e.scaling_n_hybrid} (hybrid) / {e.scaling_n} (teacher-trained)"),
     ]
 

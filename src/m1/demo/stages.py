@@ -232,7 +232,8 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
 
     bench = str(data)
     what = "greedy" if temperature == 0 else f"{n} sample{'s' * (n > 1)} each at T={temperature}"
-    print(f"  eval {out.parent.name}/{out.name}: {model_dir.relative_to(ctx.cfg.out)} on the first {limit} problems of "
+    shown = model_dir.relative_to(ctx.cfg.out) if model_dir.is_relative_to(ctx.cfg.out) else model_dir
+    print(f"  eval {out.parent.name}/{out.name}: {shown} on the first {limit} problems of "
           f"{data.name}, {what}", flush=True)
     cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
                      chunk_size=n, sampling=eval_sampling(temperature=temperature, max_tokens=max_tokens),
@@ -419,7 +420,7 @@ def grpo_config(model: str, prompts: str, out: str, c, seed: int, threads: int):
                   per_device_batch_size=c.mini_batch, learning_rate=c.lr, temperature=c.temperature,
                   max_completion_length=c.max_tokens, max_prompt_length=256, bf16=False, gradient_checkpointing=False,
                   save_steps=c.steps, out=out, seed=seed, num_threads=threads, report_to=[], save_total_limit=1,
-                  logging_steps=1, recipe="m1")
+                  logging_steps=1, recipe="m1", entropy_coef=c.entropy_coef)
     return from_dict(GRPOConfig, {**RECIPES["m1"], **values}, source="m1 demo")
 
 
@@ -529,7 +530,8 @@ def eval_plan(ctx: Context) -> list[tuple[str, str, int, int, int, str, float]]:
     t = e.temperature
     jobs = [(HYBRID, "hard_k", e.scaling_problems, e.scaling_n_hybrid, e.max_tokens_hard, "hard", t),
             (BASELINE, "hard_k", e.scaling_problems, e.scaling_n, e.max_tokens_hard, "hard", t)]
-    jobs += [(name, "hard", e.n_hard, e.n_hard_samples, e.max_tokens_hard, "hard", t) for name in ("sft", "teacher_sft", "grpo", "teacher_grpo")]
+    jobs += [(name, "hard", e.n_hard, e.n_hard_samples if name in ("sft", "grpo") else 1, e.max_tokens_hard, "hard", t)
+             for name in ("sft", "teacher_sft", "grpo", "teacher_grpo")]
     return jobs
 
 
