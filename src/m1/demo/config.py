@@ -141,6 +141,7 @@ class GRPOSizes:
     temperature: float = 0.8
     max_tokens: int = 160
     entropy_coef: float = 0.0
+    iterations: int = 1  # PPO epochs over each round's rollouts (TRL's num_iterations)
     n_prompts: int = 2000
 
 

@@ -420,7 +420,7 @@ def grpo_config(model: str, prompts: str, out: str, c, seed: int, threads: int):
                   per_device_batch_size=c.mini_batch, learning_rate=c.lr, temperature=c.temperature,
                   max_completion_length=c.max_tokens, max_prompt_length=256, bf16=False, gradient_checkpointing=False,
                   save_steps=c.steps, out=out, seed=seed, num_threads=threads, report_to=[], save_total_limit=1,
-                  logging_steps=1, recipe="m1", entropy_coef=c.entropy_coef)
+                  logging_steps=1, recipe="m1", entropy_coef=c.entropy_coef, num_iterations=c.iterations)
     return from_dict(GRPOConfig, {**RECIPES["m1"], **values}, source="m1 demo")
 
 

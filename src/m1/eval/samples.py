@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from m1.eval.metrics import equivalence_groups, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k
+from m1.eval.metrics import equivalence_groups, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k, weighted_vote_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,11 @@ def per_problem(rows: list[dict], n: int, score: str, k: int | None = None) -> d
             out[pid] = maj_at_k(answers, correct, kk, groups=equivalence_groups(answers))
         elif score in ("verify@n", "verify@k"):
             out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, kk)
+        elif score in ("weighted_vote@n", "weighted_vote@k"):
+            answers = [r["answer"] for r in rs]
+            out[pid] = weighted_vote_at_k(answers, [r["verifier_score"] for r in rs], correct, kk, groups=equivalence_groups(answers))
         else:
-            raise ValueError(f"unknown per-problem score {score!r}; use pass@1, maj@n, maj@k, verify@n or verify@k")
+            raise ValueError(f"unknown per-problem score {score!r}; use pass@1, maj@n/k, verify@n/k or weighted_vote@n/k")
     return out
 
 
@@ -75,6 +78,7 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
     pass_k = {k: 0.0 for k in ks}
     maj_k = {k: 0.0 for k in ks}
     ver_k = {k: 0.0 for k in ks}
+    wvote_k = {k: 0.0 for k in ks}
     has_ver = all("verifier_score" in r for rs in complete.values() for r in rs)
     for rs in complete.values():
         rs = rs[:n]
@@ -86,7 +90,9 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
             pass_k[k] += pass_at_k(n, c, k)
             maj_k[k] += maj_at_k(answers, correct, k, groups=groups)
             if has_ver:
-                ver_k[k] += verify_at_k([r["verifier_score"] for r in rs], correct, k)
+                scores = [r["verifier_score"] for r in rs]
+                ver_k[k] += verify_at_k(scores, correct, k)
+                wvote_k[k] += weighted_vote_at_k(answers, scores, correct, k, groups=groups)
     P = len(complete)
     all_rows = [r for rs in complete.values() for r in rs[:n]]
     gen_time = sum(r["gen_time_s"] for r in all_rows)
@@ -105,4 +111,5 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
     }
     if has_ver:
         out["verify@k"] = {str(k): v / P for k, v in ver_k.items()}
+        out["weighted_vote@k"] = {str(k): v / P for k, v in wvote_k.items()}
     return out

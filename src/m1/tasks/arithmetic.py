@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from m1.data import PROMPT_SUFFIX  # M1's instruction, appended to every problem to form the user prompt
@@ -104,6 +105,54 @@ def _apply(op: str, value: int, k: int) -> int:
     if op == "mul":
         return value * k
     return value // k
+
+
+_LINE = re.compile(r"^([A-Z]): (.+?) (\d+): (-?\d+)([-+*/])(\d+)=(-?\d+)$")
+
+
+def corrupt_solution(p: Problem, rng: random.Random) -> Problem:
+    """``p`` with one step's result wrong (off by 1-9) and every later step computed on from the
+    wrong value, as a model's slip would propagate; the boxed answer follows. The wrong value
+    is one that keeps every later step valid (values in 0..max, exact divisions), so a wrong
+    chain looks like a right one except for the slip. A verifier trained on such pairs learns
+    to check each step's arithmetic, not to guess from a problem's length how likely an answer
+    is to be right."""
+    lines = p.solution.split("\n")
+    steps = [i for i, line in enumerate(lines) if _LINE.match(line)]
+    parsed = {i: _LINE.match(lines[i]).groups() for i in steps}
+    top = max(int(g[3]) for g in parsed.values()) if parsed else 99
+    top = max(top, max(int(g[6]) for g in parsed.values()))
+
+    def carry(value: int, later: list[int]) -> list[int] | None:
+        out = []
+        for j in later:
+            k, sym = int(parsed[j][2]), parsed[j][4]
+            if sym == "/" and value % k:
+                return None
+            value = {"+": value + k, "-": value - k, "*": value * k, "/": value // k}[sym]
+            if not 0 <= value <= max(top, 99):
+                return None
+            out.append(value)
+        return out
+
+    for i in rng.sample(steps, len(steps)):  # a step whose slip keeps the rest valid; the last always does
+        label, word, k, a, sym, _, b = parsed[i]
+        deltas = [d for d in range(-9, 10) if d and 0 <= int(b) + d <= max(top, 99)]
+        rng.shuffle(deltas)
+        later = steps[steps.index(i) + 1:]
+        for d in deltas:
+            values = carry(int(b) + d, later)
+            if values is None:
+                continue
+            value = int(b) + d
+            lines[i] = f"{label}: {word} {k}: {a}{sym}{k}={value}"
+            for j, v in zip(later, values):
+                label_j, word_j, k_j, _, sym_j, _, _ = parsed[j]
+                lines[j] = f"{label_j}: {word_j} {k_j}: {value}{sym_j}{k_j}={v}"
+                value = v
+            lines[-1] = f"The answer is \\boxed{{{value}}}."
+            return Problem(question=p.question, solution="\n".join(lines), answer=str(value), difficulty=p.difficulty)
+    raise ValueError(f"no step of this solution can be corrupted: {p.solution!r}")
 
 
 def split_of(question: str) -> str:
