@@ -86,7 +86,7 @@ def test_resumed_eval_keeps_each_rows_extraction_mode(tmp_path, tiny_dir, proble
 
     def cfg(mode):
         return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=tmp_path / "run", n=2, chunk_size=2,
-                          sampling=SamplingConfig(temperature=1.0, max_tokens=8), seed=1, extraction=mode)
+                          sampling=eval_sampling(temperature=1.0, max_tokens=8), seed=1, extraction=mode)
 
     gen, tok = _hf(tiny_dir), tiny_tokenizer()
     with pytest.raises(Interrupted):

@@ -52,12 +52,15 @@ def _swap_in_attention(student, teacher, i: int):
 
 
 def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config: CalibrationConfig | None = None,
-                          min_fit_tokens: int = MIN_TOKENS_PER_CANDIDATE, **shape) -> dict:
+                          min_fit_tokens: int | None = None, **shape) -> dict:
     """Rank every layer by the KL of restoring it alone as attention; return the ranking and the chosen K.
 
-    ``min_fit_tokens``: tokens each mixer is fitted on at least (the default suits real models;
-    a tiny model whose ranking is clear after fewer, like the demo's, may pass less).
+    ``min_fit_tokens``: tokens each mixer is fitted on at least; None reads
+    `MIN_TOKENS_PER_CANDIDATE` at call time (the default suits real models; a tiny model whose
+    ranking is clear after fewer, like the demo's, may pass less).
     """
+    if min_fit_tokens is None:
+        min_fit_tokens = MIN_TOKENS_PER_CANDIDATE
     cfg = config or CalibrationConfig()
     n = calibration_ids.shape[0]
     n_hold = max(1, n // 4)
