@@ -31,6 +31,14 @@ MARKER = "DONE.json"
 __all__ = ["DemoConfig", "Context", "Stage", "STAGES", "attention_layer_indices", "run_stage", "run_stages", "run_demo", "stage_batches", "build_parser", "cli_main"]
 
 
+def is_done(ctx: Context, stage: Stage) -> bool:
+    """Whether the stage's marker holds a finished run with the current settings."""
+    marker = ctx.path(stage.name) / MARKER
+    if not marker.exists():
+        return False
+    return json.loads(marker.read_text()).get("settings") == {"quick": ctx.cfg.quick, "seed": ctx.cfg.seed}
+
+
 def run_stage(ctx: Context, stage: Stage, force: bool) -> bool:
     """Run one stage unless its marker says it finished with the same settings; returns
     whether it ran. The marker is written last, so a killed stage has none and reruns."""
@@ -110,6 +118,16 @@ def run_stages(cfg: DemoConfig, until: str | None = None) -> Context:
             if until is not None and until in ctx.results:
                 break
             continue
+        if not force:  # members finished earlier are skipped here, not in a worker process
+            for stage in [s for s in batch if is_done(ctx, s)]:
+                run_stage(ctx, stage, force=False)
+            batch = [s for s in batch if s.name not in ctx.results]
+            if len(batch) < 2:
+                for stage in batch:
+                    ran = run_stage(ctx, stage, force=False) or ran
+                if until is not None and until in ctx.results:
+                    break
+                continue
         g0 = time.perf_counter()
         with concurrent.futures.ProcessPoolExecutor(len(batch), mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_stage_in_worker, [cfg] * len(batch), [s.name for s in batch], [force] * len(batch)))

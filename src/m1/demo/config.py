@@ -150,7 +150,8 @@ class VerifierSizes:
     n_prompts: int = 200  # hard training problems the SFT hybrid samples for labelled data
     samples: int = 4
     temperature: float = 1.0
-    steps: int = 60
+    n_synthetic: int = 800  # reference solutions, each beside a copy with one step's slip (corrupt_solution)
+    steps: int = 120
     batch: int = 32
     lr: float = 3e-4
 
@@ -226,7 +227,7 @@ class DemoConfig:
             distill=DistillSizes(steps=4, batch=4, lr=1e-3, warmup=0, n_texts=40, align_fraction=0.25),
             sft=SFTSizes(steps=3, batch=2, max_length=512, lr=1e-3, warmup=0, n_easy=8, n_hard=32),
             grpo=GRPOSizes(steps=2, generations=4, generation_batch=8, mini_batch=8, lr=1e-5, temperature=1.0, max_tokens=48, n_prompts=16),
-            verifier=VerifierSizes(n_prompts=8, samples=2, temperature=1.0, steps=3, batch=8, lr=3e-4),
+            verifier=VerifierSizes(n_prompts=8, samples=2, temperature=1.0, n_synthetic=16, steps=3, batch=8, lr=3e-4),
             eval=EvalSizes(n_hard=32, n_hard_samples=1, scaling_problems=8, scaling_n=4, scaling_n_hybrid=4,
                            temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
             speed=SpeedSizes(batch=4, lengths=(16, 32, 64)),

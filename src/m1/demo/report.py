@@ -371,7 +371,8 @@ def stage_work(cfg) -> list[tuple[str, str]]:
         ("sft / teacher_sft", f"{s.steps} steps x {s.batch} packed rows of {s.max_length} tokens ({s.n_hard} hard + {s.n_easy} easy conversations), lr {s.lr}"),
         ("grpo / teacher_grpo", f"{g.steps} optimizer steps, {g.generation_batch // g.generations} prompts x {g.generations} rollouts per round "
                                 f"(T {g.temperature}, <= {g.max_tokens} tokens), mini-batch {g.mini_batch}, lr {g.lr}"),
-        ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid; {v.steps} steps x {v.batch}"),
+        ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid, {v.n_synthetic} reference "
+                     f"solutions each beside a one-slip copy; {v.steps} steps x {v.batch}"),
         ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft and grpo, x 1 for teacher_sft and teacher_grpo; "
                  f"scaling: {e.scaling_problems} problems x {e.scaling_n_hybrid} (hybrid) / {e.scaling_n} (teacher-trained)"),
     ]

@@ -462,11 +462,18 @@ def stage_teacher_grpo(ctx: Context, out: Path) -> dict:
 
 def stage_verifier(ctx: Context, out: Path) -> dict:
     """`m1.train.reward_model`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
-    samples of hard training problems, sampled and graded by `m1.eval`."""
+    samples of hard training problems, sampled and graded by `m1.eval`, and on reference
+    solutions of other training problems beside copies with one step's slip carried through
+    (`m1.tasks.arithmetic.corrupt_solution`). On the policy's samples alone (~800, a quarter
+    right) it learned which problems are hard, not which step is wrong: within a problem its
+    top-scored sample was right less often than a random one."""
+    import random
+
     from m1.eval.benchmarks import load_benchmark
     from m1.eval.samples import read_samples
     from m1.tasks import prompt_record, read_problems, write_jsonl
-    from m1.train.reward_model import RewardModelConfig, samples_from_rows, train_reward_model
+    from m1.tasks.arithmetic import corrupt_solution
+    from m1.train.reward_model import LabelledSample, RewardModelConfig, samples_from_rows, train_reward_model
 
     v = ctx.cfg.verifier
     train = read_problems(ctx.path("data", "train_hard.jsonl"))
@@ -478,10 +485,16 @@ def stage_verifier(ctx: Context, out: Path) -> dict:
     sample_seconds = time.perf_counter() - t0
     problems = {p.id: p.problem for p in load_benchmark(str(data))}
     rows = read_samples(out / "samples" / "samples.jsonl")
+    labelled = samples_from_rows(rows, problems)
+    rng = random.Random(ctx.cfg.seed)
+    pairs = train[len(train) // 4: len(train) // 4 + v.n_synthetic]  # used by neither SFT nor GRPO nor the samples above
+    for p in pairs:
+        labelled += [LabelledSample(p.prompt, p.solution, True), LabelledSample(p.prompt, corrupt_solution(p, rng).solution, False)]
     cfg = RewardModelConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
                               learning_rate=v.lr, seed=ctx.cfg.seed)
-    r = train_reward_model(cfg, samples_from_rows(rows, problems))
-    return {"samples": r.samples, "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
+    r = train_reward_model(cfg, labelled)
+    return {"samples": r.samples, "policy_samples": len(rows), "synthetic_pairs": len(pairs),
+            "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
             "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
 
 
