@@ -1,18 +1,26 @@
-"""Paged decode attention (CPU): the reference equals attention over the contiguous sequence."""
+"""Paged decode attention (CPU): the reference equals attention over the contiguous sequence,
+and the CPU fast path (`sdpa`) equals the reference."""
 
+import pytest
 import torch
 
 from m1.ops import dispatch
-from m1.ops.paged_attention import paged_decode, paged_decode_ref
+from m1.ops.paged_attention import paged_decode, paged_decode_ref, paged_decode_sdpa
+from m1.ops.workspace import Workspace
 
 
-def test_reference_equals_dense_attention_and_cpu_dispatches_to_it():
-    g = torch.Generator().manual_seed(0)
-    b, H, KVH, d, bs, nblocks, cols = 3, 4, 2, 16, 4, 20, 5
-    k = torch.randn(nblocks, bs, KVH, d, generator=g, dtype=torch.float64)
-    v = torch.randn(nblocks, bs, KVH, d, generator=g, dtype=torch.float64)
-    q = torch.randn(b, H, d, generator=g, dtype=torch.float64)
+def _case(g, dtype, b=3, H=4, KVH=2, d=16, bs=4, nblocks=20, cols=5):
+    k = torch.randn(nblocks, bs, KVH, d, generator=g, dtype=dtype)
+    v = torch.randn(nblocks, bs, KVH, d, generator=g, dtype=dtype)
+    q = torch.randn(b, H, d, generator=g, dtype=dtype)
     tables = (torch.randperm(nblocks - 1, generator=g)[: b * cols].view(b, cols) + 1).int()
+    return q, k, v, tables
+
+
+def test_reference_equals_dense_attention_and_float64_dispatches_to_it():
+    g = torch.Generator().manual_seed(0)
+    b, H, KVH, d, bs, cols = 3, 4, 2, 16, 4, 5
+    q, k, v, tables = _case(g, torch.float64)
     lens = torch.tensor([1, 7, cols * bs]).int()
     out = paged_decode(q, k, v, tables, lens)
     assert dispatch.chosen_name("paged_decode", q) == "ref"
@@ -23,3 +31,24 @@ def test_reference_equals_dense_attention_and_cpu_dispatches_to_it():
         p = torch.softmax(torch.einsum("hd,lhd->hl", q[r], kk) / d**0.5, -1)
         assert torch.allclose(out[r], torch.einsum("hl,lhd->hd", p, vv), atol=1e-10)
     assert torch.equal(paged_decode_ref(q, k, v, tables, lens, d**-0.5, max_blocks=cols), out)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (9, 3), (4, 4)])
+def test_cpu_sdpa_path_equals_reference(dtype, atol, heads, kv_heads):
+    g = torch.Generator().manual_seed(1)
+    q, k, v, tables = _case(g, dtype, b=6, H=heads, KVH=kv_heads, d=32, bs=16, nblocks=40, cols=6)
+    lens = torch.tensor([1, 16, 17, 40, 96, 5]).int()
+    assert dispatch.chosen_name("paged_decode", q) == "sdpa"
+    ws = Workspace()
+    for max_blocks in (None, 6, 7):  # every column, exactly the needed ones, a bound past the table
+        ref = paged_decode_ref(q, k, v, tables, lens, 0.3, max_blocks=max_blocks)
+        for out in (paged_decode_sdpa(q, k, v, tables, lens, 0.3, max_blocks=max_blocks),
+                    paged_decode(q, k, v, tables, lens, 0.3, max_blocks=max_blocks, workspace=ws)):
+            assert out.dtype == dtype and out.shape == ref.shape
+            torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=atol)
+    big = ws.nbytes
+    paged_decode(q[:2], k, v, tables[:2], lens[:2], 0.3, workspace=ws)  # a smaller batch reuses the buffers
+    assert ws.nbytes == big
+    with dispatch.force("ref"):
+        assert torch.equal(paged_decode(q, k, v, tables, lens, 0.3), paged_decode_ref(q, k, v, tables, lens, 0.3))

@@ -25,8 +25,11 @@ from m1.layers.rope import apply_rotary
 from m1.ops import ssd_chunked
 from m1.ops.fused import add_rms_norm, swiglu
 from m1.ops.paged_attention import paged_decode
+from m1.ops.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+LOGIT_CHUNK_BYTES = 8 * 2**20  # CPU decode: fp32 logits per LM-head/sampler chunk (see ModelRunner._sample)
 
 
 class ModelRunner:
@@ -50,6 +53,13 @@ class ModelRunner:
         self.top_k = torch.zeros(slots, dtype=torch.long, device=dev)
         self.block_table = torch.zeros(slots, self.max_cols, dtype=torch.int32, device=dev)
         self.scratch_slot = lay.num_slots
+        # CPU decode: reused gather buffers for paged attention, and the LM head + sampler run over
+        # row chunks whose (rows, vocab) fp32 logits stay small (see `_sample`); None on CUDA.
+        self.workspace = Workspace() if dev.type == "cpu" else None
+        self.logit_rows = max(8, LOGIT_CHUNK_BYTES // (4 * self.config.vocab_size)) if dev.type == "cpu" else None
+        if self.logit_rows is not None:
+            log.info("decode on %s: LM head and sampling in chunks of %d rows; paged-attention gathers into a reused workspace",
+                     dev, self.logit_rows)
         # Decode reads q/k/v through one stacked weight per attention layer: a persistent buffer
         # (CUDA graphs bake in its address), refilled from the live parameters by `refresh_weights`.
         self.qkv: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -240,13 +250,28 @@ class ModelRunner:
             h = mlp.output_linear(swiglu(mlp.input_linear(h)))
             nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm
             h, residual = add_rms_norm(h, residual, nxt.weight, nxt.variance_epsilon)
-        logits = self.model.lm_head(h).float()
-        new_tok, logprobs = sample(
-            logits, self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids], pos + 1, truncate
-        )
+        new_tok, logprobs = self._sample(h, slot_ids, pos + 1, truncate)
         self.tok.index_copy_(0, slot_ids, new_tok)
         self.pos.index_copy_(0, slot_ids, pos + 1)
         return new_tok, logprobs
+
+    def _sample(self, h, slot_ids, counter, truncate):
+        """LM head + sampler for every row. With `logit_rows` set (CPU) the rows go in chunks: each
+        chunk's logits and the sampler's full-vocabulary temporaries stay in cache and below the
+        allocator's mmap threshold, where the whole batch's would be mapped and page-faulted anew
+        every step. Row-wise ops: the same tokens as one call over the batch."""
+        b = h.shape[0]
+        temp, top_p, top_k, key = self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids]
+        rows = self.logit_rows or b
+        if rows >= b:
+            return sample(self.model.lm_head(h).float(), temp, top_p, top_k, key, counter, truncate)
+        tok = torch.empty(b, dtype=torch.long, device=h.device)
+        lp = torch.empty(b, dtype=torch.float32, device=h.device)
+        for a in range(0, b, rows):
+            e = min(a + rows, b)
+            tok[a:e], lp[a:e] = sample(self.model.lm_head(h[a:e]).float(), temp[a:e], top_p[a:e], top_k[a:e], key[a:e],
+                                       counter[a:e], truncate)
+        return tok, lp
 
     def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks):
         b = h.shape[0]
@@ -261,7 +286,7 @@ class ModelRunner:
         flat = (-1, attn.num_kv_heads, attn.head_dim)
         kc.view(flat).index_copy_(0, slot_mapping, k.to(kc.dtype))
         vc.view(flat).index_copy_(0, slot_mapping, v.to(vc.dtype))
-        out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks)
+        out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks, workspace=self.workspace)
         return attn.o_proj(out.reshape(b, -1))
 
     def _decode_mamba(self, mx, h, slot_ids):

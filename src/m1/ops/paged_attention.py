@@ -4,10 +4,17 @@ q (b, H, d) is one query token per row; the keys and values of row r are the fir
 seq_lens[r] positions of the blocks listed in block_tables[r]. GQA: query head h reads
 kv head h // (H / KVH).
 
-The reference gathers the blocks into a contiguous copy (fine on CPU, and the
-definition the kernel is tested against). The kernel (`m1.ops.triton.paged_attention`) reads
-the blocks in place. `paged_decode` picks one per call through `m1.ops.dispatch`, which
-logs the first use of each.
+Three implementations, picked per call through `m1.ops.dispatch` (which logs the first
+use of each):
+
+- `ref`: gathers the blocks into a contiguous copy, repeats the KV heads for GQA and
+  attends in plain PyTorch: the definition the others are tested against.
+- `sdpa` (CPU, fp32/bf16): the engine's CPU decode path. The same gather, into a reused
+  buffer when the caller passes a `Workspace` (a fresh multi-MB tensor page-faults on
+  every step), then one `scaled_dot_product_attention` call in which the query heads of
+  a KV group are that group's queries, so the KV heads are never repeated. Measured at
+  batch 192 x 350 positions (SmolLM2's 9/3 heads x 64): ref 126 ms per layer, this 11 ms.
+- `triton` (CUDA, `m1.ops.triton.paged_attention`): reads the blocks in place.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from m1.ops import dispatch
 
 
-def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None):
-    """Gather-then-attend. `max_blocks` (host int) bounds the gather; None gathers every table column."""
+def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None,
+                     workspace=None):
+    """Gather-then-attend. `max_blocks` (host int) bounds the gather; None gathers every table column.
+    `workspace` is accepted and unused (the reference allocates what it needs)."""
     b, h, d = q.shape
     _, bs, kvh, _ = k_cache.shape
     m = block_tables.shape[1] if max_blocks is None else min(max_blocks, block_tables.shape[1])
@@ -37,6 +47,31 @@ def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, 
     return torch.einsum("bht,bhtd->bhd", probs, v.float()).to(q.dtype)
 
 
+def paged_decode_sdpa(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None,
+                      workspace=None):
+    """Gather (into `workspace` buffers when given), then one SDPA call with GQA as query rows."""
+    b, h, d = q.shape
+    _, bs, kvh, _ = k_cache.shape
+    m = block_tables.shape[1] if max_blocks is None else min(max_blocks, block_tables.shape[1])
+    idx = block_tables[:, :m].reshape(-1)
+    if workspace is None:
+        k, v = k_cache.index_select(0, idx), v_cache.index_select(0, idx)
+    else:
+        k = torch.index_select(k_cache, 0, idx, out=workspace.get("paged_k", (b * m, bs, kvh, d), k_cache.dtype, k_cache.device))
+        v = torch.index_select(v_cache, 0, idx, out=workspace.get("paged_v", (b * m, bs, kvh, d), v_cache.dtype, v_cache.device))
+    k = k.view(b, m * bs, kvh, d).transpose(1, 2)  # (b, kvh, T, d), strided: no copy
+    v = v.view(b, m * bs, kvh, d).transpose(1, 2)
+    valid = torch.arange(m * bs, device=q.device)[None, :] < seq_lens[:, None]  # (b, T)
+    # Query head g * rep + r reads KV head g: the rep query heads of a group are that group's query rows.
+    out = F.scaled_dot_product_attention(q.view(b, kvh, h // kvh, d), k.to(q.dtype), v.to(q.dtype),
+                                         attn_mask=valid[:, None, None, :], scale=scale)
+    return out.reshape(b, h, d)
+
+
+def _sdpa_applies(q: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16)
+
+
 def _triton_applies(q: torch.Tensor) -> bool:
     d = q.shape[-1]
     return dispatch.cuda_with_triton(q) and d >= 16 and (d & (d - 1)) == 0
@@ -49,10 +84,15 @@ def _load_triton():
 
 
 dispatch.register("paged_decode", dispatch.Impl("ref", lambda q: True, lambda: paged_decode_ref))
+dispatch.register("paged_decode", dispatch.Impl("sdpa", _sdpa_applies, lambda: paged_decode_sdpa, grad=False))
 dispatch.register("paged_decode", dispatch.Impl("triton", _triton_applies, _load_triton))
 
 
-def paged_decode(q, k_cache, v_cache, block_tables, seq_lens, scale: float | None = None, max_blocks: int | None = None):
+def paged_decode(q, k_cache, v_cache, block_tables, seq_lens, scale: float | None = None, max_blocks: int | None = None,
+                 workspace=None):
+    """`workspace` (an `m1.ops.workspace.Workspace`, CPU) lends the gather its buffers; kernels ignore it."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    fn = dispatch.choose("paged_decode", q)
-    return fn(q, k_cache, v_cache, block_tables, seq_lens, scale, max_blocks=max_blocks)
+    impl = dispatch.chosen_name("paged_decode", q, dispatch.needs_grad(q, k_cache, v_cache))
+    fn = dispatch.choose("paged_decode", q, dispatch.needs_grad(q, k_cache, v_cache))
+    kw = {"workspace": workspace} if workspace is not None and impl != "triton" else {}
+    return fn(q, k_cache, v_cache, block_tables, seq_lens, scale, max_blocks=max_blocks, **kw)
