@@ -29,7 +29,7 @@ from m1.ops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-LOGIT_CHUNK_BYTES = 8 * 2**20  # CPU decode: fp32 logits per LM-head/sampler chunk (see ModelRunner._sample)
+LOGIT_CHUNK_BYTES = 8 * 2**20  # CPU decode: fp32 logits per sampler chunk (see ModelRunner._sample)
 
 
 class ModelRunner:
@@ -53,12 +53,12 @@ class ModelRunner:
         self.top_k = torch.zeros(slots, dtype=torch.long, device=dev)
         self.block_table = torch.zeros(slots, self.max_cols, dtype=torch.int32, device=dev)
         self.scratch_slot = lay.num_slots
-        # CPU decode: reused gather buffers for paged attention, and the LM head + sampler run over
-        # row chunks whose (rows, vocab) fp32 logits stay small (see `_sample`); None on CUDA.
+        # CPU decode: reused buffers for the paged-attention gather and the logits, and the sampler
+        # over row chunks whose (rows, vocab) fp32 temporaries stay small (see `_sample`); None on CUDA.
         self.workspace = Workspace() if dev.type == "cpu" else None
         self.logit_rows = max(8, LOGIT_CHUNK_BYTES // (4 * self.config.vocab_size)) if dev.type == "cpu" else None
         if self.logit_rows is not None:
-            log.info("decode on %s: LM head and sampling in chunks of %d rows; paged-attention gathers into a reused workspace",
+            log.info("decode on %s: logits and paged-attention gathers in a reused workspace, sampling in chunks of %d rows",
                      dev, self.logit_rows)
         # Decode reads q/k/v through one stacked weight per attention layer: a persistent buffer
         # (CUDA graphs bake in its address), refilled from the live parameters by `refresh_weights`.
@@ -256,21 +256,29 @@ class ModelRunner:
         return new_tok, logprobs
 
     def _sample(self, h, slot_ids, counter, truncate):
-        """LM head + sampler for every row. With `logit_rows` set (CPU) the rows go in chunks: each
-        chunk's logits and the sampler's full-vocabulary temporaries stay in cache and below the
-        allocator's mmap threshold, where the whole batch's would be mapped and page-faulted anew
-        every step. Row-wise ops: the same tokens as one call over the batch."""
+        """LM head + sampler for every row. With `logit_rows` set (CPU) the logits land in a reused
+        workspace buffer and the sampler runs over row chunks, so its full-vocabulary temporaries
+        stay in cache and below the allocator's mmap threshold (the whole batch's would be mapped
+        and page-faulted anew every step). The sampler is row-wise: the same tokens either way."""
         b = h.shape[0]
         temp, top_p, top_k, key = self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids]
-        rows = self.logit_rows or b
-        if rows >= b:
-            return sample(self.model.lm_head(h).float(), temp, top_p, top_k, key, counter, truncate)
+        head = self.model.lm_head
+        if self.logit_rows is None:
+            return sample(head(h).float(), temp, top_p, top_k, key, counter, truncate)
+        logits = self.workspace.get("logits", (b, head.out_features), h.dtype, h.device)
+        if head.bias is None:  # what the Linear computes (mm / addmm), into the reused buffer
+            torch.mm(h, head.weight.t(), out=logits)
+        else:
+            torch.addmm(head.bias, h, head.weight.t(), out=logits)
+        logits = logits.float()
+        rows = self.logit_rows
+        if b <= rows:
+            return sample(logits, temp, top_p, top_k, key, counter, truncate)
         tok = torch.empty(b, dtype=torch.long, device=h.device)
         lp = torch.empty(b, dtype=torch.float32, device=h.device)
         for a in range(0, b, rows):
             e = min(a + rows, b)
-            tok[a:e], lp[a:e] = sample(self.model.lm_head(h[a:e]).float(), temp[a:e], top_p[a:e], top_k[a:e], key[a:e],
-                                       counter[a:e], truncate)
+            tok[a:e], lp[a:e] = sample(logits[a:e], temp[a:e], top_p[a:e], top_k[a:e], key[a:e], counter[a:e], truncate)
         return tok, lp
 
     def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks):
