@@ -224,8 +224,8 @@ class ModelRunner:
     def decode(self, slot_ids: torch.Tensor, truncate: bool, max_ctx: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One token for each row; advances tok/pos of those slots. Returns (tokens, logprobs) per row.
 
-        `max_ctx` (a host bound on positions + 1) only lets the CPU reference gather fewer
-        blocks; graphs and kernels ignore it.
+        `max_ctx` (a host bound on positions + 1) only lets the CPU paths read fewer blocks and
+        positions; graphs and kernels ignore it.
         """
         m = self.model.model
         tok, pos = self.tok[slot_ids], self.pos[slot_ids]
@@ -241,7 +241,7 @@ class ModelRunner:
         h, residual = add_rms_norm(hidden, None, first.weight, first.variance_epsilon)
         for i, layer in enumerate(layers):
             if layer.is_attention:
-                h = self._decode_attention(layer.self_attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks)
+                h = self._decode_attention(layer.self_attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks, max_ctx)
             else:
                 h = self._decode_mamba(layer.mamba, h, slot_ids)
             post = layer.post_attention_layernorm
@@ -281,20 +281,21 @@ class ModelRunner:
             tok[a:e], lp[a:e] = sample(logits[a:e], temp[a:e], top_p[a:e], top_k[a:e], key[a:e], counter[a:e], truncate)
         return tok, lp
 
-    def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks):
+    def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks, max_len):
         b = h.shape[0]
         w, bias = self.qkv[attn.layer_idx]
         nq, nkv = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-        q, k, v = F.linear(h, w, bias).split([nq, nkv, nkv], dim=-1)  # one GEMM for q, k and v
-        q = q.reshape(b, attn.num_heads, 1, attn.head_dim)
-        k = k.reshape(b, attn.num_kv_heads, 1, attn.head_dim)
-        v = v.reshape(b, attn.num_kv_heads, attn.head_dim)
-        q, k = apply_rotary(q, cos, sin)[:, :, 0], apply_rotary(k, cos, sin)[:, :, 0]
+        qkv = F.linear(h, w, bias)  # one GEMM for q, k and v
+        H, KVH, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        qk = apply_rotary(qkv[:, : nq + nkv].view(b, H + KVH, 1, d), cos, sin)[:, :, 0]  # q and k heads rotated at once
+        q, k = qk[:, :H], qk[:, H:]
+        v = qkv[:, nq + nkv :].view(b, KVH, d)
         kc, vc = self.cache.k[attn.layer_idx], self.cache.v[attn.layer_idx]
         flat = (-1, attn.num_kv_heads, attn.head_dim)
         kc.view(flat).index_copy_(0, slot_mapping, k.to(kc.dtype))
         vc.view(flat).index_copy_(0, slot_mapping, v.to(vc.dtype))
-        out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks, workspace=self.workspace)
+        out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks, workspace=self.workspace,
+                           max_len=max_len)
         return attn.o_proj(out.reshape(b, -1))
 
     def _decode_mamba(self, mx, h, slot_ids):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from m1.ops import dispatch
 from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
 from m1.ops.norm import gated_rms_norm_ref
+from m1.ops.slots import contiguous_range, inverse
 from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
 
@@ -98,22 +99,6 @@ def mamba2_decode_step_ref(
     return out.to(zxbcdt.dtype)
 
 
-def _slot_range(slot_ids: torch.Tensor) -> tuple[int, torch.Tensor | None] | None:
-    """If the slots are the contiguous range lo .. lo + b - 1 in some order: (lo, the row order that
-    sorts them, or None when already sorted). Otherwise None. Reads the ids on the host (CPU only)."""
-    b = slot_ids.numel()
-    ids = slot_ids.tolist()
-    lo = min(ids)
-    if max(ids) - lo != b - 1:
-        return None
-    if ids == list(range(lo, lo + b)):
-        return lo, None
-    order = torch.argsort(slot_ids)
-    if slot_ids[order].tolist() != list(range(lo, lo + b)):
-        return None  # a repeated slot: not a permutation of the range
-    return lo, order
-
-
 def mamba2_decode_step_cpu(
     zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
     *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
@@ -122,7 +107,7 @@ def mamba2_decode_step_cpu(
     b = zxbcdt.shape[0]
     h, p, n = n_heads, head_dim, state_size
     inner = h * p
-    rng = _slot_range(slot_ids) if b else None
+    rng = contiguous_range(slot_ids)
     if rng is not None:  # the pools' rows lo .. lo + b - 1, as views; rows permuted into slot order if needed
         lo, order = rng
         if order is not None:
@@ -155,7 +140,7 @@ def mamba2_decode_step_cpu(
     out = gated_rms_norm_ref(y.to(x.dtype).reshape(b, inner), z, norm_weight, eps=eps, group_size=inner // n_groups)
     out = out.to(zxbcdt.dtype)
     if rng is not None and rng[1] is not None:  # back to the caller's row order
-        out = out.index_select(0, torch.argsort(rng[1]))
+        out = out.index_select(0, inverse(rng[1]))
     return out
 
 
