@@ -52,3 +52,34 @@ def test_cpu_sdpa_path_equals_reference(dtype, atol, heads, kv_heads):
     assert ws.nbytes == big
     with dispatch.force("ref"):
         assert torch.equal(paged_decode(q, k, v, tables, lens, 0.3), paged_decode_ref(q, k, v, tables, lens, 0.3))
+
+
+@pytest.mark.parametrize("blocks", [
+    pytest.param([1, 2, 3, 4], id="a-range-in-order"),
+    pytest.param([3, 1, 4, 2], id="a-range-permuted"),
+    pytest.param([5, 1, 4, 2], id="scattered"),
+])
+def test_cpu_sdpa_path_on_one_block_per_sequence_equals_reference(blocks):
+    """One block per row (the engine's CPU layout): a range of blocks, in any order, is attended as a
+    view of the pool (no gather); any other set is gathered. Both equal the reference, with `max_len`
+    cutting the positions read."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v, _ = _case(g, torch.float32, b=4, H=6, KVH=2, d=16, bs=48, nblocks=6, cols=1)
+    tables = torch.tensor(blocks, dtype=torch.int32)[:, None]
+    for lens, max_len in (([1, 30, 48, 17], None), ([1, 30, 48, 17], 48), ([1, 30, 29, 17], 31)):  # max_len > every length
+        lens = torch.tensor(lens).int()
+        ref = paged_decode_ref(q, k, v, tables, lens, 0.25)
+        torch.testing.assert_close(paged_decode_sdpa(q, k, v, tables, lens, 0.25, max_blocks=1, max_len=max_len), ref,
+                                   rtol=0, atol=1e-5)
+
+
+def test_contiguous_range():
+    from m1.ops.slots import contiguous_range, inverse
+
+    assert contiguous_range(torch.tensor([3, 4, 5])) == (3, None)
+    lo, order = contiguous_range(torch.tensor([5, 3, 4]))
+    assert lo == 3 and order.tolist() == [1, 2, 0] and inverse(order).tolist() == [2, 0, 1]
+    assert contiguous_range(torch.tensor([3, 5])) is None
+    assert contiguous_range(torch.tensor([3, 3, 4])) is None  # not a permutation (3 repeated, 5 missing)
+    assert contiguous_range(torch.tensor([4, 3, 3])) is None
+    assert contiguous_range(torch.tensor([], dtype=torch.long)) is None
