@@ -121,13 +121,14 @@ def test_cpu_path_equals_reference_over_several_steps(slots, dtype, G):
     cs_ref, ss_ref = t["conv_state"].clone(), t["ssm_state"].clone()
     cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
     for step in range(4):
         zx = t["zxbcdt"](len(slots))
         want = mamba2_decode_step_ref(zx, cs_ref, ss_ref, slot_ids, *_params(t), **_kw(t, dt_limit=(0.0, 2.0)))
         got = mamba2_decode_step_cpu(zx, cs, ss, slot_ids, *_params(t), **_kw(t, dt_limit=(0.0, 2.0)))
         assert got.dtype == want.dtype
-        torch.testing.assert_close(got, want, rtol=0, atol=tol)
-        torch.testing.assert_close(ss, ss_ref, rtol=0, atol=tol)
+        torch.testing.assert_close(got, want, rtol=rtol, atol=tol)
+        torch.testing.assert_close(ss, ss_ref, rtol=rtol, atol=tol)
         assert torch.equal(cs, cs_ref)
     others = torch.ones(cs.shape[0], dtype=torch.bool)
     others[slot_ids] = False

@@ -21,9 +21,10 @@ indexing. On CUDA with triton installed the call goes to one Triton kernel
 engine can capture it in a CUDA graph. On CPU it goes to `mamba2_decode_step_cpu`: the
 same maths, with the SSM state updated in place (decay, then the rank-1 update as a
 batched GEMM, then y = S C as a batched GEMV) instead of through full-size temporaries,
-and with no gather or scatter of the state at all when the rows' slots are one
-contiguous range (the engine's case whenever every slot is busy): measured on 2 cores,
-batch 192 x (9 heads x 64 x 64), 16 ms a step for the reference, 3 ms in place.
+the conv window shifted in place, and no gather or scatter of the states at all when
+the rows' slots are one contiguous range (the engine's case whenever every slot is busy).
+Measured on 2 cores: the SSD update at batch 192 x (9 heads x 64 x 64), 16 ms a step for
+the reference, 3 ms in place; the conv step at batch 64 x 1728 channels, 1.6 ms and 0.6 ms.
 """
 
 from __future__ import annotations
@@ -118,9 +119,17 @@ def mamba2_decode_step_cpu(
         conv = conv_state.index_select(0, slot_ids)
         ssm = ssm_state.index_select(0, slot_ids)
     z, xBC, dt = split_zxbcdt(zxbcdt, h, p, n_groups, n)
-    weight = conv_weight.reshape(conv_weight.shape[0], -1)
-    xBC, new_conv = causal_conv1d_step_ref(xBC, conv, weight, conv_bias, activation="silu")
-    conv.copy_(new_conv)
+    # The conv step as w multiply-adds over (b, conv_dim) and a shift of the window in place: the reference's
+    # cat + product + sum over the tiny last dim costs ~3x more on CPU.
+    weight = conv_weight.reshape(conv_weight.shape[0], -1).to(xBC.dtype)
+    w = weight.shape[1]
+    acc = xBC * weight[:, -1] if conv_bias is None else torch.addcmul(conv_bias.to(xBC.dtype), xBC, weight[:, -1])
+    for j in range(w - 1):
+        acc.addcmul_(conv[:, :, j].to(xBC.dtype), weight[:, j])
+    for j in range(w - 2):
+        conv[:, :, j].copy_(conv[:, :, j + 1])
+    conv[:, :, w - 2].copy_(xBC)
+    xBC = F.silu(acc)
     x, B, C = torch.split(xBC, [inner, n_groups * n, n_groups * n], dim=-1)
     ct = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
     dt = F.softplus(dt.to(ct) + dt_bias.to(ct)).clamp(dt_limit[0], dt_limit[1])
