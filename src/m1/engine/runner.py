@@ -57,9 +57,10 @@ class ModelRunner:
         # over row chunks whose (rows, vocab) fp32 temporaries stay small (see `_sample`); None on CUDA.
         self.workspace = Workspace() if dev.type == "cpu" else None
         self.logit_rows = max(8, LOGIT_CHUNK_BYTES // (4 * self.config.vocab_size)) if dev.type == "cpu" else None
+        self.mlp_rows = 256 if dev.type == "cpu" else None  # prefill MLP row chunks (see `_prefill_mlp`)
         if self.logit_rows is not None:
-            log.info("decode on %s: logits and paged-attention gathers in a reused workspace, sampling in chunks of %d rows",
-                     dev, self.logit_rows)
+            log.info("engine on %s: decode logits and paged-attention gathers in a reused workspace, sampling in chunks of "
+                     "%d rows; prefill MLP in chunks of %d rows", dev, self.logit_rows, self.mlp_rows)
         # Decode reads q/k/v through one stacked weight per attention layer: a persistent buffer
         # (CUDA graphs bake in its address), refilled from the live parameters by `refresh_weights`.
         self.qkv: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -147,9 +148,23 @@ class ModelRunner:
             else:
                 h = self._pack_mamba(layer.mamba, h, ctx)
             hidden = hidden + h
-            hidden = hidden + layer.shared_mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + self._prefill_mlp(layer.shared_mlp, layer.post_attention_layernorm(hidden))
         rows = torch.tensor([b - 1 for p, b in zip(pack, cu[1:]) if p.last], dtype=torch.long, device=dev)
         return self.model.lm_head(m.norm(hidden[0, rows])).float()
+
+    def _prefill_mlp(self, mlp, x):
+        """The MLP of a pack; on CPU over row chunks of `mlp_rows` (row-wise: the same maths), so its
+        (rows, 2 x intermediate) temporaries stay in cache instead of being mapped and page-faulted
+        anew in every layer (measured on SmolLM2, 3072 packed tokens: silu and the product took
+        30 ms each per layer on the whole pack)."""
+        rows = self.mlp_rows
+        flat = x.reshape(-1, x.shape[-1])
+        if rows is None or flat.shape[0] <= rows:
+            return mlp(x)
+        out = torch.empty_like(flat)
+        for a in range(0, flat.shape[0], rows):
+            out[a:a + rows] = mlp(flat[a:a + rows])
+        return out.view_as(x)
 
     def _pack_attention(self, attn, h, rope, slot_mapping, ctx: "_PackCtx"):
         T = h.shape[1]
