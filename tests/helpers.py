@@ -1,7 +1,11 @@
-"""Tiny random models for tests."""
+"""The tests' one factory of tiny models, and what goes with them (a character tokenizer, a toy benchmark)."""
+
+import json
+from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 LLAMA3_ROPE = {
     "rope_type": "llama3",
@@ -13,16 +17,22 @@ LLAMA3_ROPE = {
 }
 
 
-def tiny_llama(layers: int = 4, tied: bool = True, seed: int = 0, vocab: int = 97) -> LlamaForCausalLM:
+def tiny_llama(layers: int = 4, tied: bool = True, seed: int = 0, vocab: int = 97, hidden: int = 64, intermediate: int = 96,
+               heads: int = 4, kv_heads: int = 2, max_positions: int = 256, rope: dict | None = LLAMA3_ROPE,
+               **config) -> LlamaForCausalLM:
+    """A random GQA Llama (Llama-3 rope scaling unless `rope` is None: then the config's default rope);
+    `config` sets further `LlamaConfig` fields."""
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, rope_parameters=dict(LLAMA3_ROPE), max_position_embeddings=256, tie_word_embeddings=tied,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    fields = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+                  tie_word_embeddings=tied, **config)
+    if rope is not None:
+        fields["rope_parameters"] = dict(rope)
+    return LlamaForCausalLM(LlamaConfig(**fields)).eval()
 
 
 def tiny_qwen2(layers: int = 3, seed: int = 0, vocab: int = 97) -> Qwen2ForCausalLM:
+    """A random Qwen2 whose q/k/v biases are non-zero (so conversion must carry them)."""
     torch.manual_seed(seed)
     cfg = Qwen2Config(
         vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers, num_attention_heads=4,
@@ -34,3 +44,33 @@ def tiny_qwen2(layers: int = 3, seed: int = 0, vocab: int = 97) -> Qwen2ForCausa
             if isinstance(m, torch.nn.Linear) and m.bias is not None:
                 m.bias.normal_()
     return model
+
+
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?+-*/=^_(){}[]$\\'\n"
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character of `CHARS`, with <pad>, <eos> and <unk>."""
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2} | {c: i + 3 for i, c in enumerate(CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
+def save_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (width 32, default rope) with `tiny_tokenizer`, saved as a checkpoint directory."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(layers=2, tied=False, seed=seed, vocab=len(tok), hidden=32, intermediate=64, heads=2, kv_heads=1,
+                       max_positions=512, rope=None, eos_token_id=1, pad_token_id=0, bos_token_id=None)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_problems(path: Path, n: int = 3) -> Path:
+    """A toy benchmark: "What is i+1?" for i < n."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"p{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n")
+    return path

@@ -53,7 +53,7 @@ def test_require_path(tmp_path):
 
 def test_error_classes_are_user_errors():
     from m1.eval.benchmarks import BenchmarkFormatError
-    from m1.train.data import DataError
+    from m1.data import DataError
 
     for cls in (ConfigError, DataError, BenchmarkFormatError):
         assert issubclass(cls, UserError) and issubclass(cls, ValueError)
@@ -72,7 +72,9 @@ def test_cpu_kernel_hints_are_silenced(monkeypatch):
         def emit(self, record):
             self.messages.append(record.getMessage())
 
-    cli.quiet_cpu_kernel_hints()
+    from m1.logs import quiet_cpu_kernel_hints
+
+    quiet_cpu_kernel_hints()
     log = logging.getLogger("transformers.integrations.hub_kernels")
     keep = Keep()
     log.addHandler(keep)  # on the logger itself: transformers' own loggers may not propagate to the root

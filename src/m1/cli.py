@@ -9,51 +9,23 @@ imports are paid only when that stage runs.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
 from m1.errors import UserError
+from m1.logs import setup_logging
 
 # command -> (module, function taking argv, one-line summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "convert": ("m1.convert", "cli_main", "attention-initialised hybrid from a Llama/Qwen2 checkpoint"),
+    "convert": ("m1.convert.cli", "cli_main", "hybrid from a Llama/Qwen2 checkpoint (calibrated attention init by default)"),
     "distill": ("m1.train.distill", "cli_main", "stage 1: distil the hybrid from its teacher (KL on logits)"),
     "sft": ("m1.train.sft", "cli_main", "stage 2: supervised fine-tuning on reasoning traces"),
     "grpo": ("m1.train.grpo", "cli_main", "stage 3: GRPO on problems with verifiable answers"),
     "eval": ("m1.eval.cli", "eval_main", "pass@k, maj@k and verify@k on math benchmarks"),
     "scaling": ("m1.eval.cli", "scaling_main", "accuracy against samples and wall-clock budget"),
-    "bench": ("m1.bench", "cli_main", "decode throughput against a same-size transformer"),
+    "bench": ("m1.bench.cli", "cli_main", "decode throughput against a same-size transformer"),
     "demo": ("m1.demo", "cli_main", "every stage end to end on a tiny synthetic task, on CPU"),
 }
-
-
-_KERNEL_PACKAGES = ("mamba_ssm", "mamba-ssm", "causal_conv1d", "causal-conv1d")
-
-
-class _CPUKernelHintFilter(logging.Filter):
-    """Drops transformers' "install mamba_ssm / causal_conv1d" hints on a machine without CUDA.
-
-    Those packages are CUDA-only, so on a CPU the hint is advice that cannot be followed (and
-    m1's own model does not use them at all). With CUDA present the hint is kept.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if not any(p in msg for p in _KERNEL_PACKAGES):
-            return True
-        import torch
-
-        return torch.cuda.is_available()
-
-
-def quiet_cpu_kernel_hints() -> None:
-    """Install `_CPUKernelHintFilter` on the transformers loggers that emit the hint (idempotent)."""
-    for name in ("transformers.integrations.hub_kernels", "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
-                 "transformers.models.mamba2.modeling_mamba2"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _CPUKernelHintFilter) for f in log.filters):
-            log.addFilter(_CPUKernelHintFilter())
 
 
 def _usage() -> str:
@@ -82,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"m1: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    quiet_cpu_kernel_hints()
+    setup_logging()
     module_name, func_name, _ = COMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)
     try:

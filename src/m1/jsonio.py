@@ -1,6 +1,6 @@
 """Reading JSON/JSONL record files with the file and line of every problem in the error.
 
-Benchmarks (`m1.eval.benchmarks`) and training data (`m1.train.data`) both read user
+Benchmarks (`m1.eval.benchmarks`) and training data (`m1.data`) both read user
 files; one reader keeps their error messages alike: `file:line` for a JSONL line and
 `file[index]` for an item of a JSON array.
 """

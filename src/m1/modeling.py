@@ -243,6 +243,11 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
             super().save_pretrained(tmp, *args, **kwargs)
 
 
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack (embeddings, layers, final norm) of the hybrid or of any transformers causal LM."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+
+
 def _past_length(cache, config: HybridConfig) -> int:
     if cache is None or not config.attention_layers:
         return 0

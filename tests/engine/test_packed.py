@@ -4,28 +4,8 @@ import pytest
 import torch
 
 from m1.engine import Engine, SamplingParams
-from m1.engine.packed import attention_groups, packed_causal_conv1d, plan_pieces
-from m1.ops import causal_conv1d_ref
+from m1.engine.packed import attention_groups, plan_pieces
 from tests.engine.conftest import KINDS, full_logits, prompts_of
-
-
-@pytest.mark.parametrize("with_state", [False, True])
-@pytest.mark.parametrize("bias", [False, True])
-def test_packed_conv_equals_reference(with_state, bias):
-    g = torch.Generator().manual_seed(0)
-    lens = [1, 2, 7, 3, 16]  # some shorter than the conv window's past (w - 1 = 3)
-    d, w = 6, 4
-    cu = [0]
-    for n in lens:
-        cu.append(cu[-1] + n)
-    x = torch.randn(1, cu[-1], d, generator=g)
-    weight = torch.randn(d, w, generator=g)
-    b = torch.randn(d, generator=g) if bias else None
-    h0 = torch.randn(len(lens), d, w - 1, generator=g) if with_state else None
-    y_ref, f_ref = causal_conv1d_ref(x, weight, b, initial_state=h0, cu_seqlens=torch.tensor(cu))
-    y, f = packed_causal_conv1d(x[0], weight, b, h0, cu)
-    torch.testing.assert_close(y, y_ref[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(f, f_ref, rtol=0, atol=0)
 
 
 def test_plan_pieces_respects_budget_and_order():

@@ -32,7 +32,10 @@ def test_documented_disagreements_have_verdicts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, min_rate", [("strict", 0.96), ("lenient", 0.965)])
+# Lenient's floor fell from 0.965 to 0.96 with issue 21: reading closing statements
+# credits three right answers of gemma's that the reference labelled wrong (it took the
+# last number in the text), so raw agreement fell by exactly those rows.
+@pytest.mark.parametrize("mode, min_rate", [("strict", 0.96), ("lenient", 0.96)])
 def test_full_agreement(shared_data, mode, min_rate):
     rows = load_labeled(shared_data / "grader" / "labeled_answers.jsonl")
     # a generous limit: this audits the grader's verdicts, not the machine's load

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from m1.eval.cli import eval_main, scaling_main
-from m1.eval.generation import HFGenerator, SamplingConfig
-from m1.eval.runner import TIMING_KEYS, EvalConfig, run_eval
+from m1.eval.generation import HFGenerator
+from m1.eval.loop import EvalConfig, eval_sampling, run_eval
+from m1.eval.samples import TIMING_KEYS
 
-from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+from tests.helpers import save_tiny_model, tiny_tokenizer, write_problems
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ class FailAfter:
 
     def __init__(self, inner, calls):
         self.inner, self.calls, self.name = inner, calls, inner.name
+        self.requests_per_call = inner.requests_per_call
 
     def generate(self, *a, **kw):
         if self.calls == 0:
@@ -56,7 +58,7 @@ class FailAfter:
 def test_resumed_eval_matches_uninterrupted(tmp_path, tiny_dir, problems):
     def cfg(out):
         return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=out, n=4, chunk_size=2,
-                          sampling=SamplingConfig(temperature=1.0, top_p=0.9, max_tokens=12), seed=3)
+                          sampling=eval_sampling(temperature=1.0, top_p=0.9, max_tokens=12), seed=3)
 
     gen, tok = _hf(tiny_dir), tiny_tokenizer()
     full = tmp_path / "full"
@@ -75,6 +77,31 @@ def test_resumed_eval_matches_uninterrupted(tmp_path, tiny_dir, problems):
     assert _strip_timing(a) == _strip_timing(b)
     assert _texts(full) == _texts(part)
     assert len(_texts(part)) == 12
+
+
+def test_resumed_eval_keeps_each_rows_extraction_mode(tmp_path, tiny_dir, problems):
+    """Rows record the extraction mode they were graded with, and a resume in another mode
+    is refused (one line) instead of mixing modes in one samples.jsonl and summary."""
+    from m1.errors import UserError
+
+    def cfg(mode):
+        return EvalConfig(model=str(tiny_dir), benchmarks=[str(problems)], out=tmp_path / "run", n=2, chunk_size=2,
+                          sampling=eval_sampling(temperature=1.0, max_tokens=8), seed=1, extraction=mode)
+
+    gen, tok = _hf(tiny_dir), tiny_tokenizer()
+    with pytest.raises(Interrupted):
+        run_eval(cfg("lenient"), FailAfter(gen, 1), tok)
+    with pytest.raises(UserError, match="--extraction strict: .* graded with --extraction lenient"):
+        run_eval(cfg("strict"), gen, tok)
+    run_eval(cfg("lenient"), gen, tok)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "samples.jsonl")]
+    assert len(rows) == 6 and {r["extraction"] for r in rows} == {"lenient"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["extraction"] == "lenient"
+    # rows from before rows recorded their mode take the mode of their run's summary.json
+    with open(tmp_path / "run" / "samples.jsonl", "w") as f:
+        f.writelines(json.dumps({k: v for k, v in r.items() if k != "extraction"}) + "\n" for r in rows[:3])
+    with pytest.raises(UserError, match="graded with --extraction lenient"):
+        run_eval(cfg("strict"), gen, tok)
 
 
 def test_eval_cli_writes_outputs_and_resume_skips_done_problems(tmp_path, tiny_dir, problems):

@@ -5,9 +5,10 @@ import json
 import pytest
 
 from m1.eval.cli import eval_main
-from m1.eval.generation import EngineGenerator, SamplingConfig, load_generator
+from m1.engine import SamplingParams
+from m1.eval.generation import EngineGenerator, load_generator
 
-from .tiny import save_tiny_model, write_problems
+from tests.helpers import save_tiny_model, write_problems
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +20,16 @@ def test_engine_backend_on_a_llama_checkpoint_equals_hf_greedy(tiny_dir):
     eng, _ = load_generator("engine", str(tiny_dir))
     hf, _ = load_generator("hf", str(tiny_dir), device="cpu")
     assert isinstance(eng, EngineGenerator) and eng.model is not None
-    greedy = SamplingConfig(temperature=0.0, max_tokens=12)
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=12, seed=0)
     for prompt in ("What is 1+1?", "abc"):
-        a = eng.generate(prompt, 1, greedy, seed=0)[0]
-        b = hf.generate(prompt, 1, greedy, seed=0)[0]
+        a = eng.generate([prompt], [greedy])[0][0]
+        b = hf.generate([prompt], [greedy])[0][0]
         assert (a.text, a.num_tokens, a.finish_reason) == (b.text, b.num_tokens, b.finish_reason)
 
 
 def test_engine_limits_max_tokens_to_its_context(tiny_dir):
     eng, _ = load_generator("engine", str(tiny_dir))
-    out = eng.generate("abc", 2, SamplingConfig(temperature=0.8, max_tokens=10**6), seed=1)
+    out = eng.generate(["abc"], [SamplingParams(n=2, temperature=0.8, max_tokens=10**6, seed=1)])[0]
     assert len(out) == 2 and all(s.finish_reason in ("stop", "length") for s in out)
 
 
@@ -39,3 +40,23 @@ def test_eval_defaults_to_the_engine(tmp_path, tiny_dir):
                       "--max-tokens", "6", "--out", str(out)]) == 0
     assert "engine backend" in (out / "report.md").read_text()
     assert json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]["problems"] == 2
+
+
+def test_self_verifier_runs_on_the_engine_backend(tmp_path, tiny_dir):
+    """`--verifier self` scores with the policy's forward pass, which the engine backend exposes
+    too (its all-attention hybrid of a Llama checkpoint): same score as on the hf backend, and
+    `m1 eval --verifier self` no longer needs `--backend hf`."""
+    from m1.eval.verifiers import load_verifier
+
+    eng, tok = load_generator("engine", str(tiny_dir))
+    hf, _ = load_generator("hf", str(tiny_dir), device="cpu")
+    problem, solution = "What is 1+1?", "1+1 = 2, so the answer is \\boxed{2}."
+    s_eng = load_verifier("self", eng.model, tok).score(problem, solution)
+    s_hf = load_verifier("self", hf.model, tok).score(problem, solution)
+    assert s_eng == pytest.approx(s_hf, abs=1e-4)
+    problems = write_problems(tmp_path / "toy.jsonl", n=2)
+    out = tmp_path / "run"
+    assert eval_main(["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "2", "--chunk-size", "2",
+                      "--max-tokens", "6", "--verifier", "self", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
+    assert set(summary["verify@k"]) == {"1", "2"}

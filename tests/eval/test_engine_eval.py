@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from m1.eval.generation import SamplingConfig
 from m1.eval.grader import answers_equivalent
-from m1.eval.runner import EvalConfig, read_samples, run_engine_eval
+from m1.eval.loop import EvalConfig, eval_sampling, run_engine_eval
+from m1.eval.samples import read_samples
 
-from .tiny import save_tiny_model, tiny_tokenizer, write_problems
+from tests.helpers import save_tiny_model, tiny_tokenizer, write_problems
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def hybrid(tmp_path_factory):
 
 def _cfg(out, bench, n=4, temperature=1.0):
     return EvalConfig(model="tiny", benchmarks=[bench], out=out, n=n, chunk_size=2, seed=3,
-                      sampling=SamplingConfig(temperature=temperature, max_tokens=12))
+                      sampling=eval_sampling(temperature=temperature, max_tokens=12))
 
 
 def test_rows_are_graded_by_the_grader_and_a_resume_regenerates_only_missing(tmp_path, hybrid, monkeypatch):

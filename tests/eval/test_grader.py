@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m1.eval import answers_equivalent, extract_answer, grade
-from m1.eval.verify_pool import get_pool
+from m1.eval.grader_pool import get_pool
 
 NO_HANG_LIMIT_S = 2.0  # the issue's bound for any single grade call
 
@@ -80,15 +80,79 @@ def test_extract_statement(text, want):
 @pytest.mark.parametrize(
     "text, want",
     [
-        (LONG_REASONING + "m + n = 25 + 169 = **194**", "194"),  # the last number of the final line
+        # one answer in several boxes, joined only by "and", commas or spacing (issue 21)
+        ("Therefore, the possible values are \\boxed{7} and \\boxed{-5}.", "7, -5"),
+        ("$$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$$", "(2, 2), (6, 2)"),
+        ("\\boxed{1}\\boxed{2}", "1, 2"),
+        ("\\boxed{5}\n\\boxed{5}", "5"),  # a repeated box is one answer
+        ("\\boxed{1} papers and \\boxed{2} bins", "2"),  # words between boxes: the last box
+        ("we had \\boxed{3} earlier. So a = \\boxed{4}", "4"),
+        ("a \\boxed{ \\boxed{5}", "5"),  # a box inside one that never closes
+        # a final-answer statement after the last box wins over boxed intermediate results
+        ("$0.04 \\cdot 10,000 = \\boxed{200}$ and $\\boxed{255}$. Final Answer: The final answer is $10,455$. "
+         "I hope it is correct.", "10455"),
+        ("The answer is \\boxed{5}.", "5"),
+        # the value of a "Final Answer: The ... is V" sentence, not the name in its first math span
+        ("Final Answer: The largest $n$ is 34.", "34"),
+        ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120"),
+        # "Answer $9$", spans joined by "and", a thousands separator written `,\\!`
+        ("Answer $ 9 $", "9"),
+        ("Answer \\[ 9 \\]", "9"),
+        ('Final Answer: The final answer is "$12 $ and $13 $". I hope it is correct.', "12 \\text{ and } 13"),
+        ("is $\\boxed{11,\\! 111,\\! 111,\\! 100}$", "11111111100"),
+        ("Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", "\\frac{1}{2} = \\frac{10}{9}"),  # an escaped \\$ closes nothing
+    ],
+)
+def test_extract_boxes_and_statements_issue21(text, want):
+    assert extract_answer(text) == want
+
+
+def test_equation_chains_match_on_their_last_side():
+    assert grade("\\boxed{x = 5+5+1 = 7 =11}", "$x = 11$")
+    assert not grade("\\boxed{x = 5+5+1 = 7 =12}", "x = 11")
+    assert not grade("\\boxed{y = 1 = 11}", "x = 11")  # another left side
+    assert not grade("\\boxed{f(x) = x + 1}", "f(x)=-1,f(x)=x+1")  # a list of equations is not a chain
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        # a closing statement that is not the final line (the held-out misses of issue 21)
+        (LONG_REASONING + "So the total number of different combinations is indeed 90.\nI think that's the answer.", "90"),
+        (LONG_REASONING + "Therefore, the number of trailing zeros in 42! is 9.\n\nThat matches the pattern.\nI hope it helps.",
+         "9"),
+        (LONG_REASONING + "The result is 23.", "23"),
+        (LONG_REASONING + "so x = 5", "5"),
+        (LONG_REASONING + "m + n = 25 + 169 = **194**", "194"),
         (LONG_REASONING + "v/c = z = **0.033**\n\nLet me know if you have any other questions!", "0.033"),
         (LONG_REASONING + "14.01 g/mol + 5.05 g/mol + 16.00 g/mol = **35.06 g/mol**", "35.06"),
         (LONG_REASONING + "so the total is 1,200 dollars", "1200"),
-        ("The answer is 3.\nBut we also know 7 = 7.", "3"),  # a statement still wins over the last number
-        ("\\boxed{4} and the final line says 9", "4"),  # and a box over both
-        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),  # a truncated step label stays None
-        (LONG_REASONING + "Let me know if you would like the details.", None),  # no number on the final line
-        ("30 apples.\nThe remaining steps are left to you.", None),  # only the final line counts
+        (LONG_REASONING + "Therefore, 997⁻¹ ≡ **333** (mod 1000).", "333"),  # not the 1000 of "(mod 1000)"
+        (LONG_REASONING + "3. **Calculate:** λ = (3 x 10⁸ m/s) / (108 x 10⁶ Hz) = 2.78 m ≈ **2.78 m**", "2.78"),
+        (LONG_REASONING + "Therefore, there are 12 distinct sequences that meet the conditions. I hope it is correct.", "12"),
+        (LONG_REASONING + "the probability that Alice wins is 2/3. <|im_start|>user\nWhat is 7?", "2/3"),  # a new turn
+        (LONG_REASONING + "The largest real part is $192(4)+96=896$.", "896"),
+        (LONG_REASONING + "Thus\n\\[\nx = 5\n\\]", "5"),
+        (LONG_REASONING + "τ ≈ **6 x 10^13 years**", "6 \\times 10^13"),
+        (LONG_REASONING + "**194**", "194"),  # a value alone on the final line
+        ("The answer is 3.\nBut we also know 7 = 7.", "3"),  # a strict statement still wins
+        ("\\boxed{4} and the final line says x = 9", "4"),  # and a box over both
+        # never a number from an unfinished (truncated) final line, nor from above it
+        (LONG_REASONING + "So x = 4.\nWe get 3 + 4 + (1/2", None),
+        (LONG_REASONING + "\\[ 36a = 77 \\times 79 \\implies a = \\frac{6083}{36} = \\frac{1", None),
+        (LONG_REASONING + "The 610th row is the sum of the 610th row and", None),
+        (LONG_REASONING + "**Therefore, the value of f(1/5) is:**", None),
+        # never a step label, a question or a restated problem
+        ("Q: Tom has 30 apples and buys 8.\nA: add 8: 30+8=38", None),
+        (LONG_REASONING + "Let ABCDEF be a hexagon with sides 200, 240 and 300. Find the side length of the hexagon.", None),
+        (LONG_REASONING + "So x = 5.\nWhat is the mean of her quiz scores currently?", None),
+        # never a number that does not end its statement, nor one the model did not conclude on
+        (LONG_REASONING + "The area is 9 times larger.", None),
+        (LONG_REASONING + "Therefore, the value of k is at least 10.", None),
+        (LONG_REASONING + "$n \\cot(\\pi/n) = 40$\nWe need to find a value of $n$ that satisfies this equation.", None),
+        (LONG_REASONING + "we get 1 + 6 = 7. This is too small.\nSo there is **no** solution.", None),
+        (LONG_REASONING + "Let me know if you would like the details.", None),
+        ("30 apples.\nThe remaining steps are left to you.", None),  # a value alone counts only as the final line
     ],
 )
 def test_extract_lenient(text, want):

@@ -101,3 +101,44 @@ def test_paired_difference_interval_and_constant_baseline():
     assert constant_answer_baseline(["1", "2", "1", "3"]) == ("1", 0.5)
     assert constant_answer_baseline(["2", "1"]) == ("2", 0.5)  # ties: the first seen
     assert constant_answer_baseline([]) == (None, 0.0)
+
+
+def test_weighted_vote_lets_the_verifier_break_a_tie_and_agreement_outvote_it():
+    from m1.eval.metrics import weighted_vote_at_k
+
+    # two answers, one sample each: a tie that plain voting gives to the earliest ("3", wrong);
+    # the verifier prefers "4", so the weighted vote picks it
+    assert weighted_vote_at_k(["3", "4"], [-2.0, 2.0], [False, True], 2) == 1.0
+    # three samples agree on "5" (right) with middling scores; one confident wrong "6" loses to them
+    assert weighted_vote_at_k(["5", "5", "5", "6"], [0.0, 0.0, 0.0, 5.0], [True, True, True, False], 4) == 1.0
+    # best-of-k would trust the confident wrong sample
+    from m1.eval.metrics import verify_at_k
+
+    assert verify_at_k([0.0, 0.0, 0.0, 5.0], [True, True, True, False], 4) == 0.0
+    # equivalent answers pool their weight ("0.5" and "1/2"); None never wins
+    assert weighted_vote_at_k(["0.5", "1/2", "2", None], [0.0, 0.0, 1.0, 9.0], [True, True, False, False], 4) == 1.0
+
+
+def test_weighted_vote_equals_a_direct_count_over_every_subset():
+    """Against a direct count with k = n (the one subset, so no sampling of subsets)."""
+    import math
+    import random
+
+    from m1.eval.metrics import weighted_vote_at_k
+
+    rng = random.Random(3)
+    for _ in range(20):
+        n = 5
+        answers = [rng.choice(["1", "2", "3", None]) for _ in range(n)]
+        scores = [rng.uniform(-3, 3) for _ in range(n)]
+        correct = [a == "2" for a in answers]
+        got = weighted_vote_at_k(answers, scores, correct, n)  # k = n: the one full subset
+        w = {}
+        first = {}
+        for i, a in enumerate(answers):
+            if a is None:
+                continue
+            w[a] = w.get(a, 0.0) + 1 / (1 + math.exp(-scores[i]))
+            first.setdefault(a, i)
+        want = float(bool(w) and max(w, key=lambda a: (w[a], -first[a])) == "2")
+        assert got == want

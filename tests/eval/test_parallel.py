@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from m1.eval.cli import eval_main
-from m1.eval.runner import TIMING_KEYS
+from m1.eval.samples import TIMING_KEYS
 
-from .tiny import save_tiny_model, write_problems
+from tests.helpers import save_tiny_model, write_problems
 
 ARGS = ["--n", "4", "--chunk-size", "2", "--temperature", "1.0", "--top-p", "0.9", "--max-tokens", "12",
         "--seed", "5", "--backend", "hf"]
@@ -63,16 +63,15 @@ def test_parallel_resumes_a_partial_single_process_run(tmp_path, setup):
     import torch
 
     from m1.eval.benchmarks import PromptConfig
-    from m1.eval.generation import SamplingConfig
+    from m1.eval.loop import EvalConfig, eval_sampling
     from m1.eval.parallel import _problem_order, merge_shards, run_shard, seed_shards
-    from m1.eval.runner import EvalConfig
 
     model, problems, ref = setup
     out = tmp_path / "mixed"
     assert eval_main(["--model", str(model), "--benchmark", str(problems), "--out", str(out), "--limit", "2"] + ARGS) == 0
     first = rows(out)
     cfg = EvalConfig(model=str(model), benchmarks=[str(problems)], out=out, n=4, chunk_size=2, seed=5,
-                     sampling=SamplingConfig(1.0, 0.9, 12), prompt=PromptConfig())
+                     sampling=eval_sampling(1.0, 0.9, 12), prompt=PromptConfig())
     order = _problem_order(cfg)
     seed_shards(cfg, 2, order)
     assert [len(rows(out / "shards" / f"rank{r}-of-2")) for r in (0, 1)] == [4, 4]  # p0 -> rank 0, p1 -> rank 1

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
+from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref, packed_causal_conv1d
 
 
 def _loop_conv(x, weight, bias, past):
@@ -42,3 +43,22 @@ def test_packed_never_sees_previous_sequence():
     y, fin = causal_conv1d_ref(x, w, None, cu_seqlens=cu)
     y2, f2 = causal_conv1d_ref(x[:, 4:], w, None)
     assert torch.allclose(y[:, 4:], y2) and torch.allclose(fin[1:], f2)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_conv_equals_reference(with_state, bias):
+    g = torch.Generator().manual_seed(0)
+    lens = [1, 2, 7, 3, 16]  # some shorter than the conv window's past (w - 1 = 3)
+    d, w = 6, 4
+    cu = [0]
+    for n in lens:
+        cu.append(cu[-1] + n)
+    x = torch.randn(1, cu[-1], d, generator=g)
+    weight = torch.randn(d, w, generator=g)
+    b = torch.randn(d, generator=g) if bias else None
+    h0 = torch.randn(len(lens), d, w - 1, generator=g) if with_state else None
+    y_ref, f_ref = causal_conv1d_ref(x, weight, b, initial_state=h0, cu_seqlens=torch.tensor(cu))
+    y, f = packed_causal_conv1d(x[0], weight, b, h0, cu)
+    torch.testing.assert_close(y, y_ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(f, f_ref, rtol=0, atol=0)

@@ -51,3 +51,11 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def jsonl(path: Path, records: list[dict]) -> Path:
     return write_lines(path, [json.dumps(r) for r in records])
+
+
+def distill_argv(task_dir, out, steps, *extra):
+    """`m1 distill` on the task fixture: the argv the recipe tests and the DDP test share."""
+    return ["distill", "--teacher", str(task_dir / "teacher"), "--student", str(task_dir / "student"),
+            "--data", str(task_dir / "train.jsonl"), "--out", str(out), "--max-steps", str(steps),
+            "--per-device-batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "constant",
+            "--max-length", "128", "--num-threads", "2", "--report-to", *extra]

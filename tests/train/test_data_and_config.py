@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from m1.train.config import DistillConfig, GRPOConfig, SFTConfig, from_dict, load_yaml, parse_config
-from m1.train.data import (
-    DataError,
-    check_same_tokenizer,
-    conversation,
-    load_conversations,
-    load_prompts,
-    MAPPINGS,
-    tokenize_conversation,
-)
+from m1.data import MAPPINGS, DataError, conversation
+from m1.train.data import check_same_tokenizer, load_conversations, load_prompts, tokenize_conversation
 from tests.train.conftest import jsonl, write_lines
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,11 +14,10 @@ import os
 import subprocess
 import sys
 
-
 from m1.cli import main as m1_main
 from m1.train.runs import read_metrics
 
-from .test_recipes import distill_argv
+from tests.train.conftest import distill_argv
 
 STEPS = 3
 

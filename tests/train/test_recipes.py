@@ -10,13 +10,7 @@ import torch
 
 from m1.cli import main as m1_main
 from m1.train.runs import read_metrics
-
-
-def distill_argv(task_dir, out, steps, *extra):
-    return ["distill", "--teacher", str(task_dir / "teacher"), "--student", str(task_dir / "student"),
-            "--data", str(task_dir / "train.jsonl"), "--out", str(out), "--max-steps", str(steps),
-            "--per-device-batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "constant",
-            "--max-length", "128", "--num-threads", "2", "--report-to", *extra]
+from tests.train.conftest import distill_argv
 
 
 def losses(out):

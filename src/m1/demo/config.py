@@ -1,4 +1,5 @@
-"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick.
+"""The demo's sizes, typed: one dataclass per stage, `DemoConfig.make` picks full or quick; and
+what the stages and the report share (`Context`, the evaluated models).
 
 Every number a stage uses is a field here, so the report can state the work of each stage
 and a change of size is a change of this file. Light to import (no torch): the teacher's
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from m1.tasks.arithmetic import Difficulty
+
 if TYPE_CHECKING:
     from m1.tasks.teacher import TeacherConfig
 
@@ -22,37 +25,96 @@ def _teacher_config(**kw) -> "TeacherConfig":
 
 
 @dataclass(frozen=True)
+class TaskLadder:
+    """The task's levels, by chain length (steps).
+
+    The teacher pretrains on short chains only (``pretrain``). A transformer this small does
+    not extrapolate in length: trained on chains of 2..K steps it solves them and almost
+    none of K+1 or more (studies/results/demo_ladder_*.json, every variant). So the hard level
+    straddles that edge: the teacher solves its shortest chains and not the longer ones,
+    which puts its greedy hard accuracy in 10-60%, and SFT on the hard traces, then GRPO,
+    have something to teach. Easy chains are within pretraining, so distillation's target
+    (the hybrid keeps the teacher's easy accuracy) is about conversion, not extrapolation.
+    """
+
+    easy_steps: tuple[int, int] = (1, 2)
+    pretrain_steps: tuple[int, int] = (3, 7)  # the teacher's longer pretraining chains
+    # share of the teacher's batches drawn from the longer chains, the rest from easy ones:
+    # short batches are cheap and teach the per-line skills (copy the labelled operation, one
+    # step of arithmetic) that the longer chains then extend
+    pretrain_fraction: float = 0.4
+    hard_steps: tuple[int, int] = (6, 10)
+
+    @property
+    def easy(self) -> Difficulty:
+        return Difficulty("easy", *self.easy_steps)
+
+    @property
+    def pretrain(self) -> Difficulty:
+        return Difficulty("short", *self.pretrain_steps)
+
+    @property
+    def hard(self) -> Difficulty:
+        return Difficulty("hard", *self.hard_steps)
+
+
+@dataclass(frozen=True)
 class DataSizes:
-    n_train: int = 20_000  # training problems per difficulty
+    n_pretrain: int = 20_000  # the teacher's pretraining problems (short chains); also distillation text
+    n_train: int = 20_000  # training problems per difficulty (easy, hard)
     n_test_easy: int = 1_000
     n_test_hard: int = 1_000
+
+
+@dataclass(frozen=True)
+class ConvertSizes:
+    """`m1 convert --init calibrated` on task text: each Mamba head's decay from its attention
+    head's measured distance, closed-form output, then a brief per-layer fit (step-bounded,
+    not time-bounded, so two runs give the same model)."""
+
+    init: str = "calibrated"
+    calibration_sequences: int = 32
+    calibration_seq_len: int = 256
+    fit_steps: int = 100
+    fit_batch: int = 4
+    fit_lr: float = 1e-3
 
 
 @dataclass(frozen=True)
 class InitEvalSizes:
     """Greedy accuracy right after pretraining and conversion."""
 
-    n_easy: int = 1_000  # easy test problems, teacher and converted hybrid
+    n_easy: int = 500  # easy test problems, teacher and converted hybrid
     n_hard: int = 1_000  # hard test problems, teacher only
     max_tokens_easy: int = 48
-    max_tokens_hard: int = 192
+    max_tokens_hard: int = 160
     n_kl_texts: int = 32  # held-out sequences for KL(teacher || hybrid) at init
 
 
 @dataclass(frozen=True)
 class DistillSizes:
-    steps: int = 100
+    """The staged recipe (`m1 distill --stages align,kl --loss forward_kl`) on pretraining text:
+    first only the Mamba mixers learn, teacher-forced, to reproduce their attention layers'
+    outputs (``align_fraction`` of the steps), then the whole hybrid matches the teacher's
+    next-token distribution. ``m1_baseline`` also runs M1's one-stage recipe (attention copy,
+    reverse KL, same steps and data) as a reported second line."""
+
+    steps: int = 500
     batch: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup: int = 10
-    n_easy: int = 2000
-    n_hard: int = 500
+    n_texts: int = 8000  # pretraining conversations (short chains) distilled on
     max_length: int = 512
+    stages: str = "align,kl"
+    loss: str = "forward_kl"
+    align_fraction: float = 0.2
+    align_lr: float = 1e-3
+    m1_baseline: bool = True
 
 
 @dataclass(frozen=True)
 class SFTSizes:
-    steps: int = 100
+    steps: int = 80
     batch: int = 4
     max_length: int = 1024
     lr: float = 1e-3
@@ -63,13 +125,23 @@ class SFTSizes:
 
 @dataclass(frozen=True)
 class GRPOSizes:
-    steps: int = 20
+    """M1's GRPO recipe (`m1.train.grpo.RECIPES["m1"]`) at the demo's scale, but with no entropy
+    bonus: M1's 0.01 is for a 3B model at lr 1e-6; on this tiny model at lr 3e-4 it raised the
+    policy's entropy (0.06 -> 0.15 nats/token in 40 steps) and every extra bit of randomness
+    breaks a chain of exact steps (hard reward 0.27 -> 0.0). Large rounds (32 prompts x 8)
+    and lr 1e-4: with 8 prompts a round, or at lr 2e-4-3e-4, the noisy updates made the policy
+    no better or worse (measured on one SFT hybrid: 30 steps of 256-rollout rounds at 1e-4
+    +3.8 points of hard pass@1; 64-rollout rounds +0.2 to -2.5; 3e-4 collapsed)."""
+
+    steps: int = 40
     generations: int = 8
-    generation_batch: int = 64
-    mini_batch: int = 32
-    lr: float = 2e-5
-    temperature: float = 1.0
-    max_tokens: int = 256
+    generation_batch: int = 256
+    mini_batch: int = 128
+    lr: float = 1e-4
+    temperature: float = 0.8
+    max_tokens: int = 160
+    entropy_coef: float = 0.0
+    iterations: int = 1  # PPO epochs over each round's rollouts (TRL's num_iterations)
     n_prompts: int = 2000
 
 
@@ -78,35 +150,34 @@ class VerifierSizes:
     n_prompts: int = 200  # hard training problems the SFT hybrid samples for labelled data
     samples: int = 4
     temperature: float = 1.0
-    steps: int = 60
+    n_synthetic: int = 800  # reference solutions, each beside a copy with one step's slip (corrupt_solution)
+    steps: int = 120
     batch: int = 32
     lr: float = 3e-4
 
 
 @dataclass(frozen=True)
-class HardSamples:
-    """Samples per hard test problem for each evaluated model."""
-
-    teacher: int = 1
-    hybrid_init: int = 1
-    distill: int = 1
-    sft: int = 2
-    grpo: int = 2
-    teacher_sft: int = 2
-    teacher_grpo: int = 2
-
-
-@dataclass(frozen=True)
 class EvalSizes:
-    n_easy: int = 200
-    n_easy_samples: int = 4
+    """What the eval stage samples, all through `m1.eval`.
+
+    Greedy easy accuracy of the distilled hybrids (on the problems and budget of
+    ``InitEvalSizes``, against the teacher's from ``eval_init``);
+    sampled hard pass@1 of the SFT and GRPO models of both lines on ``n_hard`` problems
+    (the paired GRPO-gain interval needs >= 1,000); ``scaling_problems`` hard problems with
+    many samples for the final hybrid and the teacher-trained model: maj@k, verify@k and
+    accuracy against wall-clock. The faster model gets more samples (``scaling_n_hybrid``),
+    so that at equal time it can spend its speed; budgets stop where the first model runs
+    out of samples, so neither is ever capped.
+    """
+
     n_hard: int = 1000
-    n_hard_samples: HardSamples = field(default_factory=HardSamples)
-    scaling_problems: int = 100  # first hard test problems given `scaling_n` samples (maj@k, verify@k, budget curves)
-    scaling_n: int = 8
+    n_hard_samples: int = 2  # the hybrid line's (sft, grpo): the paired GRPO-gain interval; the teacher line's get 1
+    scaling_problems: int = 100
+    scaling_n: int = 8  # teacher-trained
+    scaling_n_hybrid: int = 16
     temperature: float = 0.7
-    max_tokens_easy: int = 64
-    max_tokens_hard: int = 256
+    max_tokens_easy: int = 48
+    max_tokens_hard: int = 160
     batch: int = 256  # Engine slots
 
 
@@ -125,8 +196,15 @@ class DemoConfig:
     seed: int = 0
     force: bool = False
     threads: int = 2
-    attention_fraction: float = 0.25  # share of layers kept as attention in the hybrid
+    # share of layers kept as attention (M1: 6 of 28). Half of this tiny model's 4: with one
+    # attention layer the hybrid learned easy chains but not long ones (hard pass@1 after SFT
+    # 1.6% against the teacher-trained model's 25%, chains of 8-14 steps): the long chains
+    # need look-ups over the whole question, which two attention layers keep.
+    attention_fraction: float = 0.5
+    attention_layers: tuple[int, ...] | None = None  # which layers, if set (else spread by the fraction)
+    task: TaskLadder = field(default_factory=TaskLadder)
     data: DataSizes = field(default_factory=DataSizes)
+    convert: ConvertSizes = field(default_factory=ConvertSizes)
     teacher: "TeacherConfig" = field(default_factory=_teacher_config)
     init_eval: InitEvalSizes = field(default_factory=InitEvalSizes)
     distill: DistillSizes = field(default_factory=DistillSizes)
@@ -142,14 +220,39 @@ class DemoConfig:
             return cls(out=out, seed=seed, force=force, threads=threads, teacher=_teacher_config(seed=seed))
         return cls(
             out=out, quick=True, seed=seed, force=force, threads=threads,
-            data=DataSizes(n_train=2_000, n_test_easy=200, n_test_hard=1_000),
+            data=DataSizes(n_pretrain=2_000, n_train=2_000, n_test_easy=200, n_test_hard=1_000),
+            convert=ConvertSizes(calibration_sequences=4, calibration_seq_len=128, fit_steps=3),
             teacher=_teacher_config(steps=40, batch_size=16, seed=seed),
             init_eval=InitEvalSizes(n_easy=64, n_hard=0, n_kl_texts=8),
-            distill=DistillSizes(steps=3, batch=4, lr=1e-3, warmup=0, n_easy=32, n_hard=8),
+            distill=DistillSizes(steps=4, batch=4, lr=1e-3, warmup=0, n_texts=40, align_fraction=0.25),
             sft=SFTSizes(steps=3, batch=2, max_length=512, lr=1e-3, warmup=0, n_easy=8, n_hard=32),
             grpo=GRPOSizes(steps=2, generations=4, generation_batch=8, mini_batch=8, lr=1e-5, temperature=1.0, max_tokens=48, n_prompts=16),
-            verifier=VerifierSizes(n_prompts=8, samples=2, temperature=1.0, steps=3, batch=8, lr=3e-4),
-            eval=EvalSizes(n_easy=16, n_easy_samples=2, n_hard=32, n_hard_samples=HardSamples(1, 1, 1, 1, 1, 1, 1),
-                           scaling_problems=8, scaling_n=4, temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
+            verifier=VerifierSizes(n_prompts=8, samples=2, temperature=1.0, n_synthetic=16, steps=3, batch=8, lr=3e-4),
+            eval=EvalSizes(n_hard=32, n_hard_samples=1, scaling_problems=8, scaling_n=4, scaling_n_hybrid=4,
+                           temperature=0.7, max_tokens_easy=48, max_tokens_hard=64),
             speed=SpeedSizes(batch=4, lengths=(16, 32, 64)),
         )
+
+
+MODELS = {  # model name in the report -> checkpoint directory under the demo's out
+    "teacher": ("convert_teacher",),
+    "hybrid_init": ("convert",),
+    "distill": ("distill", "run", "final"),
+    "distill_m1": ("distill_m1", "run", "final"),
+    "sft": ("sft", "run", "final"),
+    "grpo": ("grpo", "run", "final"),
+    "teacher_sft": ("teacher_sft", "run", "final"),
+    "teacher_grpo": ("teacher_grpo", "run", "final"),
+}
+HYBRID, BASELINE = "grpo", "teacher_grpo"  # the equal-wall-clock comparison
+
+
+@dataclass
+class Context:
+    """What stages share: the config and the results of the stages run or skipped so far."""
+
+    cfg: DemoConfig
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.cfg.out.joinpath(*parts)

@@ -12,18 +12,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from m1.demo.stages import BASELINE, HYBRID, MODELS, SCALED, Context
+from m1.demo.config import BASELINE, HYBRID, Context
 
 TARGETS = (  # name, what it measures, when it holds (the issue's table)
     ("teacher_hard_in_range", "teacher's hard greedy accuracy", "0.10 <= value <= 0.60"),
     ("distill_easy_vs_teacher", "hybrid's easy greedy accuracy after distill / teacher's", ">= 0.95"),
     ("sft_hard_vs_teacher_trained", "hybrid's hard pass@1 after SFT - teacher's after the same SFT", ">= -0.03"),
     ("grpo_gain", "hybrid's hard pass@1 after GRPO - after SFT (paired bootstrap ci)", ">= 0.05 and ci[0] > 0"),
-    ("maj_gain", "final hybrid's maj@n - pass@1 on hard (paired ci)", "ci[0] > 0"),
-    ("verify_vs_maj", "final hybrid's verify@n - maj@n on hard (paired ci)", ">= 0"),
+    ("maj_gain", "final hybrid's maj@k - pass@1 on hard, k = the teacher-trained model's samples (paired ci)", "ci[0] > 0"),
+    ("verify_vs_maj", "final hybrid's verify@k - maj@k on hard, same k (paired ci); verify@k = verifier-weighted vote", ">= 0"),
     ("equal_time_win", "smallest (hybrid - teacher-trained) maj@k(T) over budgets giving both >= 1 sample", "> 0"),
     ("constant_baseline", "best constant answer's accuracy, worst test split", "<= 0.03"),
-    ("wall_time", "seconds of the full run (sum of stage times)", "<= 1200"),
+    ("wall_time", "seconds of the full run (its stages' wall time)", "<= 1200"),
 )
 
 
@@ -50,28 +50,9 @@ def environment() -> dict:
 
 
 def _rows(ctx: Context, name: str, key: str) -> list[dict]:
-    from m1.eval.runner import read_samples
+    from m1.eval.samples import read_samples
 
     return read_samples(ctx.path("eval", name, key, "samples.jsonl"))
-
-
-def _per_problem(rows: list[dict], n: int, score: str) -> dict[str, float]:
-    """Per-problem pass@1, maj@n or verify@n from samples.jsonl rows (m1.eval.metrics)."""
-    from m1.eval.metrics import equivalence_groups, maj_at_k, verify_at_k
-    from m1.eval.runner import group_by_problem
-
-    out = {}
-    for pid, rs in group_by_problem(rows).items():
-        rs = rs[:n]
-        correct = [r["correct"] for r in rs]
-        if score == "pass@1":
-            out[pid] = sum(correct) / len(rs)
-        elif score == "maj":
-            answers = [r["answer"] for r in rs]
-            out[pid] = maj_at_k(answers, correct, len(rs), groups=equivalence_groups(answers))
-        else:
-            out[pid] = verify_at_k([r["verifier_score"] for r in rs], correct, len(rs))
-    return out
 
 
 def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, list[float]]:
@@ -83,26 +64,25 @@ def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, list[float
 
 
 def budget_curves(ctx: Context) -> dict:
-    """hard_k accuracy against samples and against wall-clock budget: final hybrid vs teacher-trained."""
-    from m1.eval.metrics import k_values
-    from m1.eval.scaling import accuracy_at, budget_curve
+    """hard_k accuracy against samples and against wall-clock budget, final hybrid vs teacher-trained:
+    `m1 scaling`'s curves (`m1.eval.scaling`), over its time grid."""
+    from m1.eval.scaling import accuracy_by_k, budget_curve, time_grid
 
     ev = ctx.results["eval"]["models"]
     curves = {}
     for name in (HYBRID, BASELINE):
         s = ev[name]["hard_k"]
         rows = _rows(ctx, name, "hard_k")
-        curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows,
-                        "by_k": [(k, *accuracy_at(rows, s["n"], k)) for k in k_values(s["n"])]}
-    lo = max(1 / c["samples_per_s"] for c in curves.values())  # the slower model's first sample
-    hi = max(c["n"] / c["samples_per_s"] for c in curves.values())
-    budgets = [lo * (hi / lo) ** (i / 11) for i in range(12)] if hi > lo else [lo]
+        curves[name] = {"samples_per_s": s["samples_per_s"], "n": s["n"], "rows": rows, "by_k": accuracy_by_k(rows, s["n"])}
+    budgets = time_grid([(c["samples_per_s"], c["n"]) for c in curves.values()])
     for c in curves.values():
         c["by_time"] = budget_curve(c.pop("rows"), c["n"], c["samples_per_s"], budgets)
     return curves
 
 
 def targets(ctx: Context, summary: dict) -> list[dict]:
+    from m1.eval.samples import per_problem
+
     r = ctx.results
     out: list[dict] = []
 
@@ -119,30 +99,41 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
     add("teacher_hard_in_range", t_hard and t_hard["accuracy"], "0.10 <= value <= 0.60",
         t_hard is not None and 0.10 <= t_hard["accuracy"] <= 0.60, t_hard and t_hard["ci95"])
     ev = r.get("eval", {}).get("models", {})
-    if "easy_greedy" in ev.get("distill", {}) and "easy_greedy" in ev.get("teacher", {}):
-        d, t = ev["distill"]["easy_greedy"]["pass@1"]["mean"], ev["teacher"]["easy_greedy"]["pass@1"]["mean"]
+    t_easy = init.get("teacher", {}).get("easy")
+    dist = r.get("eval_distill", {})
+    if "distill" in dist and t_easy:
+        d, t = dist["distill"]["easy"]["accuracy"], t_easy["accuracy"]
         v = d / t if t else 0.0
-        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=ev["distill"]["easy_greedy"]["problems"])
+        extra = {}
+        if "distill_m1" in dist:
+            extra["m1_recipe"] = dist["distill_m1"]["easy"]["accuracy"] / t if t else 0.0
+        add("distill_easy_vs_teacher", v, ">= 0.95", v >= 0.95, distill=d, teacher=t, problems=dist["distill"]["easy"]["n"], **extra)
     if "sft" in ev and "teacher_sft" in ev:
         v = ev["sft"]["hard"]["pass@1"]["mean"] - ev["teacher_sft"]["hard"]["pass@1"]["mean"]
         add("sft_hard_vs_teacher_trained", v, ">= -0.03", v >= -0.03)
     if "grpo" in ev and "sft" in ev:
         n_g, n_s = ev["grpo"]["hard"]["n"], ev["sft"]["hard"]["n"]
-        v, ci = _paired(_per_problem(_rows(ctx, "grpo", "hard"), n_g, "pass@1"), _per_problem(_rows(ctx, "sft", "hard"), n_s, "pass@1"))
+        v, ci = _paired(per_problem(_rows(ctx, "grpo", "hard"), n_g, "pass@1"), per_problem(_rows(ctx, "sft", "hard"), n_s, "pass@1"))
         add("grpo_gain", v, ">= 0.05 and ci[0] > 0", v >= 0.05 and ci[0] > 0, ci, problems=ev["grpo"]["hard"]["problems"])
     if HYBRID in ev and "hard_k" in ev[HYBRID]:
         n = ev[HYBRID]["hard_k"]["n"]
+        k = ev.get(BASELINE, {}).get("hard_k", {}).get("n", n)
         rows = _rows(ctx, HYBRID, "hard_k")
-        p1, maj = _per_problem(rows, n, "pass@1"), _per_problem(rows, n, "maj")
+        p1, maj = per_problem(rows, n, "pass@1"), per_problem(rows, n, "maj@k", k)
         v, ci = _paired(maj, p1)
-        add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, n=n)
+        add("maj_gain", v, "ci[0] > 0", ci[0] > 0, ci, k=k, n=n)
         if all("verifier_score" in x for x in rows):
-            v, ci = _paired(_per_problem(rows, n, "verify"), maj)
-            add("verify_vs_maj", v, ">= 0", v >= 0, ci, n=n)
+            v, ci = _paired(per_problem(rows, n, "weighted_vote@k", k), maj)
+            best_of, _ = _paired(per_problem(rows, n, "verify@k", k), maj)
+            add("verify_vs_maj", v, ">= 0", v >= 0, ci, k=k, n=n, method="verifier-weighted vote",
+                best_of_k_minus_maj=best_of)
     if "accuracy_vs_budget" in summary:
         c = summary["accuracy_vs_budget"]
-        hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"]}
-        ba = {round(t, 9): m for t, _, _, m in c[BASELINE]["by_time"]}
+        # budgets where both models have at least one sample and neither has run out of them
+        lo = max(1 / c[m]["samples_per_s"] for m in (HYBRID, BASELINE))
+        hi = min(c[m]["n"] / c[m]["samples_per_s"] for m in (HYBRID, BASELINE))
+        hy = {round(t, 9): m for t, _, _, m in c[HYBRID]["by_time"] if lo - 1e-12 <= t <= hi + 1e-12}
+        ba = {round(t, 9): m for t, _, _, m in c[BASELINE]["by_time"] if lo - 1e-12 <= t <= hi + 1e-12}
         common = sorted(set(hy) & set(ba))
         if common:
             v = min(hy[t] - ba[t] for t in common)
@@ -159,18 +150,38 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
     return out
 
 
-def summarize(ctx: Context) -> dict:
+def wall_seconds(results: dict[str, dict]) -> float:
+    """The run's wall time from its stages' markers: the sum of stage times, each parallel
+    group counted once at its own wall time (its members overlap)."""
+    from m1.demo.stages import STAGES
+
+    groups = {s.name: s.group for s in STAGES}
+    total, seen = 0.0, set()
+    for name, res in results.items():
+        g = groups.get(name)
+        if g and "group_wall_seconds" in res:
+            if g not in seen:
+                seen.add(g)
+                total += res["group_wall_seconds"]
+        else:
+            total += res.get("stage_seconds") or 0
+    return round(total, 1)
+
+
+def demo_summary(ctx: Context) -> dict:
+    """summary.json: every stage's results, the evaluation table, the curves and the targets."""
     r = ctx.results
     summary: dict[str, Any] = {
         "mode": "quick" if ctx.cfg.quick else "full", "seed": ctx.cfg.seed, "threads": ctx.cfg.threads,
+        "work": stage_work(ctx.cfg),
         "environment": environment(),
         "stages": dict(r),
         "stage_seconds": {name: res.get("stage_seconds") for name, res in r.items()},
         # the stages' own times: a rerun that skips every stage keeps the first run's
-        "total_seconds": round(sum(res.get("stage_seconds") or 0 for res in r.values()), 1),
+        "total_seconds": wall_seconds(r),
         "constant_baseline": r.get("data", {}).get("constant_baseline", {}),
     }
-    summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for m, by_d in r.get("eval_init", {}).items()
+    summary["accuracy"] = {f"{m}/{d}": v["accuracy"] for st in ("eval_init", "eval_distill") for m, by_d in r.get(st, {}).items()
                            if isinstance(by_d, dict) for d, v in by_d.items() if isinstance(v, dict)}
     ev = r.get("eval", {}).get("models", {})
     table = []
@@ -182,6 +193,7 @@ def summarize(ctx: Context) -> dict:
                    "samples_per_s": s["samples_per_s"]}
             if "verify@k" in s:
                 row[f"verify@{n}"] = s["verify@k"][str(n)]
+                row[f"weighted_vote@{n}"] = s["weighted_vote@k"][str(n)]
             table.append(row)
     summary["table"] = table
     if "grpo" in r:
@@ -214,25 +226,36 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
     out = ctx.cfg.out
     paths = []
     ev = ctx.results["eval"]["models"]
-    names = list(ev)
+    init = ctx.results.get("eval_init", {})
     base = summary["constant_baseline"]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    highs = []
-    for j, d in enumerate(("easy", "hard")):
-        ms = [ev[m][d]["pass@1"]["mean"] for m in names]
-        los = [ev[m][d]["pass@1"]["ci95"][0] for m in names]
-        his = [ev[m][d]["pass@1"]["ci95"][1] for m in names]
-        highs += his
-        ax.bar([i + 0.4 * j for i in range(len(names))], ms, width=0.4, yerr=[[m - lo for m, lo in zip(ms, los)], [hi - m for m, hi in zip(ms, his)]],
-               capsize=3, label=f"{d} test pass@1")
-        if d in base:
-            ax.axhline(base[d]["accuracy"], color=f"C{j}", linestyle=":", linewidth=1, label=f"{d}: constant answer {base[d]['answer']!r}")
-    ax.set_xticks([i + 0.2 for i in range(len(names))], names, fontsize=8)
-    _ci_axis(ax, highs)
-    ax.set_ylabel("pass@1 (95% CI)")
-    ax.set_title(f"Accuracy of every stage (sampled, T={ctx.results['eval']['temperature']})")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, axis="y")
+    # left: greedy easy accuracy through distillation; right: sampled hard pass@1 after SFT and GRPO
+    easy = [(m, init[m]["easy"]["accuracy"], init[m]["easy"]["ci95"]) for m in ("teacher", "hybrid_init") if "easy" in init.get(m, {})]
+    dist = ctx.results.get("eval_distill", {})
+    easy += [(m, dist[m]["easy"]["accuracy"], dist[m]["easy"]["ci95"]) for m in ("distill_m1", "distill") if m in dist]
+    hard = [("teacher", init["teacher"]["hard"]["accuracy"], init["teacher"]["hard"]["ci95"])] if "hard" in init.get("teacher", {}) else []
+    hard += [(m, ev[m]["hard"]["pass@1"]["mean"], ev[m]["hard"]["pass@1"]["ci95"]) for m in ("teacher_sft", "sft", "teacher_grpo", "grpo")
+             if "hard" in ev.get(m, {})]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [max(1, len(easy)), max(1, len(hard))]})
+    panels = ((axes[0], easy, "easy", "greedy accuracy, easy test"),
+              (axes[1], hard, "hard", f"pass@1 (T={ctx.results['eval']['temperature']}), hard test; teacher greedy"))
+    for ax, bars, split, ylabel in panels:
+        if not bars:
+            ax.set_axis_off()
+            continue
+        names, ms, cis = zip(*bars)
+        colors = ["C1" if m.startswith("teacher") else "C0" for m in names]
+        ax.bar(range(len(names)), ms, color=colors,
+               yerr=[[m - c[0] for m, c in zip(ms, cis)], [c[1] - m for m, c in zip(ms, cis)]], capsize=3)
+        if split in base:
+            ax.axhline(base[split]["accuracy"], color="k", linestyle=":", linewidth=1,
+                       label=f"constant answer {base[split]['answer']!r}: {base[split]['accuracy']:.1%}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=20)
+        ax.set_xlabel("model (stage)")
+        ax.set_ylabel(ylabel, fontsize=8)
+        _ci_axis(ax, [c[1] for c in cis])
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Accuracy through the stages (95% CI; orange: teacher line, blue: hybrid line)")
     fig.tight_layout()
     fig.savefig(out / "accuracy_by_stage.png", dpi=110)
     plt.close(fig)
@@ -266,7 +289,7 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
             ax.plot([x["length"] for x in rows], [x["tokens_per_s"] for x in rows], marker="o",
                     label={"teacher": "teacher-trained", "hybrid": "hybrid (final)"}.get(m, m))
         ax.set_xlabel("generated tokens per sequence")
-        ax.set_ylabel(f"tokens/s (batch {sp['batch']}, 1 thread)")
+        ax.set_ylabel(f"tokens/s (batch {sp['batch']}, one thread per process)")
         ax.set_title("Engine decode throughput on this CPU")
         ax.set_xscale("log", base=2)
         ax.set_ylim(bottom=0)
@@ -306,13 +329,64 @@ def targets_table(summary: dict) -> list[str]:
     return lines
 
 
-def write_report(summary: dict, path: Path) -> None:
+def design_section(summary: dict) -> list[str]:
+    """How the demo maps to M1, why its task is shaped as it is, and the fixed work of each stage."""
+    st = summary["stages"]
+    levels = st.get("data", {}).get("levels", {})
+    lines = ["## Design", ""]
+    if levels:
+        pre, easy, hard = levels.get("pretrain", {}), levels.get("easy", {}), levels.get("hard", {})
+        lines += [f"**Task ladder.** Chained arithmetic; a level is a range of chain lengths. The teacher pretrains on short chains "
+                  f"only: easy ({easy.get('min_steps')}-{easy.get('max_steps')} steps) and longer pretraining chains "
+                  f"({pre.get('min_steps')}-{pre.get('max_steps')}). A transformer this small does not extrapolate in length "
+                  f"(trained on 2..K steps it solves almost none of K+1 or more: studies/results/demo_ladder_*.json), so the hard "
+                  f"level ({hard.get('min_steps')}-{hard.get('max_steps')} steps) straddles that edge: the teacher solves its "
+                  "shortest chains and not its longest, which puts its greedy hard accuracy between 10% and 60%, and leaves SFT on "
+                  "hard traces and GRPO something to teach. Every solution line is one computation.", ""]
+    lines += ["**Stages and M1.** Stage 0 (M1: Llama-3.2-3B-Instruct) is the teacher's pretraining. `convert` is M1's "
+              "attention-to-Mamba initialisation, with two changes measured on a real model (docs/distill_study.md): "
+              "the layers kept as attention are chosen by measurement, and the Mamba layers are calibrated. `distill` is "
+              "M1's stage 1 as a staged recipe (align the new mixers to their attention layers, then forward KL); "
+              "`distill_m1` is M1's own recipe (even placement, attention copy, reverse KL) at the same steps and text, "
+              "for comparison. `sft` is M1's stage 2 (hard traces), `grpo` its stage 3 (rewarded by the grader). "
+              "`teacher_sft`/`teacher_grpo` put the teacher through the same two stages: M1's comparison with a "
+              "transformer trained the same way. `verifier`, `eval` and `speed` are M1's test-time-compute measures.", ""]
+    work = summary.get("work") or []
+    if work:
+        lines += ["**Work of each stage** (fixed by the config; the same on every machine):", "", "| stage | work |", "| --- | --- |"]
+        lines += [f"| {name} | {what} |" for name, what in work] + [""]
+    return lines
+
+
+def stage_work(cfg) -> list[tuple[str, str]]:
+    """(stage, its fixed amount of work) from a DemoConfig, for the report."""
+    t, c, d, s, g, v, e, ie = cfg.teacher, cfg.convert, cfg.distill, cfg.sft, cfg.grpo, cfg.verifier, cfg.eval, cfg.init_eval
+    return [
+        ("teacher", f"{t.steps} steps x {t.batch_size} problems ({cfg.task.pretrain_fraction:.0%} of batches longer chains), lr {t.lr}"),
+        ("convert", f"calibration on {c.calibration_sequences} x {c.calibration_seq_len} tokens, {c.fit_steps} fit steps per layer"
+                    + ("" if cfg.attention_layers is not None else "; placement ranked over every layer")),
+        ("eval_init", f"greedy: {ie.n_easy} easy (teacher, hybrid at init), {ie.n_hard} hard (teacher)"),
+        ("distill", f"{d.steps} steps x {d.batch} conversations ({d.align_fraction:.0%} align, then {d.loss}), lr {d.lr}, {d.n_texts} texts"),
+        ("distill_m1", "same steps, batch and text, reverse KL" if d.m1_baseline else "off"),
+        ("sft / teacher_sft", f"{s.steps} steps x {s.batch} packed rows of {s.max_length} tokens ({s.n_hard} hard + {s.n_easy} easy conversations), lr {s.lr}"),
+        ("grpo / teacher_grpo", f"{g.steps} optimizer steps, {g.generation_batch // g.generations} prompts x {g.generations} rollouts per round "
+                                f"(T {g.temperature}, <= {g.max_tokens} tokens), mini-batch {g.mini_batch}, lr {g.lr}"),
+        ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid, {v.n_synthetic} reference "
+                     f"solutions each beside a one-slip copy; {v.steps} steps x {v.batch}"),
+        ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft and grpo, x 1 for teacher_sft and teacher_grpo; "
+                 f"scaling: {e.scaling_problems} problems x {e.scaling_n_hybrid} (hybrid) / {e.scaling_n} (teacher-trained)"),
+    ]
+
+
+def write_demo_report(summary: dict, path: Path) -> None:
+    """report.md from a `demo_summary`."""
     st = summary["stages"]
     env = summary["environment"]
     lines = [f"# m1 demo ({summary['mode']} mode, seed {summary['seed']}, {summary['threads']} threads)", "",
              f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, TRL {env['trl']}; "
              f"CPU {env['cpu']} ({env['cpu_count']} cores). Wall time (sum of stage times): {summary['total_seconds']:.0f} s.", ""]
     lines += ["## Targets", ""] + targets_table(summary) + [""]
+    lines += design_section(summary)
     base = summary["constant_baseline"]
     if base:
         lines += ["Constant-answer baseline (always answering a split's most frequent gold answer): "
@@ -328,9 +402,15 @@ def write_report(summary: dict, path: Path) -> None:
     conv = st.get("convert")
     if conv:
         lines += [f"Hybrid: attention kept at layers {conv['attention_layers']} of {conv['num_layers']}, Mamba-2 {conv['mamba_shape']}.", ""]
+        pl = conv.get("placement")
+        if pl:
+            lines += ["Measured placement (`m1.convert.placement`): KL(teacher || hybrid) with each layer restored alone as attention "
+                      "in an all-Mamba calibrated student (lower: that layer's attention matters more); all Mamba "
+                      f"{pl['kl_all_mamba']:.3f}; " + ", ".join(f"layer {r['layer']} {r['kl']:.3f}" for r in sorted(pl["ranking"], key=lambda r: r["layer"]))
+                      + f". Kept: {pl['chosen']}. M1's even spacing would keep {conv.get('m1_attention_layers')}.", ""]
     lines += ["## Greedy accuracy (m1.eval, temperature 0)", "", "| model | set | accuracy [95% CI] | constant answer | correct / n |",
               "| --- | --- | --- | --- | --- |"]
-    for model, by_d in st.get("eval_init", {}).items():
+    for model, by_d in [*st.get("eval_init", {}).items(), *st.get("eval_distill", {}).items()]:
         for d, v in (by_d.items() if isinstance(by_d, dict) else ()):
             if isinstance(v, dict):
                 lines.append(f"| {model} | {d} test | {_pct(v['accuracy'])} [{_pct(v['ci95'][0])}, {_pct(v['ci95'][1])}] | "
@@ -339,9 +419,12 @@ def write_report(summary: dict, path: Path) -> None:
     init = st.get("init_kl")
     if init:
         lines += ["## KL(teacher || hybrid) at conversion", "",
-                  f"On {init['texts']} held-out test sequences, seeds 0-2: attention init {init['mean_kl_attention_init']:.3f} nats/token, "
-                  f"random init {init['mean_kl_random_init']:.3f}; ratio {init['ratio']:.2f}.", ""]
-    tr = [(k, st[k]) for k in ("distill", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
+                  f"On {init['texts']} held-out test sequences ({init['tokens']} tokens), nats/token: "
+                  f"{init['converted_init']} init (the hybrid the demo trains) {init['kl_converted']:.3f}; "
+                  f"attention copy at the same layers {init['kl_attention']:.3f}; attention copy at M1's placement "
+                  f"{init['m1_attention_layers']} (where M1's recipe starts) {init['kl_m1_start']:.3f}; random init "
+                  + ", ".join(f"{x:.3f}" for x in init["kl_random"]) + " (seeds 0-2).", ""]
+    tr = [(k, st[k]) for k in ("distill", "distill_m1", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
     if tr:
         lines += ["## Training stages (m1.train recipes)", "", "| stage | steps | seconds | first -> last logged |", "| --- | --- | --- | --- |"]
         for k, v in tr:
@@ -354,17 +437,19 @@ def write_report(summary: dict, path: Path) -> None:
         e = st["eval"]
         lines += ["## Accuracy of every stage (Engine, sampled, m1.eval)", "",
                   f"Temperature {e['temperature']}; samples per problem: " + ", ".join(f"{m} {n}" for m, n in e["n"].items())
-                  + ". verify@n uses the reward-model verifier. 'const' is the split's constant-answer baseline.", "",
-                  "| model | set | problems | pass@1 [95% CI] | const | pass@n | maj@n | verify@n | samples/s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  + ". With the reward-model verifier: best-of-n (the top-scored sample) and the verifier-weighted vote "
+                  "(the answer whose samples carry the most verifier probability). 'const' is the split's constant-answer baseline.", "",
+                  "| model | set | problems | pass@1 [95% CI] | const | pass@n | maj@n | best-of-n | weighted vote@n | samples/s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in summary["table"]:
             n = row["n"]
             ver = row.get(f"verify@{n}")
+            wv = row.get(f"weighted_vote@{n}")
             split = "easy" if row["set"].startswith("easy") else "hard"
             lines.append(f"| {row['model']} | {row['set']} | {row['problems']} | {_pct(row['pass@1'])} [{_pct(row['ci95'][0])}, "
                          f"{_pct(row['ci95'][1])}] | {_pct(base[split]['accuracy']) if split in base else '-'} | "
                          f"{_pct(row[f'pass@{n}'])} (n={n}) | {_pct(row[f'maj@{n}'])} | {'-' if ver is None else _pct(ver)} | "
-                         f"{row['samples_per_s']:.1f} |")
+                         f"{'-' if wv is None else _pct(wv)} | {row['samples_per_s']:.1f} |")
         lines += ["", "![accuracy by stage](accuracy_by_stage.png)", ""]
     if "accuracy_vs_budget" in summary:
         lines += ["## Accuracy against wall-clock budget (hard test)", "",
@@ -388,4 +473,4 @@ def write_report(summary: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["MODELS", "SCALED", "environment", "summarize", "targets", "targets_table", "write_report", "make_plots"]
+__all__ = ["environment", "demo_summary", "targets", "targets_table", "write_demo_report", "make_plots"]

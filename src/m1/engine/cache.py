@@ -1,7 +1,8 @@
 """The engine's memory: a paged KV block pool for attention layers and per-slot Mamba states.
 
-Sizing is done once, from a byte budget: the slot state pools (conv + fp32 SSM state per
-slot per Mamba layer) come first, the rest becomes KV blocks. Block 0 is a null block
+Sizing is done once, from a byte budget: the slot state pools (per slot per Mamba layer, the
+state the mixer declares in `Mamba2Mixer.state_shapes`) come first, the rest becomes KV
+blocks (per token per attention layer, `Attention.kv_shape` for K and for V). Block 0 is a null block
 that is never handed out: unused block-table entries point at it, so rows past a
 sequence's allocation (padding rows, a sequence running past its stop inside a poll
 window) write there harmlessly. Slot `num_slots` is likewise a scratch slot for the
@@ -15,6 +16,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from m1.layers.attention import Attention
+from m1.layers.mamba2 import Mamba2Mixer
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +44,21 @@ class CacheLayout:
         return self.num_blocks - 1
 
 
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     """K and V of every attention layer for one token."""
-    item = torch.empty((), dtype=dtype).element_size()
-    return len(config.attention_layers) * 2 * config.num_key_value_heads * config.head_dim * item
+    return len(config.attention_layers) * 2 * math.prod(Attention.kv_shape(config)) * _itemsize(dtype)
 
 
 def state_bytes_per_slot(config, dtype: torch.dtype) -> int:
-    """Conv state (model dtype) + SSM state (fp32) of every Mamba layer for one sequence."""
+    """The declared state (conv window in the model dtype, SSM state in fp32) of every Mamba layer for one sequence."""
     if not config.mamba_layers:
         return 0
-    item = torch.empty((), dtype=dtype).element_size()
-    conv = config.mamba_conv_dim * (config.mamba_d_conv - 1) * item
-    ssm = config.mamba_n_heads * config.mamba_d_head * config.mamba_d_state * 4
-    return len(config.mamba_layers) * (conv + ssm)
+    per_layer = sum(math.prod(shape) * _itemsize(dt) for shape, dt in Mamba2Mixer.state_shapes(config, dtype).values())
+    return len(config.mamba_layers) * per_layer
 
 
 def plan_cache(config, dtype: torch.dtype, max_batch_size: int, max_model_len: int, budget_bytes: int, block_size: int) -> CacheLayout:
@@ -132,17 +137,17 @@ class EngineCache:
         slots = layout.num_slots + 1
         self.k: dict[int, torch.Tensor] = {}
         self.v: dict[int, torch.Tensor] = {}
+        kv = (layout.num_blocks, layout.block_size, *Attention.kv_shape(config))
         for i in config.attention_layers:
-            shape = (layout.num_blocks, layout.block_size, config.num_key_value_heads, config.head_dim)
-            self.k[i] = torch.zeros(shape, dtype=dtype, device=device)
-            self.v[i] = torch.zeros(shape, dtype=dtype, device=device)
+            self.k[i] = torch.zeros(kv, dtype=dtype, device=device)
+            self.v[i] = torch.zeros(kv, dtype=dtype, device=device)
         self.conv: dict[int, torch.Tensor] = {}
         self.ssm: dict[int, torch.Tensor] = {}
+        state = Mamba2Mixer.state_shapes(config, dtype)
+        (conv, conv_dtype), (ssm, ssm_dtype) = state["conv"], state["ssm"]
         for i in config.mamba_layers:
-            self.conv[i] = torch.zeros(slots, config.mamba_conv_dim, config.mamba_d_conv - 1, dtype=dtype, device=device)
-            self.ssm[i] = torch.zeros(
-                slots, config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state, dtype=torch.float32, device=device
-            )
+            self.conv[i] = torch.zeros(slots, *conv, dtype=conv_dtype, device=device)
+            self.ssm[i] = torch.zeros(slots, *ssm, dtype=ssm_dtype, device=device)
 
     def fork_state(self, src: int, dst: list[int]) -> None:
         """Copy slot `src`'s Mamba states into the slots `dst` (the n samples of one prompt)."""

@@ -169,6 +169,70 @@ class Engine:
         for _, delta in self._loop(reqs, use_tqdm=False, stream=True):
             yield delta
 
+    # ---- the steps alone, outside `generate` (what `m1 bench` times) --------------------------------
+    def capture_graphs(self) -> None:
+        """Refresh the decode weights and capture the decode graph of every batch bucket now (CUDA;
+        on CPU only the refresh), so no capture falls inside a timed run. Runs on the scratch slot."""
+        self._check_graphs()
+        if self.graphs is None:
+            return
+        r = self.runner
+        for b in self.graphs.buckets:
+            self.graphs.run(torch.full((b,), r.scratch_slot, dtype=torch.long, device=self.device), False)
+        r.reset_scratch()
+
+    @torch.no_grad()
+    def fill_random(self, seed: int = 1, temperature: float = 0.7) -> None:
+        """Random data in every KV block and slot state, and in every slot a random next token and key,
+        sampling at `temperature`: decode steps over it cost what real ones do (zeros can run faster)."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        for t in list(self.cache.k.values()) + list(self.cache.v.values()) + list(self.cache.conv.values()):
+            t.normal_(generator=g)
+        for t in self.cache.ssm.values():
+            t.normal_(std=0.1, generator=g)
+        r = self.runner
+        r.temperature.fill_(temperature)
+        r.top_p.fill_(1.0)
+        r.top_k.zero_()
+        r.key.copy_(torch.randint(0, 2**31, r.key.shape, device=self.device, generator=g))
+        r.tok.copy_(torch.randint(0, self.model.config.vocab_size, r.tok.shape, device=self.device, generator=g))
+
+    def place_rows(self, batch: int, position: int, blocks_per_row: int) -> torch.Tensor:
+        """Slots 0..batch-1 decode next at `position`, each over `blocks_per_row` KV blocks of its own
+        (all distinct, so every read comes from memory); returns their slot ids for `decode_step`."""
+        r = self.runner
+        if self.has_kv:
+            self._check_own_blocks(batch, blocks_per_row)
+            blocks = torch.arange(1, 1 + batch * blocks_per_row, dtype=torch.int32, device=self.device).view(batch, blocks_per_row)
+            r.block_table[:batch].zero_()
+            r.block_table[:batch, :blocks_per_row] = blocks
+        r.pos[:batch] = position
+        return torch.arange(batch, device=self.device)
+
+    def _check_own_blocks(self, rows: int, per_row: int) -> None:
+        """`place_rows` and `prefill` give each row blocks of its own: they must exist (the CPU default of one
+        block per sequence has just one a slot) and fit a block-table row."""
+        lay = self.layout
+        if rows * per_row > lay.usable_blocks or per_row > lay.max_blocks_per_seq:
+            raise ValueError(f"{rows} rows x {per_row} KV blocks of {lay.block_size} tokens: the pool has {lay.usable_blocks} "
+                             f"blocks, at most {lay.max_blocks_per_seq} a row")
+
+    def decode_step(self, slot_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step of these slots as `generate` runs it (a graph replay on CUDA), with no
+        scheduler or host poll: (tokens, logprobs) per row. Positions advance by one."""
+        if self.graphs is not None:
+            return self.graphs.run(slot_ids, False)
+        return self.runner.decode(slot_ids, False)
+
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Prefill token-id prompts into slots 0..n-1, each over KV blocks of its own, packed as
+        `generate` admits them; returns their last-position logits (n, V). Nothing is sampled."""
+        nb = -(-max(map(len, prompts)) // self.block_size)
+        if self.has_kv:
+            self._check_own_blocks(len(prompts), nb)
+        items = [(list(ids), i, list(range(1 + i * nb, 1 + (i + 1) * nb)) if self.has_kv else []) for i, ids in enumerate(prompts)]
+        return self.runner.prefill_many(items, self.prefill_chunk, self.prefill_tokens)
+
     # ---- requests ------------------------------------------------------------------------------
     def _make_requests(self, prompts, params) -> list[Request]:
         if _is_single(prompts):

@@ -72,10 +72,6 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     error: str | None = None
 
-    @property
-    def finished(self) -> bool:
-        return all(o.finish_reason is not None for o in self.outputs)
-
 
 @dataclass(frozen=True)
 class StreamDelta:

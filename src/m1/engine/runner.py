@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from m1.engine.cache import EngineCache
-from m1.engine.packed import Piece, attention_groups, packed_causal_conv1d, plan_pieces
+from m1.engine.packed import Piece, attention_groups, plan_pieces
 from m1.engine.sampler import sample
 from m1.layers.rope import apply_rotary
-from m1.ops import ssd_chunked
 from m1.ops.fused import add_rms_norm, swiglu
 from m1.ops.paged_attention import paged_decode
 from m1.ops.workspace import Workspace
@@ -208,24 +207,9 @@ class ModelRunner:
         return attn.o_proj(out.reshape(1, T, H * d))
 
     def _pack_mamba(self, mx, h, ctx: "_PackCtx"):
-        T = h.shape[1]
-        conv_pool, ssm_pool = self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx]
-        z, xBC, dt_raw = mx.split_projection(mx.in_proj(h))
-        init_conv = init_ssm = None
-        if ctx.continuing:  # fresh pieces start from zeros, continuing ones from their slot
-            init_conv = torch.where(ctx.cont_mask[:, None, None], conv_pool[ctx.slots], 0)
-            init_ssm = torch.where(ctx.cont_mask[:, None, None, None], ssm_pool[ctx.slots], 0)
-        xBC_act, conv_final = packed_causal_conv1d(xBC[0], mx.conv1d.weight.squeeze(1), mx.conv1d.bias, init_conv, ctx.cu)
-        x, B, C = mx.split_xbc(xBC_act[None])
-        y, ssm_final = ssd_chunked(
-            x.reshape(1, T, mx.num_heads, mx.head_dim), mx.time_step(dt_raw), mx.A,
-            B.reshape(1, T, mx.n_groups, mx.state_size), C.reshape(1, T, mx.n_groups, mx.state_size),
-            mx.D, initial_state=init_ssm, chunk_size=self._ssd_chunk(mx.chunk_size, max(ctx.lens)), cu_seqlens=ctx.cu_dev,
-        )
-        conv_pool.index_copy_(0, ctx.slots, conv_final.to(conv_pool.dtype))
-        ssm_pool.index_copy_(0, ctx.slots, ssm_final.to(ssm_pool.dtype))
-        y = mx.norm(y.reshape(1, T, mx.inner), z)
-        return mx.out_proj(y.to(h.dtype))
+        # The layer's own packed prefill over the slot pools.
+        return mx.prefill_packed(h, self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], ctx.slots, ctx.cu, ctx.cu_dev,
+                                 ctx.cont_mask if ctx.continuing else None, self._ssd_chunk(mx.chunk_size, max(ctx.lens)))
 
     def _ssd_chunk(self, chunk: int, L: int) -> int:
         """On CPU a short piece need not be padded to the model's chunk (same maths, less work);

@@ -1,4 +1,4 @@
-"""math-verify worker: run as a script by `m1.eval.verify_pool`, one JSON request per line.
+"""math-verify worker: run as a script by `m1.eval.grader_pool`, one JSON request per line.
 
 It imports only math-verify and sympy (not m1, torch or transformers), so a replacement
 starts in well under a second. math-verify's own SIGALRM limits are off; the parent

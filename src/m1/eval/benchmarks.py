@@ -1,6 +1,6 @@
 """Math benchmarks: from the Hugging Face Hub by default, or from local JSONL files.
 
-Every benchmark becomes a list of `Problem(id, problem, answer, solution)`. Field names
+Every benchmark becomes a list of `BenchmarkProblem(id, problem, answer, solution)`. Field names
 differ between copies of the same benchmark (`problem` vs `question`, `answer` vs
 `final_answer`), so each loader accepts the usual spellings. A malformed local file fails
 with its path and line number rather than a bare JSON error.
@@ -13,13 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from m1.data import PROMPT_SUFFIX
+from m1.errors import UserError, looks_like_local_path
 from m1.eval.answer import gold_answer
 from m1.jsonio import iter_records
-from m1.errors import UserError, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "{problem}\nLet's think step by step and output the final answer within \\boxed{}."
+DEFAULT_TEMPLATE = "{problem}\n" + PROMPT_SUFFIX
 
 PROBLEM_FIELDS = ("problem", "question", "Question", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "Answer", "gold", "expected_answer")
@@ -53,8 +54,9 @@ class BenchmarkFormatError(UserError):
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One benchmark problem; `answer` is the gold as the source wrote it."""
+class BenchmarkProblem:
+    """One benchmark problem; `answer` is the gold as the source wrote it. (The demo task's own
+    problems are `m1.tasks.Problem`.)"""
 
     id: str
     problem: str
@@ -82,8 +84,8 @@ def _answer_str(v: object) -> str:
     return str(v)
 
 
-def problem_from_row(row: dict, index: int, where: str) -> Problem:
-    """Build a Problem from one record; `where` ("file:line") goes into any error."""
+def problem_from_row(row: dict, index: int, where: str) -> BenchmarkProblem:
+    """Build a BenchmarkProblem from one record; `where` ("file:line") goes into any error."""
     if not isinstance(row, dict):
         raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
     problem = _first(row, PROBLEM_FIELDS)
@@ -96,11 +98,11 @@ def problem_from_row(row: dict, index: int, where: str) -> Problem:
     solution = row.get("solution")
     if isinstance(solution, list):
         solution = "\n".join(map(str, solution))
-    return Problem(id=str(index if pid is None else pid), problem=str(problem), answer=_answer_str(answer),
+    return BenchmarkProblem(id=str(index if pid is None else pid), problem=str(problem), answer=_answer_str(answer),
                    solution=None if solution is None else str(solution))
 
 
-def read_jsonl(path: Path) -> list[Problem]:
+def read_jsonl(path: Path) -> list[BenchmarkProblem]:
     """Problems from a JSONL file (or a JSON array file), with file:line in every error."""
     problems = []
     for where, row in iter_records(Path(path), BenchmarkFormatError):
@@ -112,8 +114,8 @@ def read_jsonl(path: Path) -> list[Problem]:
 
 def load_benchmark(
     name: str, data_dir: str | Path | None = None, limit: int | None = None, hub_id: str | None = None
-) -> list[Problem]:
-    """Load a named benchmark (or a JSONL/JSON path) as Problems.
+) -> list[BenchmarkProblem]:
+    """Load a named benchmark (or a JSONL/JSON path) as BenchmarkProblems.
 
     Order of sources: `name` itself if it is an existing file; `data_dir/<local file>` when
     `data_dir` is given (a missing file is an error, never a silent download); otherwise
@@ -147,7 +149,7 @@ def load_benchmark(
     return problems
 
 
-def _load_hub(hub_id: str, spec: BenchmarkSpec, name: str = "") -> list[Problem]:
+def _load_hub(hub_id: str, spec: BenchmarkSpec, name: str = "") -> list[BenchmarkProblem]:
     import datasets
 
     try:

@@ -1,4 +1,6 @@
-"""`m1 eval` and `m1 scaling`: argument parsing only; the work is in runner/report/scaling."""
+"""`m1 eval` and `m1 scaling`: their arguments, checked before any model loads, and the calls into
+the loop (`m1.eval.loop`, or `m1.eval.parallel` over several processes), the report and the
+scaling curves (`m1.eval.report`, `m1.eval.scaling`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from pathlib import Path
 
 from m1.errors import field_error, remove_if_left_empty, require_model_dir, require_path
 from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig, load_benchmark
-from m1.eval.generation import SamplingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="prompt with a {problem} placeholder")
     ap.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
     ap.add_argument("--extraction", choices=["strict", "lenient"], default="strict",
-                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also the last "
-                         "number of the final line when the gold is a number, for models that do not box")
+                    help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also a number "
+                         "that a closing statement states ('... is 9.', 'so x = 5') when the gold is a number, for "
+                         "models that do not box")
     ap.add_argument("--data-parallel", type=int, default=1,
                     help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
                          "problems split by index mod N, results merged. Under torchrun, the world size is used")
@@ -68,8 +70,6 @@ def validate(args, models: list[str]) -> None:
             require_model_dir(verifier[3:], "--verifier rm:PATH", hub_ok=True)
         elif verifier != "self":
             raise field_error("--verifier", f"unknown verifier {verifier!r}; use rm:PATH or self")
-        elif args.backend != "hf":
-            raise field_error("--verifier", "self needs --backend hf (it scores with the policy model)")
     for m in models:
         require_model_dir(m, "--model", hub_ok=True)
     if args.data_dir is not None:
@@ -79,10 +79,10 @@ def validate(args, models: list[str]) -> None:
 
 
 def _config(args, model: str, out: Path):
-    from m1.eval.runner import EvalConfig
+    from m1.eval.loop import EvalConfig, eval_sampling
 
     return EvalConfig(model=model, benchmarks=args.benchmark, out=out, n=args.n,
-                      sampling=SamplingConfig(args.temperature, args.top_p, args.max_tokens),
+                      sampling=eval_sampling(args.temperature, args.top_p, args.max_tokens),
                       data_dir=args.data_dir, limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
                       prompt=PromptConfig(template=args.prompt_template, chat_template=not args.no_chat_template),
                       verifier=getattr(args, "verifier", None), extraction=args.extraction)
@@ -103,9 +103,9 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 def _eval(args) -> int:
     from m1.eval.generation import load_generator
+    from m1.eval.loop import run_eval
     from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
-    from m1.eval.runner import run_eval
     from m1.eval.verifiers import load_verifier
 
     if args.data_parallel > 1 or dist_env() is not None:
@@ -137,11 +137,11 @@ def scaling_main(argv: list[str] | None = None) -> int:
 
 def _scaling(args) -> int:
     from m1.eval.generation import load_generator
-    from m1.eval.metrics import k_values
+    from m1.eval.loop import run_eval
     from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
-    from m1.eval.runner import read_samples, run_eval
-    from m1.eval.scaling import accuracy_at, budget_curve, plot_scaling
+    from m1.eval.samples import read_samples
+    from m1.eval.scaling import accuracy_by_k, budget_curve, plot_scaling, time_grid
 
     args.out.mkdir(parents=True, exist_ok=True)
     parallel = args.data_parallel > 1 or dist_env() is not None
@@ -163,14 +163,11 @@ def _scaling(args) -> int:
     scaling_json = {}
     for bench in args.benchmark:
         sps = {name: r["summaries"][bench]["samples_per_s"] for name, r in results.items()}
-        # one time grid for all models: from the budget that buys the fastest model one sample
-        # to the one that buys the slowest all n
-        t_lo, t_hi = 1.0 / max(sps.values()), args.n / min(sps.values())
-        grid = [t_lo * (t_hi / t_lo) ** (j / 15) for j in range(16)] if t_hi > t_lo else [t_lo]
+        grid = time_grid([(s, args.n) for s in sps.values()])
         curves = {}
         for name, r in results.items():
             rows = [x for x in r["rows"] if x["benchmark"] == bench]
-            curves[name] = {"by_k": [(k, *accuracy_at(rows, args.n, k)) for k in k_values(args.n)],
+            curves[name] = {"by_k": accuracy_by_k(rows, args.n),
                             "by_time": budget_curve(rows, args.n, sps[name], grid)}
         stem = Path(bench).stem
         plot_scaling(curves, args.out / f"scaling_{stem}.png", bench)

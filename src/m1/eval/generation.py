@@ -2,26 +2,21 @@
 
 `HFGenerator` uses `transformers` `model.generate` (batched, left-padded); `EngineGenerator`
 uses m1's own continuous-batching Engine. The choice is explicit (`--backend`), never a
-silent fallback. Every call is seeded by the caller per (problem, chunk), so a resumed run
-regenerates exactly the samples an uninterrupted one would have produced.
+silent fallback. Every request carries its own `SamplingParams` (m1's one sampling type),
+seeded by the caller per (problem, chunk), so a resumed run regenerates exactly the samples
+an uninterrupted one would have produced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from m1.engine.params import SamplingParams
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplingConfig:
-    """Sampling settings shared by all backends."""
-
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 32768
 
 
 @dataclass
@@ -33,9 +28,10 @@ class Sample:
 
 class Generator(Protocol):
     name: str
+    requests_per_call: int | None  # how many requests the eval loop hands over per call; None: a whole benchmark
 
-    def generate(self, prompt: str, n: int, sampling: SamplingConfig, seed: int) -> list[Sample]:
-        """n samples for one prompt, deterministic given seed."""
+    def generate(self, prompts: list[str], params: list[SamplingParams]) -> list[list[Sample]]:
+        """`params[i].n` samples of `prompts[i]` for every i, deterministic given `params[i].seed`."""
         ...
 
 
@@ -43,6 +39,7 @@ class HFGenerator:
     """`transformers` generation: the n samples of a prompt form one left-padded batch."""
 
     name = "hf"
+    requests_per_call = 1
 
     def __init__(self, model, tokenizer, device: str | None = None) -> None:
         import torch
@@ -55,15 +52,18 @@ class HFGenerator:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
 
-    def generate(self, prompt: str, n: int, sampling: SamplingConfig, seed: int) -> list[Sample]:
+    def generate(self, prompts: list[str], params: list[SamplingParams]) -> list[list[Sample]]:
+        return [self._one(prompt, p) for prompt, p in zip(prompts, params)]
+
+    def _one(self, prompt: str, sampling: SamplingParams) -> list[Sample]:
         import torch
 
-        enc = self.tokenizer([prompt] * n, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        torch.manual_seed(seed)
+        enc = self.tokenizer([prompt] * sampling.n, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
         kwargs = dict(do_sample=do_sample, max_new_tokens=sampling.max_tokens, pad_token_id=self.tokenizer.pad_token_id)
         if do_sample:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
@@ -78,34 +78,54 @@ class HFGenerator:
 
 
 class EngineGenerator:
-    """m1's Engine (the default backend): n samples of one prompt share one prefill.
+    """m1's Engine (the default backend): the n samples of a prompt share one prefill, and the
+    requests of one call are batched continuously over `max_batch_size` slots.
 
-    A completion is limited to what the engine's max_model_len leaves after the prompt (logged
-    once), where transformers would run past the model's context."""
+    `requests_per_call`: 1 (`m1 eval`: each chunk is written as soon as it is done) or None (a
+    whole benchmark per call: for tiny models on a CPU, which are bound by per-call overhead).
+    With a fixed context (the default: the engine's `max_model_len`) a completion is limited to
+    what the context leaves after the prompt (logged once), where transformers would run past
+    the model's context; `fit_context=True` instead sizes a fresh engine to each call's longest
+    prompt and `max_tokens`.
+    """
 
     name = "engine"
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, max_batch_size: int = 256, requests_per_call: int | None = 1,
+                 fit_context: bool = False) -> None:
         from m1.engine import Engine  # only when this backend is chosen
 
         self.model = model  # for --verifier self
         self.tokenizer = tokenizer
-        self.engine = Engine(model, tokenizer)
+        self.max_batch_size = max_batch_size
+        self.requests_per_call = requests_per_call
+        self.engine = None if fit_context else Engine(model, tokenizer, max_batch_size=max_batch_size)
         self._clamped = False
 
-    def generate(self, prompt: str, n: int, sampling: SamplingConfig, seed: int) -> list[Sample]:
-        from m1.engine import SamplingParams
+    def generate(self, prompts: list[str], params: list[SamplingParams]) -> list[list[Sample]]:
+        import torch
 
-        room = self.engine.max_model_len - len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        max_tokens = max(1, min(sampling.max_tokens, room))
-        if max_tokens < sampling.max_tokens and not self._clamped:
+        from m1.engine import Engine
+
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        engine = self.engine
+        if engine is None:
+            engine = Engine(self.model, self.tokenizer, max_batch_size=self.max_batch_size,
+                            max_model_len=max(map(len, ids)) + max(p.max_tokens for p in params) + 1)
+        else:
+            params = [self._fit(p, len(i)) for p, i in zip(params, ids)]
+        with torch.no_grad():
+            outs = engine.generate(ids, params, use_tqdm=self.requests_per_call is None)
+        return [[Sample(o.text, len(o.token_ids), o.finish_reason) for o in out.outputs] for out in outs]
+
+    def _fit(self, p: SamplingParams, prompt_len: int) -> SamplingParams:
+        room = self.engine.max_model_len - prompt_len
+        max_tokens = max(1, min(p.max_tokens, room))
+        if max_tokens < p.max_tokens and not self._clamped:
             self._clamped = True
             logger.warning("engine backend: max_tokens %d limited to %d by max_model_len %d",
-                           sampling.max_tokens, max_tokens, self.engine.max_model_len)
-        params = SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=max_tokens, seed=seed)
-        out = self.engine.generate([prompt], params)[0]
-        return [Sample(o.text, len(o.token_ids), o.finish_reason) for o in out.outputs]
+                           p.max_tokens, max_tokens, self.engine.max_model_len)
+        return dataclasses.replace(p, max_tokens=max_tokens)
 
 
 def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: str | None = None) -> tuple[Generator, object]:
@@ -117,7 +137,7 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from m1.cli import quiet_cpu_kernel_hints
+    from m1.logs import quiet_cpu_kernel_hints
 
     quiet_cpu_kernel_hints()  # transformers' GraniteMoeHybrid asks for CUDA-only kernels on a CPU
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -145,7 +165,7 @@ def _load_for_engine(model_dir: str, dtype: str):
     if cfg.model_type in ("llama", "qwen2"):
         from transformers import AutoModelForCausalLM
 
-        from m1.convert import convert_from_transformer
+        from m1.convert.mapping import convert_from_transformer
 
         teacher = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         return convert_from_transformer(teacher, attention_layers=list(range(cfg.num_hidden_layers))).eval()

@@ -4,7 +4,7 @@
 1. extraction and normalisation in pure Python (linear time; `m1.eval.answer`);
 2. exact string equality, then exact rational comparison of plain numbers;
 3. a screen that keeps explosive expressions (power towers, huge factorials) from sympy;
-4. math-verify in a worker process killed at the time limit (`m1.eval.verify_pool`),
+4. math-verify in a worker process killed at the time limit (`m1.eval.grader_pool`),
    with verdicts cached, so repeated pairs (majority vote, GRPO groups) cost nothing.
 Steps 1-3 settle AIME, AMC and GSM8K answers in microseconds without a process round trip.
 """
@@ -28,7 +28,7 @@ from m1.eval.answer import (
     split_top_level,
     strip_outer_parens,
 )
-from m1.eval.verify_pool import get_pool
+from m1.eval.grader_pool import get_pool
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def answers_equivalent(gold: str | None, pred: str | None, timeout: float = TIME
     if fast is not None:
         return fast
     if _lists_match(gold, pred, timeout):
+        return True
+    if _same_lhs_chains_match(gold, pred, timeout):
         return True
     if is_pathological(gold) or is_pathological(pred):
         return False
@@ -100,6 +102,24 @@ def _lists_match(gold: str, pred: str, timeout: float) -> bool:
     return True
 
 
+def _same_lhs_chains_match(gold: str, pred: str, timeout: float) -> bool:
+    """`x = 5+5+1 = 11` for `x = 11`: equations about the same left side match on their last sides.
+
+    An equation chain states its result last; math-verify compares the whole chain as
+    lhs - rhs of its first `=` and so misses it. Only the same left side (spacing and
+    single-character braces aside) counts: `y = 2x` is not `x = y/2` here.
+    """
+    if len(split_top_level(gold)) > 1 or len(split_top_level(pred)) > 1:
+        return False  # a list of equations (`f(x)=-1,f(x)=x+1`), not one chain
+    g_sides, p_sides = split_top_level(gold, "="), split_top_level(pred, "=")
+    if len(g_sides) < 2 or len(p_sides) < 2 or len(g_sides) + len(p_sides) == 4:
+        return False  # two plain equations: math-verify compares them (lhs - rhs up to sign)
+    if compact(g_sides[0]) != compact(p_sides[0]):
+        return False
+    g_last, p_last = last_equation_side(gold), last_equation_side(pred)
+    return bool(g_last and p_last) and answers_equivalent(g_last, p_last, timeout)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _math_verify_cached(gold: str, pred: str, timeout: float) -> bool:
     return bool(get_pool().compare(gold, pred, timeout))
@@ -110,7 +130,8 @@ def grade(completion: str | None, gold: object, timeout: float = TIME_LIMIT_S, l
 
     The final answer is the last `\\boxed{}`, else a `#### x` or final-answer statement in the
     closing lines (`m1.eval.answer.extract_answer`). `lenient=True`, for models that do not
-    box, also takes the last number of the final line when the gold is a number.
+    box, also takes a number that a closing statement states ("... is 9.", "so x = 5") when
+    the gold is a number.
     `gold` may be a bare answer (`"0.5"`, `"\\frac{\\pi}{2}"`, `27.0`, `"025"`), a boxed
     answer, or a GSM8K solution ending in `#### 18`.
     """

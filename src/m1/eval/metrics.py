@@ -107,6 +107,35 @@ def verify_at_k(scores: Sequence[float], correct: Sequence[bool], k: int, n_subs
     return hits / len(subs)
 
 
+def weighted_vote_at_k(answers: Sequence[str | None], scores: Sequence[float], correct: Sequence[bool], k: int,
+                       n_subsets: int = 100, seed: int = 0, groups: Sequence[int | None] | None = None) -> float:
+    """Verifier-weighted majority vote over seeded size-k subsets: each answer group collects the
+    verifier's probability that its samples are correct (sigmoid of the score), the heaviest
+    group wins (ties: earliest), and the winner's correctness is averaged.
+
+    Best-of-k (`verify_at_k`) trusts the single top score; weighted voting lets agreement among
+    samples outvote a verifier that is confident and wrong, and lets the verifier break ties
+    and near-ties that plain voting leaves to chance (Uesato et al. 2022, ORM-weighted voting).
+    """
+    groups = equivalence_groups(answers) if groups is None else groups
+    weights = [1.0 / (1.0 + math.exp(-s)) for s in scores]
+    subs = _subsets(len(answers), k, n_subsets, seed)
+    hits = 0
+    for idx in subs:
+        total: dict[int, float] = {}
+        first: dict[int, int] = {}
+        for i in idx:
+            g = groups[i]
+            if g is None:
+                continue
+            total[g] = total.get(g, 0.0) + weights[i]
+            first.setdefault(g, i)
+        if total:
+            best = max(total, key=lambda g: (total[g], -first[g]))
+            hits += bool(correct[first[best]])
+    return hits / len(subs)
+
+
 def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean over problems and its 95% percentile-bootstrap interval (problems resampled).
 

@@ -9,7 +9,7 @@ Two ways in, same outcome:
 Each rank loads its own generator (HF model or m1 Engine) on ``cuda:<local rank>`` when the
 host has enough GPUs, else on the CPU with ``cpu_count // N`` threads. Problem ``i`` of a
 benchmark goes to rank ``i % N``: the split depends on the problem list alone, never on
-timing. Sampling seeds are per (benchmark, problem, chunk) (`runner.chunk_seed`), so every
+timing. Sampling seeds are per (benchmark, problem, chunk) (`loop.chunk_seed`), so every
 sample is the one a single process would draw, given the same arithmetic on the device.
 
 Each rank streams to ``OUT/shards/rank<r>-of-<N>/samples.jsonl`` (and resumes from it, as
@@ -33,7 +33,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from m1.eval.runner import EvalConfig, _jsonable, read_samples, summarize
+from m1.eval.loop import EvalConfig, write_summary
+from m1.eval.samples import read_samples, summarize_samples
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +113,11 @@ def merge_shards(cfg: EvalConfig, world: int, order: dict | None = None) -> dict
     unknown = (len(cfg.benchmarks), 0)
     rows.sort(key=lambda r: (*order.get((r["benchmark"], r["problem_id"]), unknown), r["sample"]))
     _write_rows(cfg.out / "samples.jsonl", rows)
-    summaries = {b: summarize([r for r in rows if r["benchmark"] == b], cfg.n) for b in cfg.benchmarks}
+    summaries = {b: summarize_samples([r for r in rows if r["benchmark"] == b], cfg.n) for b in cfg.benchmarks}
     for b, s in summaries.items():
         if s.get("problems"):
             s["wall_time_s"] = busiest[b]
-    (cfg.out / "summary.json").write_text(
-        json.dumps({"config": _jsonable(cfg), "extraction": cfg.extraction, "data_parallel": world,
-                    "benchmarks": summaries}, indent=2))
+    write_summary(cfg, summaries, data_parallel=world)
     return summaries
 
 
@@ -127,7 +126,7 @@ def run_shard(cfg: EvalConfig, backend: str, rank: int, world: int, device: str)
     import torch
 
     from m1.eval.generation import load_generator
-    from m1.eval.runner import run_eval
+    from m1.eval.loop import run_eval
     from m1.eval.verifiers import load_verifier
 
     if device == "cpu":

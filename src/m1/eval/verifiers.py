@@ -6,6 +6,10 @@ Two kinds:
 - `SelfVerifier`: the policy judges its own solution. It reads `SELF_VERIFY_TEMPLATE` and
   the score is log p(" correct") - log p(" incorrect") after "The final answer is", each
   word scored over all its tokens, so no sampling is involved and the score is deterministic.
+  It needs only the policy model's forward pass (`model(ids).logits`), which both
+  generation backends expose as `generator.model`: transformers' model for `--backend hf`,
+  m1's `HybridForCausalLM` (a Llama/Qwen2 checkpoint loaded as the all-attention hybrid)
+  for `--backend engine`.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def load_verifier(spec: str | None, policy_model=None, policy_tokenizer=None) ->
         return None
     if spec == "self":
         if policy_model is None:
-            raise ValueError("--verifier self needs the policy loaded with the hf backend")
+            raise ValueError("--verifier self needs the policy model: pass the generator's .model (both backends have one)")
         return SelfVerifier(policy_model, policy_tokenizer)
     if spec.startswith("rm:"):
         return RewardModelVerifier(spec[3:])

@@ -27,6 +27,11 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
+    @staticmethod
+    def kv_shape(config) -> tuple[int, int]:
+        """What one token leaves in the KV cache, in K and in V each: (kv heads, head dim)."""
+        return (config.num_key_value_heads, config.head_dim)
+
     def forward(self, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None, cache=None):
         """mask: boolean (b, 1, q, k), True = may attend; None = plain causal over this call's tokens."""
         b, l, _ = hidden.shape

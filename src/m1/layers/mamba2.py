@@ -7,6 +7,11 @@ out_proj finish. The numerics live in `m1.ops`, which picks a kernel at call tim
 Padding never reaches the state: at masked positions xBC is zeroed before the conv and
 after it, and dt is zeroed, which makes the SSD step an exact identity there.
 Packed sequences (`cu_seqlens`) restart both the conv window and the SSD state.
+
+The mixer owns its recurrent state: `state_shapes` declares what one sequence keeps (the
+engine sizes its slot pools from it), `step` advances it by one token (the cached path of
+`forward` and the engine's decode both call it), and `prefill_packed` fills it from prompts
+packed end to end (the engine's prefill).
 """
 
 from __future__ import annotations
@@ -17,8 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from m1.ops import causal_conv1d, causal_conv1d_step, gated_rms_norm, ssd_chunked, ssd_step
-from m1.ops.decode import mamba2_decode_step
+from m1.ops import causal_conv1d, gated_rms_norm, ssd_chunked
+from m1.ops.conv import packed_causal_conv1d
+from m1.ops.decode import mamba2_decode_step, split_xbc, split_zxbcdt
+
+
+def inv_softplus(v):
+    """The x with softplus(x) = v, as dt_bias for a wanted dt: a tensor elementwise, or a float in
+    double precision (past 20, where softplus is the identity in floating point, v itself)."""
+    if isinstance(v, torch.Tensor):
+        return v + torch.log(-torch.expm1(-v))
+    return v + math.log(-math.expm1(-v)) if v < 20 else v
 
 
 class GatedRMSNorm(nn.Module):
@@ -60,20 +74,29 @@ class Mamba2Mixer(nn.Module):
     def reset_parameters(self, dt_min: float = 1e-3, dt_max: float = 1e-1) -> None:
         """Mamba-2's random initialisation: dt log-uniform in [dt_min, dt_max], A = -[1..H], D = 1."""
         dt = torch.exp(torch.rand(self.num_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias.copy_(inv_softplus(dt))
         self.A_log.copy_(torch.log(torch.arange(1, self.num_heads + 1, dtype=torch.float32)))
         self.D.fill_(1.0)
         self.norm.weight.fill_(1.0)
 
-    # ---- public helpers (the engine composes its packed prefill from these) ------------------------
+    # ---- the state one sequence keeps -------------------------------------------------------------
+    @staticmethod
+    def state_shapes(config, dtype: torch.dtype) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per sequence: the conv window (conv_dim, d_conv - 1) in the model's `dtype`, and the SSM
+        state (heads, head_dim, state) in fp32, as {name: (shape, dtype)}."""
+        return {
+            "conv": ((config.mamba_conv_dim, config.mamba_d_conv - 1), dtype),
+            "ssm": ((config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state), torch.float32),
+        }
+
+    # ---- pieces of the computation -----------------------------------------------------------------
     def split_projection(self, zxbcdt: torch.Tensor):
         """in_proj's output (..., inner + conv_dim + heads) -> (z, xBC, dt_raw)."""
-        return zxbcdt.split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        return split_zxbcdt(zxbcdt, self.num_heads, self.head_dim, self.n_groups, self.state_size)
 
     def split_xbc(self, xBC: torch.Tensor):
         """The conv's output (..., conv_dim) -> (x, B, C)."""
-        gn = self.n_groups * self.state_size
-        return xBC.split([self.inner, gn, gn], dim=-1)
+        return split_xbc(xBC, self.num_heads, self.head_dim, self.n_groups, self.state_size)
 
     def time_step(self, dt_raw: torch.Tensor) -> torch.Tensor:
         """dt = clamp(softplus(dt_raw + dt_bias)) in fp32."""
@@ -84,6 +107,16 @@ class Mamba2Mixer(nn.Module):
     def A(self) -> torch.Tensor:
         """The per-head decay rates, -exp(A_log), fp32 (h,)."""
         return -torch.exp(self.A_log.float())
+
+    def _ssd(self, x, dt, B, C, initial_state, chunk_size: int, cu_seqlens):
+        """The chunked scan over (b, l) tokens of x, B, C (flat channels); returns (y (b, l, inner), final state)."""
+        b, l = x.shape[:2]
+        y, final = ssd_chunked(
+            x.reshape(b, l, self.num_heads, self.head_dim), dt, self.A,
+            B.reshape(b, l, self.n_groups, self.state_size), C.reshape(b, l, self.n_groups, self.state_size),
+            self.D, initial_state=initial_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens,
+        )
+        return y.reshape(b, l, self.inner), final
 
     def step(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
              slot_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,43 +138,67 @@ class Mamba2Mixer(nn.Module):
     def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor | None = None, cache=None, cu_seqlens=None):
         """hidden (b, l, d); token_mask (b, l) with 1 for real tokens; cache: a transformers Cache."""
         b, l, _ = hidden.shape
+        prev_conv = cache.get_conv_state(self.layer_idx) if cache is not None else None
+        prev_ssm = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        if prev_conv is not None and l == 1 and cu_seqlens is None:
+            return self._cached_step(hidden, prev_conv, prev_ssm, cache)
         z, xBC, dt_raw = self.split_projection(self.in_proj(hidden))
         if token_mask is not None:
             xBC = xBC * token_mask[..., None].to(xBC.dtype)
-        conv_w = self.conv1d.weight.squeeze(1)
-        prev_conv = cache.get_conv_state(self.layer_idx) if cache is not None else None
-        prev_ssm = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
-        A = self.A
         dt = self.time_step(dt_raw)
         if token_mask is not None:
             dt = dt * token_mask[..., None].to(dt.dtype)
-
-        if prev_conv is not None and l == 1 and cu_seqlens is None:  # decode: one step per sequence
-            xBC_act, _ = causal_conv1d_step(xBC[:, 0], prev_conv, conv_w, self.conv1d.bias)
-            x, B, C = self.split_xbc(xBC_act)
-            y, new_ssm = ssd_step(
-                prev_ssm, x.view(b, self.num_heads, self.head_dim), dt[:, 0], A,
-                B.view(b, self.n_groups, self.state_size), C.view(b, self.n_groups, self.state_size), self.D,
-            )
-            y = y.reshape(b, 1, self.inner)
+        if cu_seqlens is not None:  # packed rows: run as one long sequence with boundaries
+            xBC_flat, dt_flat = xBC.reshape(1, b * l, -1), dt.reshape(1, b * l, -1)
         else:
-            if cu_seqlens is not None:  # packed rows: run as one long sequence with boundaries
-                xBC_flat, dt_flat = xBC.reshape(1, b * l, -1), dt.reshape(1, b * l, -1)
-            else:
-                xBC_flat, dt_flat = xBC, dt
-            xBC_act, _ = causal_conv1d(xBC_flat, conv_w, self.conv1d.bias, initial_state=prev_conv, cu_seqlens=cu_seqlens)
-            if token_mask is not None:
-                xBC_act = xBC_act * token_mask[..., None].to(xBC_act.dtype)
-            x, B, C = self.split_xbc(xBC_act)
-            bb, ll = xBC_flat.shape[:2]
-            y, new_ssm = ssd_chunked(
-                x.reshape(bb, ll, self.num_heads, self.head_dim), dt_flat, A,
-                B.reshape(bb, ll, self.n_groups, self.state_size), C.reshape(bb, ll, self.n_groups, self.state_size),
-                self.D, initial_state=prev_ssm, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
-            )
-            y = y.reshape(b, l, self.inner)
+            xBC_flat, dt_flat = xBC, dt
+        xBC_act, _ = causal_conv1d(xBC_flat, self.conv1d.weight.squeeze(1), self.conv1d.bias, initial_state=prev_conv, cu_seqlens=cu_seqlens)
+        if token_mask is not None:
+            xBC_act = xBC_act * token_mask[..., None].to(xBC_act.dtype)
+        x, B, C = self.split_xbc(xBC_act)
+        y, new_ssm = self._ssd(x, dt_flat, B, C, prev_ssm, self.chunk_size, cu_seqlens)
+        y = y.reshape(b, l, self.inner)
         if cache is not None:
             cache.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv_width - 1)
             cache.update_recurrent_state(new_ssm, self.layer_idx)
         y = self.norm(y, z)
+        return self.out_proj(y.to(hidden.dtype))
+
+    def _cached_step(self, hidden: torch.Tensor, prev_conv: torch.Tensor, prev_ssm: torch.Tensor, cache) -> torch.Tensor:
+        """One new token per row against a transformers cache (`generate`'s decode), through `step`.
+
+        A decode token is always a real one, so no mask applies. `step` advances copies of the
+        cache's states; they go back through the cache's own update calls, which keep its
+        bookkeeping (the token count, the history of assisted decoding) as a prefill's do.
+        """
+        conv, ssm = prev_conv.clone(), prev_ssm.clone()
+        out = self.step(hidden[:, 0], conv, ssm)
+        cache.update_conv_state(conv[..., -1:], self.layer_idx, conv_kernel_size=self.conv_width - 1)  # the new input column
+        cache.update_recurrent_state(ssm, self.layer_idx)
+        return out[:, None]
+
+    @torch.no_grad()
+    def prefill_packed(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor, slots: torch.Tensor,
+                       cu_seqlens: list[int], cu_seqlens_dev: torch.Tensor, continuing: torch.Tensor | None,
+                       chunk_size: int | None = None) -> torch.Tensor:
+        """Prompts packed end to end as hidden (1, T, d) with boundaries `cu_seqlens` (host list, and on
+        the device): the output (1, T, d), and each piece's final states written to its slot
+        `slots[i]` of the pools conv_state (S, conv_dim, d_conv - 1) and ssm_state (S, heads, head_dim, state).
+
+        Pieces start from zero states, except those flagged in `continuing` (bool (n,), or None for
+        none), which continue from their slot's states (later chunks of a long prompt).
+        `chunk_size` defaults to the model's SSD chunk.
+        """
+        T = hidden.shape[1]
+        z, xBC, dt_raw = self.split_projection(self.in_proj(hidden))
+        init_conv = init_ssm = None
+        if continuing is not None:
+            init_conv = torch.where(continuing[:, None, None], conv_state[slots], 0)
+            init_ssm = torch.where(continuing[:, None, None, None], ssm_state[slots], 0)
+        xBC_act, conv_final = packed_causal_conv1d(xBC[0], self.conv1d.weight.squeeze(1), self.conv1d.bias, init_conv, cu_seqlens)
+        x, B, C = self.split_xbc(xBC_act[None])
+        y, ssm_final = self._ssd(x, self.time_step(dt_raw), B, C, init_ssm, chunk_size or self.chunk_size, cu_seqlens_dev)
+        conv_state.index_copy_(0, slots, conv_final.to(conv_state.dtype))
+        ssm_state.index_copy_(0, slots, ssm_final.to(ssm_state.dtype))
+        y = self.norm(y.reshape(1, T, self.inner), z)
         return self.out_proj(y.to(hidden.dtype))

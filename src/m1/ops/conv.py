@@ -71,3 +71,39 @@ def causal_conv1d(x, weight, bias=None, initial_state=None, activation: str | No
 def causal_conv1d_step(x, conv_state, weight, bias=None, activation: str | None = "silu"):
     fn = dispatch.choose("causal_conv1d_step", x)
     return fn(x, conv_state, weight, bias, activation=activation)
+
+
+def packed_causal_conv1d(x, weight, bias, initial_state, cu_seqlens: list[int], activation: str | None = "silu"):
+    """x (T, d) packed channels-last; weight (d, w); initial_state (n, d, w-1) or None (zeros).
+
+    The vectorised form of `causal_conv1d_ref(..., cu_seqlens=...)` (which loops over
+    sequences), for the engine's packed prefill; tests compare the two. Returns (y (T, d), final_state (n, d, w-1)). Each sequence is laid after its own w-1
+    past inputs in one extended buffer, so the conv is w shifted gathers with no loop over
+    sequences. Sums run in fp32 (as conv1d accumulates) and round once to x's dtype.
+    """
+    T, d = x.shape
+    w = weight.shape[1]
+    k = w - 1
+    n = len(cu_seqlens) - 1
+    dev = x.device
+    cu = torch.tensor(cu_seqlens, device=dev)
+    lens = cu[1:] - cu[:-1]
+    seq = torch.repeat_interleave(torch.arange(n, device=dev), lens)
+    dst = torch.arange(T, device=dev) + (seq + 1) * k  # row of token t in the extended buffer
+    ext = x.new_zeros(T + n * k, d)
+    ext[dst] = x
+    if initial_state is not None and k:
+        init_rows = (cu[:-1] + torch.arange(n, device=dev) * k)[:, None] + torch.arange(k, device=dev)
+        ext[init_rows.reshape(-1)] = initial_state.transpose(1, 2).reshape(n * k, d).to(x.dtype)
+    wf = weight.float()
+    y = torch.zeros(T, d, dtype=torch.float32, device=dev) if bias is None else bias.float().expand(T, d).clone()
+    for j in range(w):
+        y.addcmul_(ext[dst - k + j].float(), wf[:, j])
+    y = y.to(x.dtype)
+    if activation in ("silu", "swish"):
+        y = F.silu(y)
+    elif activation not in (None, "identity"):
+        raise ValueError(f"unsupported activation {activation!r}")
+    last = cu[1:] - 1 + (torch.arange(n, device=dev) + 1) * k
+    final = ext[(last[:, None] - k + 1 + torch.arange(k, device=dev)).reshape(-1)].view(n, k, d).transpose(1, 2)
+    return y, final.contiguous()

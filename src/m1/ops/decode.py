@@ -42,12 +42,18 @@ from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
 
 def split_zxbcdt(zxbcdt: torch.Tensor, n_heads: int, head_dim: int, n_groups: int, state_size: int):
-    """(b, inner + conv_dim + h) -> z (b, inner), xBC (b, conv_dim), dt (b, h)."""
+    """in_proj's output (..., inner + conv_dim + h) -> z (..., inner), xBC (..., conv_dim), dt (..., h)."""
     inner = n_heads * head_dim
     conv_dim = inner + 2 * n_groups * state_size
     if zxbcdt.shape[-1] != inner + conv_dim + n_heads:
         raise ValueError(f"zxbcdt has {zxbcdt.shape[-1]} channels, expected {inner + conv_dim + n_heads}")
     return torch.split(zxbcdt, [inner, conv_dim, n_heads], dim=-1)
+
+
+def split_xbc(xBC: torch.Tensor, n_heads: int, head_dim: int, n_groups: int, state_size: int):
+    """The conv's output (..., conv_dim) -> x (..., inner), B (..., groups * state), C (..., groups * state)."""
+    gn = n_groups * state_size
+    return torch.split(xBC, [n_heads * head_dim, gn, gn], dim=-1)
 
 
 def mamba2_sequence_ref(
@@ -67,7 +73,7 @@ def mamba2_sequence_ref(
     z, xBC, dt_raw = split_zxbcdt(zxbcdt.to(dtype), n_heads, head_dim, n_groups, state_size)
     weight = conv_weight.reshape(conv_weight.shape[0], -1).to(dtype)
     xc, conv_state = causal_conv1d_ref(xBC, weight, None if conv_bias is None else conv_bias.to(dtype))
-    x, B, C = torch.split(xc, [inner, n_groups * state_size, n_groups * state_size], dim=-1)
+    x, B, C = split_xbc(xc, n_heads, head_dim, n_groups, state_size)
     dt = F.softplus(dt_raw + dt_bias.to(dtype)).clamp(dt_limit[0], dt_limit[1])
     y, ssm_state = ssd(
         x.reshape(b, l, n_heads, head_dim), dt, A.to(dtype), B.reshape(b, l, n_groups, state_size),
@@ -88,7 +94,7 @@ def mamba2_decode_step_ref(
     weight = conv_weight.reshape(conv_weight.shape[0], -1)
     xBC, new_conv = causal_conv1d_step_ref(xBC, conv_state[slot_ids], weight, conv_bias, activation="silu")
     conv_state[slot_ids] = new_conv.to(conv_state.dtype)
-    x, B, C = torch.split(xBC, [inner, n_groups * state_size, n_groups * state_size], dim=-1)
+    x, B, C = split_xbc(xBC, n_heads, head_dim, n_groups, state_size)
     ct = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
     dt = F.softplus(dt.to(ct) + dt_bias.to(ct)).clamp(dt_limit[0], dt_limit[1])
     y, new_state = ssd_step_ref(
@@ -129,8 +135,7 @@ def mamba2_decode_step_cpu(
     for j in range(w - 2):
         conv[:, :, j].copy_(conv[:, :, j + 1])
     conv[:, :, w - 2].copy_(xBC)
-    xBC = F.silu(acc)
-    x, B, C = torch.split(xBC, [inner, n_groups * n, n_groups * n], dim=-1)
+    x, B, C = split_xbc(F.silu(acc), h, p, n_groups, n)
     ct = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
     dt = F.softplus(dt.to(ct) + dt_bias.to(ct)).clamp(dt_limit[0], dt_limit[1])
     st = ssm.dtype

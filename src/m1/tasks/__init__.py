@@ -1,7 +1,7 @@
 """The demo's synthetic reasoning task: chained small-number arithmetic with boxed answers.
 
-Light to import (no torch); the tokenizer, teacher and greedy evaluation live in their own
-modules (`m1.tasks.tokenizer`, `m1.tasks.teacher`, `m1.tasks.greedy`).
+Light to import (no torch); the tokenizer and the teacher live in their own modules
+(`m1.tasks.tokenizer`, `m1.tasks.teacher`); accuracy is measured by `m1.eval`.
 """
 
 from m1.tasks.arithmetic import DIFFICULTIES, PROMPT_SUFFIX, SPLITS, Difficulty, Problem, make_split, sample_problem, split_of

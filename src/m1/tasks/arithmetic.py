@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
-#: M1's evaluation instruction, appended to every problem to form the user prompt.
-PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+from m1.data import PROMPT_SUFFIX  # M1's instruction, appended to every problem to form the user prompt
 
 SPLITS = ("train", "test")
 _TEST_SHARE = 5  # one question in 5 (by hash) belongs to the test split
@@ -107,15 +107,72 @@ def _apply(op: str, value: int, k: int) -> int:
     return value // k
 
 
+_LINE = re.compile(r"^([A-Z]): (.+?) (\d+): (-?\d+)([-+*/])(\d+)=(-?\d+)$")
+
+
+def corrupt_solution(p: Problem, rng: random.Random) -> Problem:
+    """``p`` with one step's result wrong (off by 1-9) and every later step computed on from the
+    wrong value, as a model's slip would propagate; the boxed answer follows. The wrong value
+    is one that keeps every later step valid (values in 0..max, exact divisions), so a wrong
+    chain looks like a right one except for the slip. A verifier trained on such pairs learns
+    to check each step's arithmetic, not to guess from a problem's length how likely an answer
+    is to be right."""
+    lines = p.solution.split("\n")
+    steps = [i for i, line in enumerate(lines) if _LINE.match(line)]
+    parsed = {i: _LINE.match(lines[i]).groups() for i in steps}
+    top = max(int(g[3]) for g in parsed.values()) if parsed else 99
+    top = max(top, max(int(g[6]) for g in parsed.values()))
+
+    def carry(value: int, later: list[int]) -> list[int] | None:
+        out = []
+        for j in later:
+            k, sym = int(parsed[j][2]), parsed[j][4]
+            if sym == "/" and value % k:
+                return None
+            value = {"+": value + k, "-": value - k, "*": value * k, "/": value // k}[sym]
+            if not 0 <= value <= max(top, 99):
+                return None
+            out.append(value)
+        return out
+
+    for i in rng.sample(steps, len(steps)):  # a step whose slip keeps the rest valid; the last always does
+        label, word, k, a, sym, _, b = parsed[i]
+        deltas = [d for d in range(-9, 10) if d and 0 <= int(b) + d <= max(top, 99)]
+        rng.shuffle(deltas)
+        later = steps[steps.index(i) + 1:]
+        for d in deltas:
+            values = carry(int(b) + d, later)
+            if values is None:
+                continue
+            value = int(b) + d
+            lines[i] = f"{label}: {word} {k}: {a}{sym}{k}={value}"
+            for j, v in zip(later, values):
+                label_j, word_j, k_j, _, sym_j, _, _ = parsed[j]
+                lines[j] = f"{label_j}: {word_j} {k_j}: {value}{sym_j}{k_j}={v}"
+                value = v
+            lines[-1] = f"The answer is \\boxed{{{value}}}."
+            return Problem(question=p.question, solution="\n".join(lines), answer=str(value), difficulty=p.difficulty)
+    raise ValueError(f"no step of this solution can be corrupted: {p.solution!r}")
+
+
 def split_of(question: str) -> str:
     """The split a question belongs to, fixed by its text so train and test never overlap."""
     h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
     return "test" if h % _TEST_SHARE == 0 else "train"
 
 
-def sample_problem(rng: random.Random, difficulty: str) -> Problem:
+def resolve(difficulty: str | Difficulty) -> Difficulty:
+    """A difficulty by name (one of `DIFFICULTIES`) or as given."""
+    if isinstance(difficulty, Difficulty):
+        return difficulty
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    return DIFFICULTIES[difficulty]
+
+
+def sample_problem(rng: random.Random, difficulty: str | Difficulty) -> Problem:
     """Draw one problem: op kind uniform over kinds with a valid operand, then the operand."""
-    d = DIFFICULTIES[difficulty]
+    d = resolve(difficulty)
     n_steps = rng.randint(d.min_steps, d.max_steps)
     start = value = rng.randint(1, d.max_value)
     labels = rng.sample(_LABELS, n_steps) if d.random_labels else _LABELS[:n_steps]
@@ -131,16 +188,15 @@ def sample_problem(rng: random.Random, difficulty: str) -> Problem:
         value = new
     question = f"Start with {start}. " + " ".join(ops_text) + " What is the final number?"
     solution = "\n".join(lines) + f"\nThe answer is \\boxed{{{value}}}."
-    return Problem(question=question, solution=solution, answer=str(value), difficulty=difficulty)
+    return Problem(question=question, solution=solution, answer=str(value), difficulty=d.name)
 
 
-def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
+def make_split(difficulty: str | Difficulty, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
     """``n`` distinct problems of one difficulty and split, the same for the same arguments."""
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    d = resolve(difficulty)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    rng = random.Random(f"m1-task/{difficulty}/{split}/{seed}")
+    rng = random.Random(f"m1-task/{d.name}/{split}/{seed}")
     seen: set[str] = set()
     per_answer: dict[str, int] = {}
     out: list[Problem] = []
@@ -149,7 +205,7 @@ def make_split(difficulty: str, n: int, seed: int = 0, split: str = "train") -> 
         attempts += 1
         if attempts > 200 * n + 10_000:
             raise RuntimeError(f"could not draw {n} distinct {difficulty}/{split} problems")
-        p = sample_problem(rng, difficulty)
+        p = sample_problem(rng, d)
         if p.question in seen or split_of(p.question) != split or not answer_allowed(per_answer.get(p.answer, 0), len(out)):
             continue
         seen.add(p.question)

@@ -37,7 +37,7 @@ class TeacherConfig:
     max_position_embeddings: int = 512
     steps: int = 1000
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 30
     weight_decay: float = 0.01

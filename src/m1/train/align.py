@@ -1,26 +1,25 @@
 """The align stage's loss: teacher-forced, per-layer alignment of the Mamba mixers.
 
-Kept apart from `m1.train.distill` (which builds on TRL) so that scripts and the
-calibration can use it with torch and transformers alone.
+Kept apart from `m1.train.distill` (which builds on TRL) so that scripts can use it with
+torch and transformers alone.
 """
 
 from __future__ import annotations
 
 import torch
 
+from m1.convert.capture import record_attention_io
 from m1.train.model import backbone_hidden
 
 
 def align_loss(student: torch.nn.Module, teacher: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced alignment: each Mamba mixer reproduces its teacher attention layer's output.
 
-    The teacher runs once with hooks (`m1.calibrate.record_attention_io`); each student
+    The teacher runs once with hooks (`m1.convert.capture.record_attention_io`); each student
     mixer then reads the teacher's own input to that attention layer and is scored by
     its squared error relative to the target's power, over real tokens, averaged over the
     Mamba layers. Only the mixers are in the graph, so only they get gradients.
     """
-    from m1.calibrate import record_attention_io
-
     layers = list(student.config.mamba_layers)
     if not layers:
         raise ValueError("the align stage needs a student with Mamba layers")

@@ -99,7 +99,7 @@ class GRPOConfig(RunConfig):
     learning_rate: float = opt(1e-6, "learning rate (M1: 1e-6)")
     lr_scheduler: str = opt("constant", "learning-rate schedule (M1: constant)")
     prompts: str = opt("", "prompts with gold answers: JSONL/JSON file, directory, or hub dataset id")
-    rollout_backend: str = opt("auto", "rollouts from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (engine when importable)")
+    rollout_backend: str = opt("auto", "rollouts from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (the same as engine)")
     num_generations: int = opt(8, "rollouts per prompt")
     temperature: float = opt(0.9, "sampling temperature of the rollouts")
     top_p: float = opt(1.0, "nucleus sampling of the rollouts")

@@ -47,7 +47,8 @@ from trl import SFTTrainer
 from m1.checkpoint import load_tokenizer
 from m1.train.align import align_loss
 from m1.train.config import DistillConfig, parse_config
-from m1.train.data import DataError, check_same_tokenizer, load_conversations, tokenize_conversations
+from m1.data import DataError
+from m1.train.data import check_same_tokenizer, load_conversations, tokenize_conversations
 from m1.train.losses import DIVERGENCES, chunked_divergence, next_token_positions
 from m1.train.model import backbone_hidden, load_student, load_teacher
 from m1.train.runs import CompleteCheckpoints, JsonlMetrics, common_args, prepare_out, resume_step, save_final

@@ -41,7 +41,8 @@ from trl import GRPOTrainer
 from m1.eval.reward import math_reward_func
 from m1.errors import remove_if_left_empty
 from m1.train.config import GRPOConfig, parse_config
-from m1.train.data import DataError, load_prompts
+from m1.data import DataError
+from m1.train.data import load_prompts
 from m1.train.model import load_student
 from m1.train.runs import CompleteCheckpoints, JsonlMetrics, common_args, prepare_out, resume_step, save_final
 

@@ -14,14 +14,9 @@ from pathlib import Path
 
 import torch
 from m1.checkpoint import load_causal_lm
-from m1.modeling import HybridForCausalLM
+from m1.modeling import HybridForCausalLM, decoder_of
 
 log = logging.getLogger(__name__)
-
-
-# The hybrid itself speaks TRL's protocol (a `BaseModelOutputWithPast` from the backbone,
-# extra keywords accepted, and the `chunked_loss` hook); the old name stays for callers.
-HybridForTraining = HybridForCausalLM
 
 
 def is_hybrid_checkpoint(path: str | Path) -> bool:
@@ -34,16 +29,15 @@ def is_hybrid_checkpoint(path: str | Path) -> bool:
     return json.loads(cfg.read_text()).get("model_type") == "granitemoehybrid"
 
 
-def load_student(path: str | Path, dtype: torch.dtype = torch.float32) -> HybridForTraining:
-    """A hybrid checkpoint (local directory or hub id) as a trainable `HybridForTraining`."""
-    model = HybridForTraining.from_pretrained(str(path), dtype=dtype)
-    return model
+def load_student(path: str | Path, dtype: torch.dtype = torch.float32) -> HybridForCausalLM:
+    """A hybrid checkpoint (local directory or hub id), trainable."""
+    return HybridForCausalLM.from_pretrained(str(path), dtype=dtype)
 
 
 def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """Any causal LM (hub id or directory): a hybrid loads as m1's class, others through Auto."""
     if is_hybrid_checkpoint(path):
-        model = HybridForTraining.from_pretrained(str(path), dtype=dtype)
+        model = HybridForCausalLM.from_pretrained(str(path), dtype=dtype)
     else:
         model = load_causal_lm(path, dtype=dtype)
     model.eval()
@@ -53,5 +47,5 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.
 
 def backbone_hidden(model: torch.nn.Module, **inputs) -> torch.Tensor:
     """Final hidden states (after the last norm) of any transformers causal LM or the hybrid."""
-    out = model.get_decoder()(**inputs) if hasattr(model, "get_decoder") else model.model(**inputs)
+    out = decoder_of(model)(**inputs)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out

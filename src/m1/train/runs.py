@@ -52,13 +52,25 @@ COMPLETE = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def checkpointing_args(on: bool) -> dict:
+    """Activation checkpointing under the name this transformers reads: `activation_checkpointing`
+    since 5.25, which warns on every TrainingArguments that passes the old `gradient_checkpointing`."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in dataclasses.fields(TrainingArguments)) \
+        else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def common_args(cfg: RunConfig) -> dict:
     """Keyword arguments of transformers' TrainingArguments shared by every stage."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     # transformers 5 reads the TensorBoard directory from the environment when its callback is built
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out) / "tb")
-    return dict(
+    return checkpointing_args(cfg.gradient_checkpointing) | dict(
         output_dir=cfg.out,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -71,8 +83,7 @@ def common_args(cfg: RunConfig) -> dict:
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs an accelerator (torch warns otherwise)
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,

@@ -389,10 +389,6 @@ def _finalize_bwd_kernel(
 # ----------------------------------------------------------------------------- host side
 
 
-def _pow2_at_least_16(v: int) -> int:
-    return max(16, triton.next_power_of_2(v))
-
-
 def _chunk_table(b: int, l: int, L: int, cu_seqlens, device):
     """(ch_b, ch_t0, ch_len, seq_c0, seq_nc) as int32 device tensors, and the most chunks of any sequence.
 

@@ -1,0 +1,156 @@
+"""Calibrated initialisation (m1.convert.calibrate, .capture, .calibration_data) and measured placement (issue 11)."""
+
+import math
+
+import pytest
+import torch
+
+from m1.convert.calibrate import CalibrationConfig, calibrate, set_decay_from_distance
+from m1.convert.calibration_data import calibration_ids_from_file
+from m1.convert.capture import attention_distance, record_attention_io
+from m1.convert.fidelity import token_kl
+from m1.convert.mapping import convert_from_transformer
+from tests.helpers import tiny_llama
+
+SHAPE = dict(mamba_heads=8, mamba_head_dim=8, mamba_groups=8, state_size=8)  # 4 attention heads x 16 -> 2 sub-heads each
+
+
+def test_hooked_targets_equal_the_teachers_attention_outputs():
+    teacher = tiny_llama()
+    ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(1))
+    out = teacher(ids, output_hidden_states=True)
+    with torch.no_grad(), record_attention_io(teacher, [1, 2]) as got:
+        teacher.model(input_ids=ids)
+    pos = torch.arange(24).expand(2, 24)
+    for i in (1, 2):
+        layer = teacher.model.layers[i]
+        h = layer.input_layernorm(out.hidden_states[i])
+        cos_sin = teacher.model.rotary_emb(h, pos)
+        want = layer.self_attn(hidden_states=h, position_embeddings=cos_sin, attention_mask=None)[0]
+        torch.testing.assert_close(got[i][0], h, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[i][1], want, rtol=1e-5, atol=1e-6)
+
+
+def test_calibrated_decay_matches_a_known_attention_distance():
+    # q = 0 makes every query attend uniformly to its causal prefix: mean distance t/2 at
+    # position t, so (L - 1) / 4 on average over positions 0..L-1, in every head.
+    teacher = tiny_llama()
+    attn = teacher.model.layers[0].self_attn
+    with torch.no_grad():
+        attn.q_proj.weight.zero_()
+    L = 41
+    ids = torch.randint(0, 97, (3, L))
+    h = teacher.model.layers[0].input_layernorm(teacher.model.embed_tokens(ids))
+    cos, sin = teacher.model.rotary_emb(h, torch.arange(L).expand(3, L))
+    d = attention_distance(attn, h, cos, sin, None)
+    dist = (d[:-1] / d[-1]).tolist()
+    assert dist == pytest.approx([(L - 1) / 4] * 4, rel=1e-5)
+    student = convert_from_transformer(teacher, [1], **SHAPE)
+    mixer = student.model.layers[0].mamba
+    set_decay_from_distance(mixer, [5.0, 10.0, 20.0, 40.0], student.config.head_dim)
+    A = mixer.A_log.exp()
+    want = torch.tensor([math.log1p(1 / d) for d in (5.0, 5.0, 10.0, 10.0, 20.0, 20.0, 40.0, 40.0)])
+    torch.testing.assert_close(A, want)
+    dt = torch.nn.functional.softplus(mixer.dt_bias)
+    torch.testing.assert_close(dt, torch.ones(8))
+    a = torch.exp(-dt * A)  # per-step decay: an exponential window of mean distance a / (1 - a) = d
+    torch.testing.assert_close(a / (1 - a), torch.tensor([5.0, 5.0, 10.0, 10.0, 20.0, 20.0, 40.0, 40.0]), rtol=1e-4, atol=0)
+
+
+def test_calibration_beats_the_plain_copy_and_touches_only_mixers():
+    teacher = tiny_llama()
+    g = torch.Generator().manual_seed(0)
+    calib = torch.randint(0, 97, (8, 48), generator=g)
+    held = torch.randint(0, 97, (4, 48), generator=g)
+    copy = convert_from_transformer(teacher, [1], **SHAPE).eval()
+    student = convert_from_transformer(teacher, [1], **SHAPE).eval()
+    report = calibrate(student, teacher, calib, None, CalibrationConfig(fit_seconds=5, fit_max_steps=60, fit_batch=4), progress=False)
+    assert [r.layer for r in report.layers] == [0, 2, 3]
+    assert all(r.rel_mse_fit < r.rel_mse_copy for r in report.layers)
+    assert token_kl(teacher, student, held) < token_kl(teacher, copy, held)
+    before, after = dict(copy.named_parameters()), dict(student.named_parameters())
+    changed = {n for n in after if not torch.equal(before[n], after[n])}
+    assert changed and all(".mamba." in n for n in changed)
+
+
+def test_random_init_is_mamba2s_reference():
+    student = convert_from_transformer(tiny_llama(), [1], init="random", seed=3, **SHAPE)
+    for i in (0, 2, 3):
+        m = student.model.layers[i].mamba
+        torch.testing.assert_close(m.A_log, torch.log(torch.arange(1, 9, dtype=torch.float32)))
+        torch.testing.assert_close(m.D, torch.ones(8))
+        dt = torch.nn.functional.softplus(m.dt_bias)
+        assert bool(((dt >= 1e-3 - 1e-7) & (dt <= 1e-1 + 1e-7)).all())
+        torch.testing.assert_close(m.norm.weight, torch.ones_like(m.norm.weight))
+
+
+def test_calibration_file_errors_name_the_line(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from m1.errors import UserError
+
+    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(97)}, unk_token="t0"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="t0")
+    good = tmp_path / "c.jsonl"
+    good.write_text('{"text": "t1 t2 t3 t4"}\n{"text": "t5 t6 t7 t8 t9"}\n')
+    assert calibration_ids_from_file(good, tok, 2, 4).shape == (2, 4)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "t1 t2"}\n{"text": ""}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: 'text' must be a non-empty string"):
+        calibration_ids_from_file(bad, tok, 2, 4)
+    with pytest.raises(UserError, match="does not exist"):
+        calibration_ids_from_file(tmp_path / "missing.jsonl", tok, 2, 4)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "--attention-layers: empty value"),
+    ("1,x", "--attention-layers: '1,x': expected comma-separated layer indices"),
+    ("auto:0", "--attention-layers: 'auto:0': auto:K needs a positive integer K"),
+    ("1,1", "a layer is listed twice"),
+    ("9", "layer 9 is out of range for a 4-layer teacher"),
+])
+def test_bad_attention_layers_is_one_line_before_loading(tmp_path, capsys, value, message):
+    from m1 import cli
+
+    tiny_llama().save_pretrained(tmp_path / "teacher")
+    capsys.readouterr()
+    assert cli.main(["convert", str(tmp_path / "teacher"), str(tmp_path / "out"), "--attention-layers", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("m1 convert: error: ") and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_calibration_file_is_one_line(tmp_path, capsys):
+    from m1 import cli
+
+    tiny_llama().save_pretrained(tmp_path / "teacher")
+    capsys.readouterr()
+    code = cli.main(["convert", str(tmp_path / "teacher"), str(tmp_path / "out"), "--attention-layers", "1",
+                     "--calibration-data", str(tmp_path / "nope.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--calibration-data: calibration file" in err and "does not exist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_placement_ranks_every_layer(tmp_path):
+    from m1.convert.placement import plot_ranking, rank_attention_layers
+
+    teacher = tiny_llama()
+    ids = torch.randint(0, 97, (8, 32), generator=torch.Generator().manual_seed(0))
+    cfg = CalibrationConfig(fit_max_steps=5, fit_batch=2)
+    import m1.convert.placement as P
+
+    old = P.MIN_TOKENS_PER_CANDIDATE
+    P.MIN_TOKENS_PER_CANDIDATE = 0  # the real floor (0.5M tokens) is for real models
+    try:
+        r = rank_attention_layers(teacher, ids, 2, cfg, **SHAPE)
+    finally:
+        P.MIN_TOKENS_PER_CANDIDATE = old
+    assert sorted(x["layer"] for x in r["ranking"]) == [0, 1, 2, 3]
+    assert r["chosen"] == sorted(x["layer"] for x in r["ranking"][:2])
+    kls = [x["kl"] for x in r["ranking"]]
+    assert kls == sorted(kls) and all(k > 0 for k in kls)
+    plot_ranking(r, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
