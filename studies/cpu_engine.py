@@ -119,7 +119,7 @@ def tiny_models() -> dict:
     shape = dict(mamba_heads=c.num_heads, mamba_head_dim=hd, mamba_groups=c.num_heads, state_size=hd)
     return {
         "tiny-attention": convert_from_transformer(teacher, list(range(c.num_layers)), **shape).eval(),
-        "tiny-hybrid": convert_from_transformer(teacher, attention_layer_indices(c.num_layers, DemoConfig().attention_fraction),
+        "tiny-hybrid": convert_from_transformer(teacher, attention_layer_indices(c.num_layers, DemoConfig.attention_fraction),
                                                 **shape).eval(),
     }
 
