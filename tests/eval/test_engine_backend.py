@@ -60,3 +60,37 @@ def test_self_verifier_runs_on_the_engine_backend(tmp_path, tiny_dir):
                       "--max-tokens", "6", "--verifier", "self", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
     assert set(summary["verify@k"]) == {"1", "2"}
+
+
+def test_likelihood_verifier_scores_the_least_likely_token(tmp_path, tiny_dir):
+    """`lm:PATH`: sigmoid(score) is the smallest probability the verifier model gives a completion
+    token after the policy's prompt, computed here independently with transformers' model;
+    `m1 eval --verifier lm:PATH` writes verify@k from it."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from m1.eval.benchmarks import PromptConfig, build_prompt
+    from m1.eval.verifiers import LikelihoodVerifier, load_verifier, min_prob_logit
+
+    v = load_verifier(f"lm:{tiny_dir}", prompt=PromptConfig())
+    assert isinstance(v, LikelihoodVerifier)
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir))
+    hf = AutoModelForCausalLM.from_pretrained(str(tiny_dir)).eval()
+    problem, solution = "What is 1+1?", "1+1 = 2, so the answer is \\boxed{2}."
+    prefix = tok(build_prompt(problem, tok, PromptConfig()), add_special_tokens=False)["input_ids"]
+    tail = tok(solution, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        probs = torch.softmax(hf(torch.tensor([prefix + tail])).logits[0].double(), -1)
+    p_min = min(probs[len(prefix) - 1 + i, t].item() for i, t in enumerate(tail))
+    score = v.score(problem, solution)
+    assert 1 / (1 + math.exp(-score)) == pytest.approx(p_min, rel=1e-3)
+    assert min_prob_logit(math.log(0.25)) == pytest.approx(math.log(0.25 / 0.75))
+    assert min_prob_logit(-1e-12) > 15  # p ~ 1 stays finite
+    problems = write_problems(tmp_path / "toy.jsonl", n=2)
+    out = tmp_path / "run"
+    assert eval_main(["--model", str(tiny_dir), "--benchmark", str(problems), "--n", "2", "--chunk-size", "2",
+                      "--max-tokens", "6", "--verifier", f"lm:{tiny_dir}", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
+    assert set(summary["verify@k"]) == {"1", "2"}

@@ -125,7 +125,7 @@ def targets(ctx: Context, summary: dict) -> list[dict]:
         if all("verifier_score" in x for x in rows):
             v, ci = _paired(per_problem(rows, n, "weighted_vote@k", k), maj)
             best_of, _ = _paired(per_problem(rows, n, "verify@k", k), maj)
-            add("verify_vs_maj", v, ">= 0", v >= 0, ci, k=k, n=n, method="verifier-weighted vote",
+            add("verify_vs_maj", v, ">= 0", v >= 0, ci, k=k, n=n, method="verifier-weighted vote (likelihood verifier)",
                 best_of_k_minus_maj=best_of)
     if "accuracy_vs_budget" in summary:
         c = summary["accuracy_vs_budget"]
@@ -371,8 +371,7 @@ def stage_work(cfg) -> list[tuple[str, str]]:
         ("sft / teacher_sft", f"{s.steps} steps x {s.batch} packed rows of {s.max_length} tokens ({s.n_hard} hard + {s.n_easy} easy conversations), lr {s.lr}"),
         ("grpo / teacher_grpo", f"{g.steps} optimizer steps, {g.generation_batch // g.generations} prompts x {g.generations} rollouts per round "
                                 f"(T {g.temperature}, <= {g.max_tokens} tokens), mini-batch {g.mini_batch}, lr {g.lr}"),
-        ("verifier", f"{v.n_prompts} hard training prompts x {v.samples} samples of the SFT hybrid, {v.n_synthetic} reference "
-                     f"solutions each beside a one-slip copy; {v.steps} steps x {v.batch}"),
+        ("verifier", f"no training: {v.model} read as a likelihood verifier; checked on {v.n_pairs} reference / one-slip pairs"),
         ("eval", f"hard pass@1: {e.n_hard} problems x {e.n_hard_samples} samples (T {e.temperature}) for sft and grpo, x 1 for teacher_sft and teacher_grpo; "
                  f"scaling: {e.scaling_problems} problems x {e.scaling_n_hybrid} (hybrid) / {e.scaling_n} (teacher-trained)"),
     ]
@@ -424,7 +423,7 @@ def write_demo_report(summary: dict, path: Path) -> None:
                   f"attention copy at the same layers {init['kl_attention']:.3f}; attention copy at M1's placement "
                   f"{init['m1_attention_layers']} (where M1's recipe starts) {init['kl_m1_start']:.3f}; random init "
                   + ", ".join(f"{x:.3f}" for x in init["kl_random"]) + " (seeds 0-2).", ""]
-    tr = [(k, st[k]) for k in ("distill", "distill_m1", "sft", "teacher_sft", "grpo", "teacher_grpo", "verifier") if k in st]
+    tr = [(k, st[k]) for k in ("distill", "distill_m1", "sft", "teacher_sft", "grpo", "teacher_grpo") if k in st]
     if tr:
         lines += ["## Training stages (m1.train recipes)", "", "| stage | steps | seconds | first -> last logged |", "| --- | --- | --- | --- |"]
         for k, v in tr:
@@ -433,11 +432,16 @@ def write_demo_report(summary: dict, path: Path) -> None:
             span = f"{what} {curve[0][1]:.4f} -> {curve[-1][1]:.4f}" if curve else "-"
             lines.append(f"| {k} | {curve[-1][0] if curve else '?'} | {v['train_seconds']} | {span} |")
         lines.append("")
+    ver = st.get("verifier")
+    if ver and "pairwise_accuracy" in ver:
+        lines += [f"Verifier: `{ver['verifier_of']}` read as a likelihood verifier (a sample's score is the probability of its least "
+                  f"likely token; no training). On {ver['pairs']} held-out hard training problems it scores the reference solution "
+                  f"above a copy with one step's slip {_pct(ver['pairwise_accuracy'])} of the time (chance 50%).", ""]
     if summary.get("table"):
         e = st["eval"]
         lines += ["## Accuracy of every stage (Engine, sampled, m1.eval)", "",
                   f"Temperature {e['temperature']}; samples per problem: " + ", ".join(f"{m} {n}" for m, n in e["n"].items())
-                  + ". With the reward-model verifier: best-of-n (the top-scored sample) and the verifier-weighted vote "
+                  + ". With the verifier: best-of-n (the top-scored sample) and the verifier-weighted vote "
                   "(the answer whose samples carry the most verifier probability). 'const' is the split's constant-answer baseline.", "",
                   "| model | set | problems | pass@1 [95% CI] | const | pass@n | maj@n | best-of-n | weighted vote@n | samples/s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

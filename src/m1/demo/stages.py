@@ -2,7 +2,7 @@
 and returns the results its ``DONE.json`` marker records.
 
 A stage is a few calls into the package: `m1.tasks` (data, tokenizer, teacher), `m1.convert`,
-`m1.train` (distill, SFT, GRPO, the verifier recipe), `m1.eval` (every accuracy, through
+`m1.train` (distill, SFT, GRPO), `m1.eval` (every accuracy, through
 `m1.eval.loop.run_engine_eval`, the batched-Engine form of the loop `m1 eval` runs, graded by
 `m1.eval`'s grader). No stage samples, grades or trains by itself.
 
@@ -221,12 +221,12 @@ def stage_convert_teacher(ctx: Context, out: Path) -> dict:
 
 
 def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, limit: int, temperature: float,
-             max_tokens: int, verifier: Path | None = None) -> dict:
+             max_tokens: int, verifier: str | None = None) -> dict:
     """`m1 eval`'s loop (batched Engine form) on one JSONL of problems: samples.jsonl + summary."""
     import torch
 
     from m1.eval.loop import EvalConfig, eval_sampling, run_engine_eval
-    from m1.eval.verifiers import RewardModelVerifier
+    from m1.eval.verifiers import load_verifier
     from m1.modeling import HybridForCausalLM
     from transformers import AutoTokenizer
 
@@ -237,10 +237,10 @@ def evaluate(ctx: Context, model_dir: Path, data: Path, out: Path, *, n: int, li
           f"{data.name}, {what}", flush=True)
     cfg = EvalConfig(model=str(model_dir), benchmarks=[bench], out=out, n=n, limit=limit, seed=ctx.cfg.seed,
                      chunk_size=n, sampling=eval_sampling(temperature=temperature, max_tokens=max_tokens),
-                     verifier=None if verifier is None else str(verifier))
+                     verifier=verifier)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = HybridForCausalLM.from_pretrained(str(model_dir)).eval()
-    ver = None if verifier is None else RewardModelVerifier(str(verifier), max_length=1024)
+    ver = load_verifier(verifier, prompt=cfg.prompt)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread decodes these tiny models faster than two on this CPU (measured)
     try:
@@ -461,41 +461,38 @@ def stage_teacher_grpo(ctx: Context, out: Path) -> dict:
 
 
 def stage_verifier(ctx: Context, out: Path) -> dict:
-    """`m1.train.reward_model`: a reward model (the teacher + a one-logit head) on the SFT hybrid's own
-    samples of hard training problems, sampled and graded by `m1.eval`, and on reference
-    solutions of other training problems beside copies with one step's slip carried through
-    (`m1.tasks.arithmetic.corrupt_solution`). On the policy's samples alone (~800, a quarter
-    right) it learned which problems are hard, not which step is wrong: within a problem its
-    top-scored sample was right less often than a random one."""
+    """The verifier: `m1.eval.verifiers.LikelihoodVerifier` on the SFT teacher-trained model, which
+    scores a sample by the probability of its least likely token; it needs no training.
+
+    Checked here before it is used: on held-out hard training problems (used by neither SFT nor
+    GRPO), each reference solution beside a copy with one step's slip carried through
+    (`m1.tasks.arithmetic.corrupt_solution`), how often the reference scores higher (chance 0.5).
+
+    Measured before choosing it (100 hard problems x 16 samples of one final hybrid, k=8,
+    verifier-weighted vote - maj@8): a reward model (`m1.train.reward_model`, the teacher with
+    a one-logit head) on ~800 of the SFT hybrid's graded samples -0.010, with 1,600 reference /
+    one-slip pairs added -0.003 [-0.015, 0.009]; this verifier +0.030 [0.002, 0.062]. The reward
+    model learned which problems are hard, not which step is wrong.
+    """
+    from m1.eval.benchmarks import PromptConfig
+    from m1.eval.verifiers import LikelihoodVerifier
+    from m1.tasks import read_problems
+    from m1.tasks.arithmetic import corrupt_solution
     import random
 
-    from m1.eval.benchmarks import load_benchmark
-    from m1.eval.samples import read_samples
-    from m1.tasks import prompt_record, read_problems, write_jsonl
-    from m1.tasks.arithmetic import corrupt_solution
-    from m1.train.reward_model import LabelledSample, RewardModelConfig, samples_from_rows, train_reward_model
-
     v = ctx.cfg.verifier
+    path = ctx.path(*MODELS[v.model])
+    ver = LikelihoodVerifier.from_pretrained(str(path), PromptConfig())
     train = read_problems(ctx.path("data", "train_hard.jsonl"))
-    data = out / "problems.jsonl"
-    write_jsonl(data, map(prompt_record, train[len(train) // 2: len(train) // 2 + v.n_prompts]))
-    t0 = time.perf_counter()
-    evaluate(ctx, ctx.path(*MODELS["sft"]), data, out / "samples", n=v.samples, limit=v.n_prompts,
-             temperature=v.temperature, max_tokens=ctx.cfg.eval.max_tokens_hard)
-    sample_seconds = time.perf_counter() - t0
-    problems = {p.id: p.problem for p in load_benchmark(str(data))}
-    rows = read_samples(out / "samples" / "samples.jsonl")
-    labelled = samples_from_rows(rows, problems)
+    pairs = train[len(train) // 4: len(train) // 4 + v.n_pairs]
     rng = random.Random(ctx.cfg.seed)
-    pairs = train[len(train) // 4: len(train) // 4 + v.n_synthetic]  # used by neither SFT nor GRPO nor the samples above
-    for p in pairs:
-        labelled += [LabelledSample(p.prompt, p.solution, True), LabelledSample(p.prompt, corrupt_solution(p, rng).solution, False)]
-    cfg = RewardModelConfig(base=str(ctx.path("teacher")), out=str(out / "model"), steps=v.steps, batch_size=v.batch,
-                              learning_rate=v.lr, seed=ctx.cfg.seed)
-    r = train_reward_model(cfg, labelled)
-    return {"samples": r.samples, "policy_samples": len(rows), "synthetic_pairs": len(pairs),
-            "positive_fraction": r.positive_fraction, "sample_seconds": round(sample_seconds, 1),
-            "train_seconds": round(r.seconds, 1), "loss_curve": r.losses, "model": r.model, "config": asdict(cfg)}
+    t0 = time.perf_counter()
+    good = [ver.score(p.question, p.solution) for p in pairs]
+    bad = [ver.score(p.question, corrupt_solution(p, rng).solution) for p in pairs]
+    wins = sum((g > b) + 0.5 * (g == b) for g, b in zip(good, bad))
+    return {"kind": "likelihood (least likely token)", "model": str(path), "verifier_of": v.model, "pairs": len(pairs),
+            "pairwise_accuracy": wins / max(1, len(pairs)), "mean_score_reference": _mean(good), "mean_score_slip": _mean(bad),
+            "score_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _eval_job(cfg: DemoConfig, stage: str, name: str, key: str, limit: int, n: int, max_tokens: int, split: str,
@@ -504,7 +501,7 @@ def _eval_job(cfg: DemoConfig, stage: str, name: str, key: str, limit: int, n: i
     ctx = Context(cfg)
     out = ctx.path(stage, name, key)
     s = evaluate(ctx, ctx.path(*MODELS[name]), _test(ctx, split), out, n=n, limit=limit, temperature=temperature,
-                 max_tokens=max_tokens, verifier=ctx.path("verifier", "model") if (name, key) == (HYBRID, "hard_k") else None)
+                 max_tokens=max_tokens, verifier=f"lm:{ctx.path(*MODELS[cfg.verifier.model])}" if (name, key) == (HYBRID, "hard_k") else None)
     return name, key, s
 
 
@@ -624,7 +621,7 @@ STAGES: list[Stage] = [
     Stage("teacher_sft", stage_teacher_sft, "the same m1 sft of the teacher (teacher-trained baseline)", group="sft"),
     Stage("grpo", stage_grpo, "m1 grpo of the hybrid on hard prompts (Engine rollouts, grader reward)", group="grpo"),
     Stage("teacher_grpo", stage_teacher_grpo, "the same m1 grpo of the SFT teacher (teacher-trained baseline)", group="grpo"),
-    Stage("verifier", stage_verifier, "m1.train.reward_model: reward model on the SFT hybrid's own graded samples"),
+    Stage("verifier", stage_verifier, "the SFT teacher as a likelihood verifier (m1.eval.verifiers), checked on reference vs one-slip solutions"),
     Stage("eval", stage_eval, "sampled evaluation of every model through m1.eval (pass@k, maj@k, verify@k)"),
     Stage("speed", stage_speed, "Engine throughput, teacher-trained vs final hybrid, by generation length"),
 ]

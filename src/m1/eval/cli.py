@@ -66,10 +66,10 @@ def validate(args, models: list[str]) -> None:
         raise field_error("--prompt-template", "must contain {problem}")
     verifier = getattr(args, "verifier", None)
     if verifier:
-        if verifier.startswith("rm:"):
-            require_model_dir(verifier[3:], "--verifier rm:PATH", hub_ok=True)
+        if verifier[:3] in ("rm:", "lm:"):
+            require_model_dir(verifier[3:], f"--verifier {verifier[:3]}PATH", hub_ok=True)
         elif verifier != "self":
-            raise field_error("--verifier", f"unknown verifier {verifier!r}; use rm:PATH or self")
+            raise field_error("--verifier", f"unknown verifier {verifier!r}; use lm:PATH, rm:PATH or self")
     for m in models:
         require_model_dir(m, "--model", hub_ok=True)
     if args.data_dir is not None:
@@ -93,7 +93,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     ap = _parser("m1 eval", "Evaluate a model on math benchmarks: pass@k, maj@k, verify@k.")
     ap.add_argument("--model", required=True, help="model directory (HF layout)")
     ap.add_argument("--verifier", default=None,
-                    help="verify@k scorer: rm:PATH (local sequence-classification reward model) or self (policy self-verification)")
+                    help="verify@k scorer: lm:PATH (a causal LM's least likely completion token), rm:PATH (sequence-classification "
+                         "reward model) or self (policy self-verification)")
     _common(ap)
     args = ap.parse_args(argv)
     validate(args, [args.model])
@@ -114,8 +115,9 @@ def _eval(args) -> int:
             return 0
     else:
         gen, tok = load_generator(args.backend, args.model)
-        verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok)
-        summaries = run_eval(_config(args, args.model, args.out), gen, tok, verifier)
+        cfg = _config(args, args.model, args.out)
+        verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok, cfg.prompt)
+        summaries = run_eval(cfg, gen, tok, verifier)
     report = write_report(summaries, args.out, f"m1 eval: {args.model} ({args.backend} backend)")
     for b, s in summaries.items():
         if s.get("problems"):

@@ -147,7 +147,7 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
     elif backend == "engine":
         import torch
 
-        model = _load_for_engine(model_dir, dtype)
+        model = load_engine_model(model_dir, dtype)
         device = device or ("cuda" if torch.cuda.is_available() else None)
         gen = EngineGenerator(model if device is None else model.to(device), tokenizer)
     else:
@@ -156,7 +156,9 @@ def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: st
     return gen, tokenizer
 
 
-def _load_for_engine(model_dir: str, dtype: str):
+def load_engine_model(model_dir: str, dtype: str = "auto"):
+    """m1's `HybridForCausalLM` for a hybrid checkpoint, or a Llama/Qwen2 checkpoint as the
+    all-attention hybrid (the same network): the model the Engine and the likelihood verifier run."""
     from transformers import AutoConfig
 
     from m1.modeling import HybridForCausalLM

@@ -134,7 +134,7 @@ def run_shard(cfg: EvalConfig, backend: str, rank: int, world: int, device: str)
     else:
         torch.cuda.set_device(torch.device(device))
     gen, tok = load_generator(backend, cfg.model, device=device)
-    verifier = load_verifier(cfg.verifier, getattr(gen, "model", None), tok)
+    verifier = load_verifier(cfg.verifier, getattr(gen, "model", None), tok, cfg.prompt)
     shard_cfg = dataclasses.replace(cfg, out=shard_dir(cfg.out, rank, world))
     logger.info("rank %d/%d on %s: %s", rank, world, device, shard_cfg.out)
     run_eval(shard_cfg, gen, tok, verifier, shard=(rank, world))
