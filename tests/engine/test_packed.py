@@ -92,12 +92,13 @@ def test_prompts_longer_than_the_pack_budget(models, kind):
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "attention"])
-def test_packed_forks_for_n_samples(models, kind):
+@pytest.mark.parametrize("block_size", [None, 16], ids=["cpu-default-blocks", "blocks-16"])
+def test_packed_forks_for_n_samples(models, kind, block_size):
     """n samples of several prompts admitted in one packed prefill: each sample's logprobs equal the
     full forward, greedy samples agree, and sampled ones equal the same request run alone."""
     model = models[kind]
-    prompts = prompts_of([7, 17, 30])  # 17 and 30: a partial last block copied per sample
-    eng = _engine(model, max_batch_size=12, prefill_chunk=8, prefill_tokens=24)
+    prompts = prompts_of([7, 17, 30])  # a partial last block copied per sample (with 16-token blocks: 17 and 30)
+    eng = _engine(model, max_batch_size=12, prefill_chunk=8, prefill_tokens=24, block_size=block_size)
     greedy = eng.generate(prompts, SamplingParams(n=3, temperature=0, max_tokens=6), use_tqdm=False)
     for p, o in zip(prompts, greedy):
         assert len({tuple(c.token_ids) for c in o.outputs}) == 1

@@ -119,3 +119,31 @@ def test_stop_hook_ends_samples_unseen_by_the_scheduler(models):
 def test_unknown_kv_policy_is_an_error(models):
     with pytest.raises(ValueError, match="kv_policy"):
         engine(models["hybrid"], kv_policy="lazy")
+
+
+def test_preemptions_are_logged_as_periodic_summaries(models, caplog):
+    """Not one INFO line per preemption: a summary per `preemption_log_every_s` and one at the end,
+    whose counts add up; each preemption stays visible at DEBUG."""
+    import logging
+    import re
+
+    model = models["hybrid"]
+    prompts = prompts_of([20, 3, 33, 17, 9, 26, 12, 40])
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+
+    def summaries(every_s, level=logging.INFO):
+        eng = engine(model, kv_tokens=8 * BS)
+        eng.preemption_log_every_s = every_s
+        caplog.clear()
+        with caplog.at_level(level, logger="m1.engine"):
+            eng.generate(prompts, params, use_tqdm=False)
+        lines = [r for r in caplog.records if r.name == "m1.engine.scheduler" and r.levelno == logging.INFO]
+        debug = [r for r in caplog.records if r.name == "m1.engine.scheduler" and r.levelno == logging.DEBUG]
+        counts = [int(re.search(r"preempted (\d+) samples", r.getMessage()).group(1)) for r in lines]
+        return eng.stats.last_preemptions, counts, debug
+
+    total, counts, _ = summaries(1e9)  # never due: the final summary only
+    assert total > 2 and counts == [total]
+    again, counts, debug = summaries(0.0, logging.DEBUG)  # due at every window with preemptions
+    assert again == total and sum(counts) == total and 1 < len(counts) <= total
+    assert len(debug) == total and all("preempted request" in r.getMessage() for r in debug)

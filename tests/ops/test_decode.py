@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from m1.ops import dispatch
 from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
-from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_ref, mamba2_sequence_ref, split_zxbcdt
+from m1.ops.decode import mamba2_decode_step, mamba2_decode_step_cpu, mamba2_decode_step_ref, mamba2_sequence_ref, split_zxbcdt
 from m1.ops.norm import gated_rms_norm_ref
 from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
@@ -92,15 +92,47 @@ def test_sequence_reference_is_the_unfused_composition():
     assert torch.equal(got, want) and torch.equal(conv_got, conv_fin) and torch.equal(fin_got, fin)
 
 
-def test_dispatch_uses_reference_on_cpu():
+def test_dispatch_on_cpu_takes_the_cpu_path_and_ref_when_pinned_or_with_gradients():
     t = _layer(dtype=torch.float32)
     zx = t["zxbcdt"](3)
-    assert dispatch.chosen_name("mamba2_decode_step", zx) == "ref"
+    assert dispatch.chosen_name("mamba2_decode_step", zx) == "cpu"
+    assert dispatch.chosen_name("mamba2_decode_step", zx, needs_grad=True) == "ref"
     cs1, ss1 = t["conv_state"].clone(), t["ssm_state"].clone()
     cs2, ss2 = t["conv_state"].clone(), t["ssm_state"].clone()
-    y1 = mamba2_decode_step(zx, cs1, ss1, t["slot_ids"], *_params(t), **_kw(t))
+    with dispatch.force("ref"):
+        y1 = mamba2_decode_step(zx, cs1, ss1, t["slot_ids"], *_params(t), **_kw(t))
     y2 = mamba2_decode_step_ref(zx, cs2, ss2, t["slot_ids"], *_params(t), **_kw(t))
     assert torch.equal(y1, y2) and torch.equal(ss1, ss2) and torch.equal(cs1, cs2)
+
+
+@pytest.mark.parametrize("slots", [
+    pytest.param([0, 1, 2, 3, 4, 5], id="every-slot-in-order"),
+    pytest.param([2, 3, 4], id="a-range-in-order"),
+    pytest.param([4, 2, 5, 3], id="a-range-permuted"),
+    pytest.param([5, 0, 3], id="scattered"),
+    pytest.param([1], id="one"),
+])
+@pytest.mark.parametrize("dtype, G", [(torch.float64, 2), (torch.float32, 2), (torch.float32, 4)])
+def test_cpu_path_equals_reference_over_several_steps(slots, dtype, G):
+    """In place on a slot range (sorted or not) or gathered: the reference's outputs and states,
+    and every other slot untouched, step after step."""
+    t = _layer(H=4, P=8, G=G, N=6, dtype=dtype, seed=3, slots=7)
+    slot_ids = torch.tensor(slots)
+    cs_ref, ss_ref = t["conv_state"].clone(), t["ssm_state"].clone()
+    cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
+    for step in range(4):
+        zx = t["zxbcdt"](len(slots))
+        want = mamba2_decode_step_ref(zx, cs_ref, ss_ref, slot_ids, *_params(t), **_kw(t, dt_limit=(0.0, 2.0)))
+        got = mamba2_decode_step_cpu(zx, cs, ss, slot_ids, *_params(t), **_kw(t, dt_limit=(0.0, 2.0)))
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=rtol, atol=tol)
+        torch.testing.assert_close(ss, ss_ref, rtol=rtol, atol=tol)
+        assert torch.equal(cs, cs_ref)
+    others = torch.ones(cs.shape[0], dtype=torch.bool)
+    others[slot_ids] = False
+    assert torch.equal(cs[others], t["conv_state"][others]) and torch.equal(ss[others], t["ssm_state"][others])
 
 
 def test_wrong_width_is_refused():

@@ -19,3 +19,58 @@ def test_constant_gate_is_removed_by_the_norm():
     a = gated_rms_norm_ref(y, torch.full_like(y, 3.0), w, eps=0.0, group_size=8)
     b = gated_rms_norm_ref(y, None, w, eps=0.0, group_size=8)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+_INTERPRET = r"""
+import json, torch
+from m1.ops.triton.norm import gated_rms_norm_triton
+from m1.ops.norm import gated_rms_norm_ref
+res = []
+g = torch.Generator().manual_seed(0)
+for dt in (torch.float32, torch.bfloat16, "mixed"):  # mixed: y fp32 (an SSD output), z and weight bf16
+    ydt, zdt = (torch.float32, torch.bfloat16) if dt == "mixed" else (dt, dt)
+    for rows, D, G, has_z in ((5, 48, 16, True), (3, 96, 32, False), (7, 40, 40, True)):  # 40: a group that is no power of 2
+        y = torch.randn(rows, D, generator=g).to(ydt).requires_grad_()
+        z = torch.randn(rows, D, generator=g).to(zdt).requires_grad_() if has_z else None
+        w = (1 + 0.1 * torch.randn(D, generator=g)).to(zdt).requires_grad_()
+        ins = [t for t in (y, z, w) if t is not None]
+        out = gated_rms_norm_triton(y, z, w, eps=1e-5, group_size=G)
+        dout = torch.randn(rows, D, generator=g).to(out.dtype)
+        got = torch.autograd.grad(out, ins, dout)
+        ins64 = [t.detach().double().requires_grad_() for t in ins]
+        y64, w64 = ins64[0], ins64[-1]
+        ref = gated_rms_norm_ref(y64, ins64[1] if has_z else None, w64, eps=1e-5, group_size=G)
+        want = torch.autograd.grad(ref, ins64, dout.double())
+        rel = lambda a, b: ((a.double() - b).abs().max() / b.abs().max()).item()
+        same = gated_rms_norm_ref(*[t.detach() if t is not None else None for t in (y, z, w)], eps=1e-5, group_size=G)
+        res.append(dict(dtype=str(dt), out=rel(out, ref), grads=[rel(a, b) for a, b in zip(got, want)],
+                        dtypes=[str(out.dtype), str(same.dtype)] + [f"{a.dtype}/{b.dtype}" for a, b in zip(got, ins)]))
+print(json.dumps(res))
+"""
+
+
+def test_triton_kernel_matches_the_float64_reference_under_the_interpreter():
+    """The Triton gated RMSNorm (forward and backward) run by Triton's CPU interpreter: outputs and the
+    gradients of y, z and weight against the reference in float64, fp32 and bf16, with and without z."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-c", _INTERPRET], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for r in json.loads(res.stdout.strip().splitlines()[-1]):
+        tol = 1e-6 if r["dtype"] == "torch.float32" else 2e-2
+        assert r["out"] < tol and max(r["grads"]) < tol, r
+        assert r["dtypes"][0] == r["dtypes"][1] and all(a == b for a, b in (d.split("/") for d in r["dtypes"][2:])), r
+
+
+def test_cpu_dispatches_to_the_reference():
+    from m1.ops import dispatch
+
+    assert dispatch.chosen_name("gated_rms_norm", torch.zeros(2, 4)) == "ref"
+    assert [i.name for i in dispatch._REGISTRY["gated_rms_norm"]] == ["triton", "ref"]

@@ -158,9 +158,11 @@ class EngineCache:
             self.conv[i].index_copy_(0, idx, self.conv[i][src].expand(len(dst), *self.conv[i].shape[1:]).clone())
             self.ssm[i].index_copy_(0, idx, self.ssm[i][src].expand(len(dst), *self.ssm[i].shape[1:]).clone())
 
-    def copy_block(self, src: int, dst: list[int]) -> None:
-        """Copy KV block `src` into each of `dst` (copy-on-write of a prompt's partial last block)."""
+    def copy_block(self, src: int, dst: list[int], tokens: int | None = None) -> None:
+        """Copy KV block `src` (its first `tokens` positions; None: all) into each of `dst`
+        (copy-on-write of a prompt's partial last block)."""
+        n = self.layout.block_size if tokens is None else tokens
         for i in self.k:
             for d in dst:
-                self.k[i][d].copy_(self.k[i][src])
-                self.v[i][d].copy_(self.v[i][src])
+                self.k[i][d, :n].copy_(self.k[i][src, :n])
+                self.v[i][d, :n].copy_(self.v[i][src, :n])

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from m1.engine.cache import EngineCache, plan_cache
+from m1.engine.cache import EngineCache, kv_bytes_per_token, plan_cache, state_bytes_per_slot
 from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
 from m1.engine.runner import DecodeGraphs, ModelRunner
 from m1.engine.sampler import sample, sample_key
@@ -55,6 +55,8 @@ class Engine:
     memory_budget_gb: bytes for the KV block pool and the slot states together (weights
         and activations not included). Default: on CUDA, 90% of free device memory less
         a workspace estimate; on CPU, just what max_batch_size x max_model_len can use, up to 4 GiB.
+    block_size: tokens per KV block (a power of two >= 16). Default: 64 on CUDA; on CPU one block
+        per sequence (max_model_len rounded up to 16) when the budget holds one for every slot, else 16.
     prefill_chunk: longest piece of one prompt prefilled at once (longer prompts continue in later packs).
     prefill_tokens: most prompt tokens packed into one prefill forward (bounds its activations).
     max_admit: most prompts admitted per packed-prefill round (bounds the first-token logits held).
@@ -63,7 +65,8 @@ class Engine:
     kv_policy: "on_demand" (default) admits a sample by its prompt plus one poll window of KV
         blocks, grows it as it decodes and preempts the newest sample by recompute when the pool
         runs out; "reserve" reserves prompt + max_tokens at admission and never preempts
-        (see `m1.engine.scheduler`). `stats.preemptions` counts preemptions.
+        (see `m1.engine.scheduler`). `stats.preemptions` counts preemptions; the log gets one
+        summary line of them per `preemption_log_every_s` seconds (10) and one at the end of the call.
 
     `stop_hook`, when set, is called as stop_hook(request_id, sample_index, n_tokens) after each
     accepted token; True ends that sample with finish_reason "stop", as an EOS would. The
@@ -91,6 +94,7 @@ class Engine:
             raise ValueError(f"kv_policy: one of {', '.join(KV_POLICIES)}, got {kv_policy!r}")
         self.kv_policy = kv_policy
         self.stats = EngineStats()
+        self.preemption_log_every_s = 10.0  # preemptions are logged as one summary line per this many seconds
         self.stop_hook: Callable[[int, int, int], bool] | None = None
         self.token_hook: Callable[[int, int, int], None] | None = None
         self.model = model
@@ -99,14 +103,14 @@ class Engine:
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.max_model_len = int(max_model_len or min(cfg.max_position_embeddings, 32768))
-        self.block_size = int(block_size or (64 if self.device.type == "cuda" else 16))
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            raise ValueError(f"block_size: must be a power of two >= 16, got {self.block_size}")
+        if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
+            raise ValueError(f"block_size: must be a power of two >= 16, got {block_size}")
         self.prefill_chunk = prefill_chunk
         self.prefill_tokens = max(int(prefill_tokens), 1)
         self.max_admit = max(int(max_admit), 1)
         self.poll_interval = poll_interval
         budget = self._budget_bytes(memory_budget_gb, max_batch_size)
+        self.block_size = int(block_size or self._default_block_size(max_batch_size, budget))
         self.layout = plan_cache(cfg, self.dtype, max_batch_size, self.max_model_len, budget, self.block_size)
         self.cache = EngineCache(cfg, self.layout, self.dtype, self.device)
         self.runner = ModelRunner(model, self.cache)
@@ -123,6 +127,20 @@ class Engine:
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos]))
         log.info("engine: %s, %s, decode %s, %d layers (%d attention)", self.device, self.dtype,
                  "CUDA graphs" if self.graphs else "eager", cfg.num_hidden_layers, len(cfg.attention_layers))
+
+    def _default_block_size(self, max_batch_size: int, budget: int) -> int:
+        """64 on CUDA. On CPU, one block per sequence (max_model_len rounded up to 16) when every slot's
+        block fits the budget: a sequence never grows or is preempted, and with every slot busy the decode
+        step attends on a view of the pool with no gather (`m1.ops.paged_attention`); 16 otherwise."""
+        if self.device.type == "cuda":
+            return 64
+        cfg = self.model.config
+        whole = -(-self.max_model_len // 16) * 16
+        need = (max_batch_size + 1) * (whole * kv_bytes_per_token(cfg, self.dtype) + state_bytes_per_slot(cfg, self.dtype))
+        if cfg.attention_layers and need <= budget:
+            log.info("engine: CPU KV layout, one block of %d tokens per sequence", whole)
+            return whole
+        return 16
 
     def _budget_bytes(self, gb: float | None, max_batch_size: int) -> int:
         if gb is not None:
@@ -184,11 +202,20 @@ class Engine:
         (all distinct, so every read comes from memory); returns their slot ids for `decode_step`."""
         r = self.runner
         if self.has_kv:
+            self._check_own_blocks(batch, blocks_per_row)
             blocks = torch.arange(1, 1 + batch * blocks_per_row, dtype=torch.int32, device=self.device).view(batch, blocks_per_row)
             r.block_table[:batch].zero_()
             r.block_table[:batch, :blocks_per_row] = blocks
         r.pos[:batch] = position
         return torch.arange(batch, device=self.device)
+
+    def _check_own_blocks(self, rows: int, per_row: int) -> None:
+        """`place_rows` and `prefill` give each row blocks of its own: they must exist (the CPU default of one
+        block per sequence has just one a slot) and fit a block-table row."""
+        lay = self.layout
+        if rows * per_row > lay.usable_blocks or per_row > lay.max_blocks_per_seq:
+            raise ValueError(f"{rows} rows x {per_row} KV blocks of {lay.block_size} tokens: the pool has {lay.usable_blocks} "
+                             f"blocks, at most {lay.max_blocks_per_seq} a row")
 
     def decode_step(self, slot_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One decode step of these slots as `generate` runs it (a graph replay on CUDA), with no
@@ -201,6 +228,8 @@ class Engine:
         """Prefill token-id prompts into slots 0..n-1, each over KV blocks of its own, packed as
         `generate` admits them; returns their last-position logits (n, V). Nothing is sampled."""
         nb = -(-max(map(len, prompts)) // self.block_size)
+        if self.has_kv:
+            self._check_own_blocks(len(prompts), nb)
         items = [(list(ids), i, list(range(1 + i * nb, 1 + (i + 1) * nb)) if self.has_kv else []) for i, ids in enumerate(prompts)]
         return self.runner.prefill_many(items, self.prefill_chunk, self.prefill_tokens)
 
@@ -230,7 +259,8 @@ class Engine:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def _loop(self, reqs: list[Request], use_tqdm: bool, stream: bool) -> Iterator[tuple[Request, StreamDelta]]:
-        sched = Scheduler(self.layout, self.has_kv, self.kv_policy, margin=self.poll_interval)
+        sched = Scheduler(self.layout, self.has_kv, self.kv_policy, margin=self.poll_interval,
+                          log_every_s=self.preemption_log_every_s)
         for r in reqs:
             why = sched.never_fits(len(r.prompt_ids), r.params)
             if why is not None:
@@ -262,6 +292,8 @@ class Engine:
                     self.stats.preemptions += 1
                     self.stats.last_preemptions += 1
                     self.stats.recomputed_tokens += len(run.out.token_ids)
+                if preempted:
+                    sched.log_preemptions()
                 self.runner.set_block_tables([r.slot for r in grown], [r.blocks for r in grown])
             if running:
                 self._decode_window(running, stream, steps)
@@ -284,8 +316,7 @@ class Engine:
                     bar.update(1)
             bar.set_postfix(tok_s=f"{done_tokens / max(time.perf_counter() - t0, 1e-9):.0f}", running=len(running), refresh=False)
         bar.close()
-        if self.stats.last_preemptions:
-            log.info("generate: %d preemptions (kv_policy=%s)", self.stats.last_preemptions, self.kv_policy)
+        sched.log_preemptions(final=True)
 
     def _check_graphs(self) -> None:
         """Refresh the runner's stacked weights from the live parameters, and recapture graphs if
@@ -329,7 +360,7 @@ class Engine:
             if len(slots) > 1:
                 self.cache.fork_state(slots[0], slots[1:])
                 if self.has_kv and P % self.block_size:
-                    self.cache.copy_block(own[0][0], [o[0] for o in own[1:]])
+                    self.cache.copy_block(own[0][0], [o[0] for o in own[1:]], tokens=P % self.block_size)
             p = req.params
             for j, s in zip(samples, slots):
                 rows.append(i)

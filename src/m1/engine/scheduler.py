@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -85,7 +86,11 @@ class Admission:
 
 
 class Scheduler:
-    def __init__(self, layout: CacheLayout, has_kv: bool, policy: str = "on_demand", margin: int = 8):
+    """`log_every_s`: preemptions are summed and logged (INFO) at most once per this many seconds,
+    and once more by `log_preemptions(final=True)`; each one is logged at DEBUG."""
+
+    def __init__(self, layout: CacheLayout, has_kv: bool, policy: str = "on_demand", margin: int = 8,
+                 log_every_s: float = 10.0):
         if policy not in KV_POLICIES:
             raise ValueError(f"kv_policy: one of {', '.join(KV_POLICIES)}, got {policy!r}")
         self.layout = layout
@@ -97,6 +102,9 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.preempted: deque[Running] = deque()
         self.num_preemptions = 0
+        self.log_every_s = log_every_s
+        self._logged = (0, 0, time.monotonic())  # (preemptions, recomputed tokens, time) at the last summary
+        self._recompute_tokens = 0
 
     @property
     def has_waiting(self) -> bool:
@@ -124,8 +132,8 @@ class Scheduler:
     def _headroom(self) -> int:
         """Blocks kept free at admission (on_demand, while samples run): what the running samples
         are expected to take in the next window."""
-        if self.policy == "reserve" or not self.has_kv:
-            return 0
+        if self.policy == "reserve" or not self.has_kv or self.layout.max_blocks_per_seq == 1:
+            return 0  # (one block per sequence: a running sample never takes another)
         return math.ceil(self.num_running * self.margin / self.layout.block_size)
 
     def never_fits(self, prompt_len: int, params: SamplingParams) -> str | None:
@@ -212,8 +220,23 @@ class Scheduler:
         run.blocks, run.slot = [], -1
         self.preempted.appendleft(run)
         self.num_preemptions += 1
-        log.info("preempted request %d sample %d at %d tokens (recompute; %d free blocks)",
-                 run.req.request_id, run.out.index, len(run.out.token_ids), self.blocks.num_free)
+        self._recompute_tokens += len(run.req.prompt_ids) + len(run.out.token_ids)
+        log.debug("preempted request %d sample %d at %d tokens (recompute; %d free blocks)",
+                  run.req.request_id, run.out.index, len(run.out.token_ids), self.blocks.num_free)
+
+    def log_preemptions(self, final: bool = False) -> None:
+        """One INFO line for the preemptions since the last one, if there were any and `log_every_s`
+        has passed (or `final`)."""
+        n0, t0_tokens, t0 = self._logged
+        now = time.monotonic()
+        new = self.num_preemptions - n0
+        if not new or (not final and now - t0 < self.log_every_s):
+            return
+        log.info("kv_policy=%s: preempted %d samples in the last %.1f s (%d tokens to prefill again); %d preemptions "
+                 "in this call, %d waiting to resume, %d of %d KV blocks free", self.policy, new, now - t0,
+                 self._recompute_tokens - t0_tokens, self.num_preemptions, len(self.preempted), self.blocks.num_free,
+                 self.layout.usable_blocks)
+        self._logged = (self.num_preemptions, self._recompute_tokens, now)
 
     def release(self, run: Running) -> None:
         self.blocks.free(run.blocks)

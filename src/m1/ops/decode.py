@@ -18,7 +18,13 @@ place at rows slot_ids (b,) int64; other rows are untouched. conv_weight is (con
 (`causal_conv1d_step_ref`, `ssd_step_ref`, `gated_rms_norm_ref`) composed with slot
 indexing. On CUDA with triton installed the call goes to one Triton kernel
 (`m1.ops.triton.decode`), which does no host sync and allocates only its output, so the
-engine can capture it in a CUDA graph.
+engine can capture it in a CUDA graph. On CPU it goes to `mamba2_decode_step_cpu`: the
+same maths, with the SSM state updated in place (decay, then the rank-1 update as a
+batched GEMM, then y = S C as a batched GEMV) instead of through full-size temporaries,
+the conv window shifted in place, and no gather or scatter of the states at all when
+the rows' slots are one contiguous range (the engine's case whenever every slot is busy).
+Measured on 2 cores: the SSD update at batch 192 x (9 heads x 64 x 64), 16 ms a step for
+the reference, 3 ms in place; the conv step at batch 64 x 1728 channels, 1.6 ms and 0.6 ms.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from m1.ops import dispatch
 from m1.ops.conv import causal_conv1d_ref, causal_conv1d_step_ref
 from m1.ops.norm import gated_rms_norm_ref
+from m1.ops.slots import contiguous_range, inverse
 from m1.ops.ssd import ssd_chunked_ref, ssd_step_ref
 
 
@@ -99,6 +106,58 @@ def mamba2_decode_step_ref(
     return out.to(zxbcdt.dtype)
 
 
+def mamba2_decode_step_cpu(
+    zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
+    *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
+):
+    """The reference's maths with in-place state updates; see the module docstring."""
+    b = zxbcdt.shape[0]
+    h, p, n = n_heads, head_dim, state_size
+    inner = h * p
+    rng = contiguous_range(slot_ids)
+    if rng is not None:  # the pools' rows lo .. lo + b - 1, as views; rows permuted into slot order if needed
+        lo, order = rng
+        if order is not None:
+            zxbcdt = zxbcdt.index_select(0, order)
+        conv = conv_state[lo:lo + b]
+        ssm = ssm_state[lo:lo + b]
+    else:
+        conv = conv_state.index_select(0, slot_ids)
+        ssm = ssm_state.index_select(0, slot_ids)
+    z, xBC, dt = split_zxbcdt(zxbcdt, h, p, n_groups, n)
+    # The conv step as w multiply-adds over (b, conv_dim) and a shift of the window in place: the reference's
+    # cat + product + sum over the tiny last dim costs ~3x more on CPU.
+    weight = conv_weight.reshape(conv_weight.shape[0], -1).to(xBC.dtype)
+    w = weight.shape[1]
+    acc = xBC * weight[:, -1] if conv_bias is None else torch.addcmul(conv_bias.to(xBC.dtype), xBC, weight[:, -1])
+    for j in range(w - 1):
+        acc.addcmul_(conv[:, :, j].to(xBC.dtype), weight[:, j])
+    for j in range(w - 2):
+        conv[:, :, j].copy_(conv[:, :, j + 1])
+    conv[:, :, w - 2].copy_(xBC)
+    x, B, C = split_xbc(F.silu(acc), h, p, n_groups, n)
+    ct = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
+    dt = F.softplus(dt.to(ct) + dt_bias.to(ct)).clamp(dt_limit[0], dt_limit[1])
+    st = ssm.dtype
+    dtt = dt.to(st)
+    xs = x.reshape(b, h, p).to(st)
+    rep = h // n_groups
+    Bh = B.reshape(b, n_groups, n).to(st).repeat_interleave(rep, dim=1) if rep > 1 else B.reshape(b, h, n).to(st)
+    Ch = C.reshape(b, n_groups, n).to(st).repeat_interleave(rep, dim=1) if rep > 1 else C.reshape(b, h, n).to(st)
+    ssm.mul_(torch.exp(dtt * A.to(st))[:, :, None, None])  # S <- exp(dt A) S
+    flat = ssm.view(b * h, p, n)
+    flat.baddbmm_((dtt[:, :, None] * xs).reshape(b * h, p, 1), Bh.reshape(b * h, 1, n))  # S += (dt x) B^T
+    y = torch.bmm(flat, Ch.reshape(b * h, n, 1)).view(b, h, p) + D.to(st)[None, :, None] * xs  # y = S C + D x
+    if rng is None:
+        conv_state.index_copy_(0, slot_ids, conv)
+        ssm_state.index_copy_(0, slot_ids, ssm)
+    out = gated_rms_norm_ref(y.to(x.dtype).reshape(b, inner), z, norm_weight, eps=eps, group_size=inner // n_groups)
+    out = out.to(zxbcdt.dtype)
+    if rng is not None and rng[1] is not None:  # back to the caller's row order
+        out = out.index_select(0, inverse(rng[1]))
+    return out
+
+
 def _load_triton():
     from m1.ops.triton.decode import mamba2_decode_step_triton
 
@@ -106,6 +165,8 @@ def _load_triton():
 
 
 dispatch.register("mamba2_decode_step", dispatch.Impl("ref", lambda x: True, lambda: mamba2_decode_step_ref))
+dispatch.register("mamba2_decode_step", dispatch.Impl("cpu", lambda x: x.device.type == "cpu", lambda: mamba2_decode_step_cpu,
+                                                      grad=False))
 dispatch.register("mamba2_decode_step", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_triton))
 
 
@@ -114,7 +175,7 @@ def mamba2_decode_step(
     *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
 ):
     """One fused decode step on the best implementation for these tensors. Returns y (b, inner)."""
-    fn = dispatch.choose("mamba2_decode_step", zxbcdt)
+    fn = dispatch.choose("mamba2_decode_step", zxbcdt, dispatch.needs_grad(zxbcdt, conv_weight, dt_bias, A, D, norm_weight))
     return fn(
         zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
         n_heads=n_heads, head_dim=head_dim, n_groups=n_groups, state_size=state_size, eps=eps, dt_limit=dt_limit,

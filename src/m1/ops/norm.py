@@ -3,6 +3,10 @@
 The normalisation runs over groups of `group_size` channels (inner width / n_groups),
 matching transformers' GraniteMoeHybrid and vLLM's Mamba-2 mixer, and is computed in
 fp32 whatever the input dtype.
+
+`gated_rms_norm` picks per call (`m1.ops.dispatch`): the fused Triton kernel, forward and
+backward (`m1.ops.triton.norm`), for CUDA tensors when triton is installed; this reference
+elsewhere.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ def gated_rms_norm_ref(y, z, weight, eps: float = 1e-6, group_size: int | None =
     return weight * hg.view(*h.shape).to(in_dtype)
 
 
+def _load_triton():
+    from m1.ops.triton.norm import gated_rms_norm_triton
+
+    return gated_rms_norm_triton
+
+
 dispatch.register("gated_rms_norm", dispatch.Impl("ref", lambda x: True, lambda: gated_rms_norm_ref))
+dispatch.register("gated_rms_norm", dispatch.Impl("triton", dispatch.cuda_with_triton, _load_triton))
 
 
 def gated_rms_norm(y, z, weight, eps: float = 1e-6, group_size: int | None = None):

@@ -4,10 +4,20 @@ q (b, H, d) is one query token per row; the keys and values of row r are the fir
 seq_lens[r] positions of the blocks listed in block_tables[r]. GQA: query head h reads
 kv head h // (H / KVH).
 
-The reference gathers the blocks into a contiguous copy (fine on CPU, and the
-definition the kernel is tested against). The kernel (`m1.ops.triton.paged_attention`) reads
-the blocks in place. `paged_decode` picks one per call through `m1.ops.dispatch`, which
-logs the first use of each.
+Three implementations, picked per call through `m1.ops.dispatch` (which logs the first
+use of each):
+
+- `ref`: gathers the blocks into a contiguous copy, repeats the KV heads for GQA and
+  attends in plain PyTorch: the definition the others are tested against.
+- `sdpa` (CPU, fp32/bf16): the engine's CPU decode path: one `scaled_dot_product_attention`
+  call in which the query heads of a KV group are that group's queries, so the KV heads
+  are never repeated. It reads a view of the pool when each row's context is one block
+  and the rows' blocks are one contiguous range (the engine's CPU layout, one block per
+  sequence, with every slot busy); otherwise it gathers the blocks, into a reused buffer
+  when the caller passes a `Workspace` (a fresh multi-MB tensor page-faults on every step).
+  Measured at batch 192 x 350 positions (SmolLM2's 9/3 heads x 64), per layer: ref 126 ms,
+  gather + SDPA 11 ms, SDPA on the view 9 ms.
+- `triton` (CUDA, `m1.ops.triton.paged_attention`): reads the blocks in place.
 """
 
 from __future__ import annotations
@@ -15,12 +25,16 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from m1.ops import dispatch
+from m1.ops.slots import contiguous_range, inverse
 
 
-def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None):
-    """Gather-then-attend. `max_blocks` (host int) bounds the gather; None gathers every table column."""
+def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None,
+                     workspace=None, max_len: int | None = None):
+    """Gather-then-attend. `max_blocks` (host int) bounds the gather; None gathers every table column.
+    `workspace` and `max_len` are accepted and unused (the reference reads whole blocks, allocating them)."""
     b, h, d = q.shape
     _, bs, kvh, _ = k_cache.shape
     m = block_tables.shape[1] if max_blocks is None else min(max_blocks, block_tables.shape[1])
@@ -37,6 +51,45 @@ def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, 
     return torch.einsum("bht,bhtd->bhd", probs, v.float()).to(q.dtype)
 
 
+def paged_decode_sdpa(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None,
+                      workspace=None, max_len: int | None = None):
+    """One SDPA call with GQA as query rows, over a view of the pool when every row's context is its
+    first block and those blocks are one contiguous range (the engine's one-block-per-sequence CPU
+    layout with every slot busy), else over a gather of the blocks (into `workspace` when given).
+    `max_len` (host int, > every seq_len) bounds the positions read."""
+    b, h, d = q.shape
+    _, bs, kvh, _ = k_cache.shape
+    m = block_tables.shape[1] if max_blocks is None else min(max_blocks, block_tables.shape[1])
+    rng = contiguous_range(block_tables[:, 0]) if m == 1 else None
+    if rng is not None:  # no copy: rows lo .. lo + b - 1 of the pool, rows permuted into that order
+        lo, order = rng
+        T = bs if max_len is None else min(bs, max_len)
+        k, v = k_cache[lo:lo + b, :T], v_cache[lo:lo + b, :T]
+        if order is not None:
+            q, seq_lens = q.index_select(0, order), seq_lens.index_select(0, order)
+    else:
+        order = None
+        idx = block_tables[:, :m].reshape(-1)
+        if workspace is None:
+            k, v = k_cache.index_select(0, idx), v_cache.index_select(0, idx)
+        else:
+            shape = (b * m, bs, kvh, d)
+            k = torch.index_select(k_cache, 0, idx, out=workspace.get("paged_k", shape, k_cache.dtype, k_cache.device))
+            v = torch.index_select(v_cache, 0, idx, out=workspace.get("paged_v", shape, v_cache.dtype, v_cache.device))
+        T = m * bs if max_len is None else min(m * bs, max_len)
+        k, v = k.view(b, m * bs, kvh, d)[:, :T], v.view(b, m * bs, kvh, d)[:, :T]
+    valid = torch.arange(T, device=q.device)[None, :] < seq_lens[:, None]  # (b, T)
+    # Query head g * rep + r reads KV head g: the rep query heads of a group are that group's query rows.
+    out = F.scaled_dot_product_attention(q.reshape(b, kvh, h // kvh, d), k.transpose(1, 2).to(q.dtype),
+                                         v.transpose(1, 2).to(q.dtype), attn_mask=valid[:, None, None, :], scale=scale)
+    out = out.reshape(b, h, d)
+    return out if order is None else out.index_select(0, inverse(order))
+
+
+def _sdpa_applies(q: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16)
+
+
 def _triton_applies(q: torch.Tensor) -> bool:
     d = q.shape[-1]
     return dispatch.cuda_with_triton(q) and d >= 16 and (d & (d - 1)) == 0
@@ -49,10 +102,16 @@ def _load_triton():
 
 
 dispatch.register("paged_decode", dispatch.Impl("ref", lambda q: True, lambda: paged_decode_ref))
+dispatch.register("paged_decode", dispatch.Impl("sdpa", _sdpa_applies, lambda: paged_decode_sdpa, grad=False))
 dispatch.register("paged_decode", dispatch.Impl("triton", _triton_applies, _load_triton))
 
 
-def paged_decode(q, k_cache, v_cache, block_tables, seq_lens, scale: float | None = None, max_blocks: int | None = None):
+def paged_decode(q, k_cache, v_cache, block_tables, seq_lens, scale: float | None = None, max_blocks: int | None = None,
+                 workspace=None, max_len: int | None = None):
+    """`max_blocks` / `max_len` (host ints) bound the blocks / positions any row reads; `workspace`
+    (an `m1.ops.workspace.Workspace`) lends the CPU gather its buffers. Kernels ignore the last two."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    fn = dispatch.choose("paged_decode", q)
-    return fn(q, k_cache, v_cache, block_tables, seq_lens, scale, max_blocks=max_blocks)
+    grad = dispatch.needs_grad(q, k_cache, v_cache)
+    fn = dispatch.choose("paged_decode", q, grad)
+    kw = {} if dispatch.chosen_name("paged_decode", q, grad) == "triton" else {"workspace": workspace, "max_len": max_len}
+    return fn(q, k_cache, v_cache, block_tables, seq_lens, scale, max_blocks=max_blocks, **kw)
