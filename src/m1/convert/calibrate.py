@@ -287,7 +287,7 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
                               None if math.isinf(per_layer) else per_layer)
         rel_fit = _eval_rel_mse(mixer, xh, yh)
         report.layers.append(LayerReport(i, [round(v, 2) for v in dist], rel_copy, rel_cf, rel_fit, steps))
-        bar.set_postfix(layer=i, rel_mse=f"{rel_copy:.2f}->{rel_fit:.3f}", steps=steps)
+        bar.set_postfix(layer=i, rel_mse=f"{rel_copy:.2f}->{rel_fit:.3f}", steps=steps, refresh=False)
         log.debug("layer %d: rel MSE copy %.3f, closed form %.3f, fitted %.3f (%d steps)", i, rel_copy, rel_cf, rel_fit, steps)
     report.seconds["fit"] = time.monotonic() - t1
     report.seconds["total"] = time.monotonic() - t0

@@ -120,7 +120,7 @@ def train_teacher(
         opt.step()
         value = loss.item()
         running = value if running is None else 0.9 * running + 0.1 * value
-        bar.set_postfix(loss=f"{running:.3f}")
+        bar.set_postfix(loss=f"{running:.3f}", refresh=False)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             out.losses.append((step, value))
             log.debug("step %d loss %.4f", step, value)
