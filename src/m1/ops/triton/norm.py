@@ -39,8 +39,8 @@ def _fwd_kernel(y_ptr, z_ptr, w_ptr, out_ptr, rstd_ptr, D, G, eps, HAS_Z: tl.con
 
 
 @triton.jit
-def _bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, dw_ptr, R, D, G, rows_per_prog,
-                HAS_Z: tl.constexpr, BLOCK: tl.constexpr):
+def _bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, dw_ptr, R, D, G,
+                ROWS_PER_PROG: tl.constexpr, HAS_Z: tl.constexpr, BLOCK: tl.constexpr):
     blk = tl.program_id(0)
     grp = tl.program_id(1)
     n_groups = tl.num_programs(1)
@@ -48,8 +48,10 @@ def _bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, dw_ptr,
     m = tl.arange(0, BLOCK) < G
     w = tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
     dw = tl.zeros([BLOCK], dtype=tl.float32)
-    r0 = blk * rows_per_prog
-    for i in range(0, rows_per_prog):
+    # a compile-time trip count: Triton 3.6's interpreter cannot loop over a runtime scalar
+    # argument (it arrives as a 1-element array), and a training run's row count is fixed
+    r0 = blk * ROWS_PER_PROG
+    for i in range(0, ROWS_PER_PROG):
         row = (r0 + i).to(tl.int64)
         if row < R:
             y = tl.load(y_ptr + row * D + cols, mask=m, other=0.0)
@@ -111,7 +113,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         dw_part = torch.zeros((blocks, D), dtype=torch.float32, device=y2.device)
         BLOCK = triton.next_power_of_2(G)
         _bwd_kernel[(blocks, D // G)](dout2, y2, z2 if ctx.has_z else y2, w, rstd, dy, dz if ctx.has_z else dy, dw_part,
-                                      R, D, G, rows_per_prog, HAS_Z=ctx.has_z, BLOCK=BLOCK,
+                                      R, D, G, ROWS_PER_PROG=rows_per_prog, HAS_Z=ctx.has_z, BLOCK=BLOCK,
                                       num_warps=4 if BLOCK >= 1024 else 1)
         dw = dw_part.sum(0).to(w.dtype)
         return dy.view(ctx.shape), None if dz is None else dz.view(ctx.shape), dw, None, None
