@@ -212,7 +212,7 @@ def demo_summary(ctx: Context) -> dict:
 def _ci_axis(ax, values: list[float]) -> None:
     """A y axis that fits the data (with room for the intervals), not always 0..1."""
     top = max(values + [0.05])
-    ax.set_ylim(0, min(1.0, top * 1.15 + 0.02))
+    ax.set_ylim(0, min(1.03, top * 1.15 + 0.02))
 
 
 def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
@@ -249,7 +249,7 @@ def make_plots(ctx: Context, summary: dict, curves: dict) -> list[str]:
         if split in base:
             ax.axhline(base[split]["accuracy"], color="k", linestyle=":", linewidth=1,
                        label=f"constant answer {base[split]['answer']!r}: {base[split]['accuracy']:.1%}")
-            ax.legend(fontsize=7, loc="upper left")
+            ax.legend(fontsize=7, loc="best")
         ax.set_xticks(range(len(names)), names, fontsize=8, rotation=20)
         ax.set_xlabel("model (stage)")
         ax.set_ylabel(ylabel, fontsize=8)
@@ -430,7 +430,8 @@ def write_demo_report(summary: dict, path: Path) -> None:
             curve = v.get("reward_curve") or v.get("loss_curve") or []
             what = "reward" if v.get("reward_curve") else "loss"
             span = f"{what} {curve[0][1]:.4f} -> {curve[-1][1]:.4f}" if curve else "-"
-            lines.append(f"| {k} | {curve[-1][0] if curve else '?'} | {v['train_seconds']} | {span} |")
+            steps = v["config"].get("max_steps") if isinstance(v.get("config"), dict) else None
+            lines.append(f"| {k} | {steps or (curve[-1][0] if curve else '?')} | {v['train_seconds']} | {span} |")
         lines.append("")
     ver = st.get("verifier")
     if ver and "pairwise_accuracy" in ver:
