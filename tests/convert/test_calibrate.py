@@ -154,3 +154,24 @@ def test_placement_ranks_every_layer(tmp_path):
     assert kls == sorted(kls) and all(k > 0 for k in kls)
     plot_ranking(r, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_least_squares_rows_matches_lstsq_and_repeats_exactly():
+    """`least_squares_rows` (normal equations, float64) agrees with torch's least squares on tall,
+    square and wide systems, and gives bit-identical results on repeated calls (the reason it
+    replaced `torch.linalg.lstsq`, whose CPU result varied between calls)."""
+    import torch
+
+    from m1.convert.calibrate import least_squares_rows
+
+    g = torch.Generator().manual_seed(0)
+    for rows, cols in ((96, 64), (64, 64), (48, 64)):
+        w = torch.randn(rows, cols, generator=g, dtype=torch.float64)
+        t = torch.randn(300, rows, generator=g, dtype=torch.float64)
+        x = least_squares_rows(w, t)
+        want = (torch.linalg.pinv(w) @ t.T).T
+        assert torch.allclose(x, want, atol=1e-8, rtol=1e-6), (rows, cols)
+        assert all(torch.equal(x, least_squares_rows(w.clone(), t.clone())) for _ in range(3))
+    w32 = torch.randn(64, 64, generator=g)
+    t32 = torch.randn(500, 64, generator=g)
+    assert least_squares_rows(w32, t32).dtype == torch.float32

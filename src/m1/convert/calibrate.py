@@ -193,8 +193,24 @@ def _attn_inner_rms(attn, y_out: torch.Tensor) -> torch.Tensor | None:
     t = y_out.reshape(-1, y_out.shape[-1]).float().cpu()
     if attn.o_proj.bias is not None:
         t = t - attn.o_proj.bias.float().cpu()
-    inner = torch.linalg.lstsq(w, t.T).solution.T  # (n, inner)
+    inner = least_squares_rows(w, t)  # (n, inner)
     return inner.pow(2).mean(0).sqrt().clamp(min=1e-4)
+
+
+def least_squares_rows(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The rows x with x @ w.T closest to the rows of t (least squares; minimum norm where w has
+    more columns than rows), through the normal equations in float64 and `torch.linalg.solve`.
+
+    Why not `torch.linalg.lstsq`: on the CPU its result changed from call to call on the same
+    inputs (the demo's calibrated init differed between two runs of one seed, and with it every
+    later number); LU solves of the small Gram matrix repeat exactly.
+    """
+    w64, t64 = w.double(), t.double()
+    if w64.shape[0] >= w64.shape[1]:  # tall or square: (w^T w) x^T = w^T t^T
+        x = torch.linalg.solve(w64.T @ w64, w64.T @ t64.T).T
+    else:  # wide: minimum norm, x^T = w^T (w w^T)^-1 t^T
+        x = (w64.T @ torch.linalg.solve(w64 @ w64.T, t64.T)).T
+    return x.to(t.dtype)
 
 
 class _StudentStream:
