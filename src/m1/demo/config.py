@@ -116,8 +116,9 @@ class DistillSizes:
 class SFTSizes:
     """160 steps (about one epoch of the SFT conversations): at 80 steps the hybrid was still
     learning (loss 0.03-0.06) and its hard pass@1 at T 1.0 swung with the last bits of the
-    arithmetic: 0.249 under torch 2.13's CPU wheel, 0.117 under 2.14.1's CUDA build, from the same
-    seed. At 160 steps the same two starts reached 0.473 and 0.471. 140 here, to leave GRPO
+    arithmetic: two runs of one seed whose calibrated inits differed in the last bits (a
+    nondeterministic least-squares call, since replaced) ended at 0.249 and 0.117. At 160 steps
+    the same two starts reached 0.473 and 0.471. 140 here, to leave GRPO
     its 80 steps inside the 20 minutes (the loss curves of those runs were flat from step ~130)."""
 
     steps: int = 140
