@@ -65,15 +65,9 @@ WORKLOADS = {  # name: (prompts, prompt tokens (None: whole chat-formatted quest
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    from m1.demo.report import environment  # the CPU model as the demo records it
+
+    return {"cpu": environment()["cpu"] or platform.processor() or "cpu", "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def commit() -> str | None:

@@ -53,15 +53,16 @@ def equivalence_groups(answers: Sequence[str | None]) -> list[int | None]:
     return out
 
 
-def _vote(groups: Sequence[int | None], idx: Sequence[int]) -> int | None:
-    """Index (into the samples) of the winning answer among samples `idx` (sorted)."""
-    counts: dict[int, int] = {}
+def _vote(groups: Sequence[int | None], idx: Sequence[int], weights: Sequence[float] | None = None) -> int | None:
+    """Index (into the samples) of the winning answer among samples `idx` (sorted): the answer
+    group with the most samples, or the most weight when `weights` are given; ties go to the earliest."""
+    counts: dict[int, float] = {}
     first: dict[int, int] = {}
     for i in idx:
         g = groups[i]
         if g is None:
             continue
-        counts[g] = counts.get(g, 0) + 1
+        counts[g] = counts.get(g, 0) + (1 if weights is None else weights[i])
         first.setdefault(g, i)
     if not counts:
         return None
@@ -122,17 +123,8 @@ def weighted_vote_at_k(answers: Sequence[str | None], scores: Sequence[float], c
     subs = _subsets(len(answers), k, n_subsets, seed)
     hits = 0
     for idx in subs:
-        total: dict[int, float] = {}
-        first: dict[int, int] = {}
-        for i in idx:
-            g = groups[i]
-            if g is None:
-                continue
-            total[g] = total.get(g, 0.0) + weights[i]
-            first.setdefault(g, i)
-        if total:
-            best = max(total, key=lambda g: (total[g], -first[g]))
-            hits += bool(correct[first[best]])
+        win = _vote(groups, idx, weights)
+        hits += win is not None and bool(correct[win])
     return hits / len(subs)
 
 
