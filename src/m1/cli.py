@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from m1.errors import UserError
+from m1.errors import EXIT_PAUSED, RunPaused, UserError
 from m1.logs import setup_logging
 
 # command -> (module, function taking argv, one-line summary)
@@ -39,7 +39,8 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Route to a subcommand. A `UserError` prints one line and exits 2 (`--debug`: traceback too)."""
+    """Route to a subcommand. A `UserError` prints one line and exits 2 (`--debug`: traceback too);
+    a run stopped at its ``--max-seconds`` limit prints one line and exits 75."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("M1_DEBUG", "") not in ("", "0")
     if argv and argv[0] == "--debug":
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"m1 {name}: error: {e}", file=sys.stderr)
         return 2
+    except RunPaused as e:
+        print(f"m1 {name}: paused: {e}", file=sys.stderr)
+        return EXIT_PAUSED
     return int(result or 0)
 
 

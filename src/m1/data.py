@@ -1,11 +1,13 @@
 """Data formats m1 reads: local JSONL/JSON files or hub dataset ids, through a field mapping.
 
 Training (`m1.train.data`) and calibration (`m1.convert.calibration_data`) both read records
-this way. A record becomes one of two shapes:
+this way. A record becomes one of three shapes:
 - a **conversation** (distill, SFT, calibration text): ``prompt`` (chat turns before the
   answer) and ``completion`` (the assistant turn trained on);
 - a **prompt** (GRPO): ``prompt`` (chat turns) and ``answer`` (the gold answer the grader
-  compares against).
+  compares against);
+- a **text** (distillation on a raw corpus, calibration): one ``text`` string, no chat
+  template, every token trained on.
 
 A `FieldMapping` says which record fields hold what. Mappings ship for the formats M1
 used (`MAPPINGS`); ``auto`` picks one from the first record's fields.
@@ -38,7 +40,7 @@ class DataError(UserError):
 class FieldMapping:
     """Which record fields hold the prompt, the response and the gold answer.
 
-    Exactly one of ``messages`` or ``prompt`` must be set. ``prompt`` names a field
+    Exactly one of ``messages``, ``prompt`` or ``text`` must be set. ``prompt`` names a field
     holding either a string (the user turn; ``prompt_suffix`` is appended) or a list of
     chat turns (used as is). ``messages`` names a field holding the whole conversation:
     its last assistant turn is the completion, the turns before it the prompt.
@@ -52,6 +54,7 @@ class FieldMapping:
     answer_format: str = "plain"  # "plain", or "gsm8k": the answer follows '####'
     prompt_suffix: str | None = PROMPT_SUFFIX  # appended (after a newline) to string prompts
     system: str | None = None  # optional system turn prepended to string prompts
+    text: str | None = None  # raw text (no chat template): distillation on a corpus, calibration
 
 
 MAPPINGS: dict[str, FieldMapping] = {
@@ -66,6 +69,8 @@ MAPPINGS: dict[str, FieldMapping] = {
     # m1.tasks exports: prompts ({"prompt": [turns], "answer"}) or messages ({"messages": [...], "answer"})
     "m1-prompts": FieldMapping("m1-prompts", prompt="prompt", answer="answer", prompt_suffix=None),
     "m1-messages": FieldMapping("m1-messages", messages="messages", answer="answer"),
+    # plain text corpora ({"text": ...}, the layout of most pretraining sets)
+    "text": FieldMapping("text", text="text"),
 }
 
 
@@ -86,10 +91,15 @@ def resolve_mapping(name: str, first: dict) -> FieldMapping:
         return MAPPINGS["gsm8k"]
     if "problem" in keys:
         return MAPPINGS["deepscaler"]
+    if "text" in keys:
+        return MAPPINGS["text"]
     raise DataError(f"cannot guess a field mapping from fields {sorted(keys)}; pass --data-format (one of {', '.join(MAPPINGS)})")
 
 
 # ---------------------------------------------------------------- reading records
+
+#: file names read as data (in a directory, and never mistaken for a hub id)
+DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
 def _read_local(path: Path) -> Iterator[tuple[str, dict]]:
@@ -102,14 +112,14 @@ def read_records(source: str, split: str = "train", limit: int | None = None) ->
     path = Path(source)
     out: list[tuple[str, dict]] = []
     if path.exists():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
+        files = sorted(p for p in path.iterdir() if p.name.endswith(DATA_SUFFIXES)) if path.is_dir() else [path]
         for f in files:
             for item in _read_local(f):
                 out.append(item)
                 if limit is not None and len(out) >= limit:
                     return out
     else:
-        if source.endswith((".json", ".jsonl")) or source.startswith((".", "/")) or source.count("/") > 1:
+        if source.endswith(DATA_SUFFIXES) or source.startswith((".", "/")) or source.count("/") > 1:
             raise DataError(f"{source}: no such file")
         import datasets
 
@@ -169,6 +179,8 @@ def conversation(where: str, r: dict, m: FieldMapping) -> tuple[list[dict], list
         if last is None:
             raise DataError(f"{where}: {m.messages!r} has no assistant turn to train on")
         return [dict(t) for t in turns[:last]], [dict(turns[last])]
+    if m.text is not None:
+        raise DataError(f"mapping {m.name!r} is raw text (no prompt or answer turns): `m1 distill` and `m1 convert` read it, SFT and GRPO need conversations")
     if m.completion is None:
         raise DataError(f"mapping {m.name!r} names no completion field, so it cannot feed SFT or distillation")
     completion = record_field(where, r, m.completion, m)

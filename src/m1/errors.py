@@ -20,6 +20,18 @@ class UserError(ValueError):
     """
 
 
+class RunPaused(Exception):
+    """A training run stopped at its wall-clock limit (``--max-seconds``) after saving a
+    complete checkpoint; the same command with ``--resume`` continues it.
+
+    Not an error: a job scheduler's time slot ended. The CLI prints one line and exits with
+    `EXIT_PAUSED` (75, EX_TEMPFAIL: "try again"), so a wrapper script can loop on it.
+    """
+
+
+EXIT_PAUSED = 75
+
+
 def field_error(field_name: str, message: str) -> UserError:
     """`UserError` whose message starts with the option or field it is about."""
     return UserError(f"{field_name}: {message}")
@@ -47,8 +59,9 @@ def looks_like_local_path(name: str) -> bool:
     return s.startswith((".", "/", "~")) or s.count("/") > 1 or s.endswith((".json", ".jsonl", ".yaml", ".gguf"))
 
 
-def require_model_dir(path, field_name: str, hub_ok: bool = False):
-    """A model argument: an existing directory with a config.json, or (with `hub_ok`) a hub id.
+def require_model_dir(path, field_name: str, hub_ok: bool = False, gguf_ok: bool = False):
+    """A model argument: an existing directory with a config.json, (with `hub_ok`) a hub id, or
+    (with `gguf_ok`) a `.gguf` file, which transformers dequantizes on load.
 
     Raises `UserError` naming `field_name` when the directory is missing or is not a model.
     """
@@ -58,6 +71,8 @@ def require_model_dir(path, field_name: str, hub_ok: bool = False):
     if not str(path):
         raise field_error(field_name, "is required")
     if p.exists():
+        if gguf_ok and p.is_file() and p.suffix == ".gguf":
+            return p
         if not p.is_dir() or not (p / "config.json").exists():
             raise field_error(field_name, f"{str(p)!r} is not a model directory (no config.json)")
         return p

@@ -7,18 +7,31 @@ files; one reader keeps their error messages alike: `file:line` for a JSONL line
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 
 def iter_records(path: Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, dict]]:
-    """(where, record) pairs of a `.jsonl` file (one object a line) or a `.json` array file."""
+    """(where, record) pairs of a `.jsonl` file (one object a line) or a `.json` array file.
+
+    Either may be gzip-compressed (`.jsonl.gz`, `.json.gz`): training corpora are large and
+    are shipped that way.
+    """
     path = Path(path)
-    head = path.read_text()[:1].lstrip() if path.stat().st_size else ""
-    if path.suffix == ".json" or head == "[":
+    gz = path.suffix == ".gz"
+    opener = (lambda: gzip.open(path, "rt")) if gz else (lambda: path.open())
+    try:
+        with opener() as f:
+            head = f.read(64).lstrip()[:1]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read ({'gzip' if gz else 'text'}: {e})") from None
+    kind = Path(path.stem).suffix if gz else path.suffix
+    if kind == ".json" or head == "[":
         try:
-            data = json.loads(path.read_text())
+            with opener() as f:
+                data = json.loads(f.read())
         except json.JSONDecodeError as e:
             raise error(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
         if not isinstance(data, list):
@@ -28,7 +41,7 @@ def iter_records(path: Path, error: type[Exception] = ValueError) -> Iterator[tu
                 raise error(f"{path}[{i}]: record is not a JSON object")
             yield f"{path}[{i}]", r
         return
-    with path.open() as f:
+    with opener() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -327,6 +327,7 @@ def convert_with_report(teacher, attention_layers, init: str = "calibrated", cal
     if calibration_ids is None:
         raise ConfigError("calibration_ids", "calibrated init needs calibration token rows")
     teacher = load_transformer(teacher)
-    model = convert_from_transformer(teacher, attention_layers, init="attention", seed=seed, **shape)
-    report = calibrate(model, teacher, calibration_ids, None, calibration)
+    device = next(teacher.parameters()).device  # calibrate where the teacher is (a GPU if the caller put it there)
+    model = convert_from_transformer(teacher, attention_layers, init="attention", seed=seed, **shape).to(device)
+    report = calibrate(model, teacher, calibration_ids.to(device), None, calibration)
     return model, report

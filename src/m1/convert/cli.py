@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from m1.config import ConfigError
 from m1.convert.calibrate import CalibrationConfig, convert_with_report
 from m1.convert.calibration_data import calibration_text
 from m1.convert.mapping import INIT_MODES, load_transformer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="calibration text: JSONL/JSON with a 'text' field, or any training format m1 reads (default: sample it from the teacher)")
     p.add_argument("--calibration-sequences", type=int, default=cdef.num_sequences, help="calibration rows")
     p.add_argument("--calibration-length", type=int, default=cdef.seq_len, help="tokens per calibration row")
+    p.add_argument("--device", default=None, help="where the teacher runs for sampling and calibration (default: cuda if available, else cpu)")
     p.add_argument("--calibration-seconds", type=float, default=cdef.fit_seconds, help="wall-clock budget of the per-layer fitting")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the written weights")
     p.add_argument("--seed", type=int, default=0, help="random seed (random init, calibration sampling and fitting)")
@@ -112,7 +116,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             raise ConfigError("--" + name.replace("_", "-"), "must be >= 1")
 
     t0 = time.monotonic()
-    teacher = load_transformer(args.teacher)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_transformer(args.teacher).to(device)
+    log.info("converting on %s", device)
     tok = load_tokenizer(args.teacher)
     spec = parse_attention_layers(args.attention_layers, teacher.config.num_hidden_layers)
     shape = dict(mamba_heads=args.mamba_heads, mamba_head_dim=args.mamba_head_dim, mamba_groups=args.mamba_groups, state_size=args.state_size)
@@ -120,7 +126,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                              fit_seconds=args.calibration_seconds, seed=args.seed)
     calib_ids = None
     if args.init == "calibrated" or spec.auto_k:
-        calib_ids = calibration_text(teacher, tok, args.calibration_data, ccfg)
+        calib_ids = calibration_text(teacher, tok, args.calibration_data, ccfg).to(device)
     layers = list(spec.layers) if spec.layers is not None else None
     extra = {}
     if spec.auto_k:
@@ -134,7 +140,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         extra["placement"] = ranking
         print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'})")
     model, report = convert_with_report(teacher, layers, init=args.init, calibration_ids=calib_ids, calibration=ccfg, seed=args.seed, **shape)
-    model = model.to(getattr(torch, args.dtype))
+    model = model.to("cpu", getattr(torch, args.dtype))
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
     if report is not None:

@@ -41,8 +41,9 @@ class RunConfig:
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
     learning_rate: float = opt(1e-5, "peak learning rate (AdamW)")
     lr_scheduler: str = opt("cosine", "learning-rate schedule: constant, linear, cosine, ... (transformers names)")
-    warmup_steps: int = opt(0, "linear warm-up steps")
+    warmup_steps: float = opt(0, "linear warm-up: optimizer steps, or a share of max_steps if below 1 (0.05: the first 5 percent)")
     weight_decay: float = opt(0.0, "AdamW weight decay")
+    adam_beta2: float = opt(0.999, "AdamW's second-moment decay (0.95 is common for pretraining-style runs)")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     max_length: int = opt(8192, "longest training sequence in tokens (longer ones are truncated)")
     bf16: bool = opt(False, "train in bf16 autocast (GPU); CPU tests use fp32")
@@ -51,7 +52,8 @@ class RunConfig:
     save_steps: int = opt(50, "save a resumable checkpoint every N steps")
     save_total_limit: int = opt(2, "keep at most N checkpoints")
     resume: bool = opt(False, "continue from the newest complete checkpoint in `out`")
-    data_format: str = opt("auto", "field mapping of the data: auto, openmathinstruct2, openr1, deepscaler, gsm8k, m1-prompts, m1-messages")
+    max_seconds: float = opt(0, "wall-clock limit of this command (0: none): at the limit a complete checkpoint is saved and the command exits 75; run it again with --resume to continue")
+    data_format: str = opt("auto", "field mapping of the data: auto, openmathinstruct2, openr1, deepscaler, gsm8k, m1-prompts, m1-messages, text")
     data_split: str = opt("train", "split to read when the data is a hub dataset id")
     data_limit: int = opt(0, "read at most N records (0: all)")
     num_threads: int = opt(0, "torch CPU threads (0: leave torch's default)")
@@ -62,9 +64,9 @@ class RunConfig:
 class DistillConfig(RunConfig):
     """Stage 1: distil the hybrid student from its teacher on fixed data (M1: reverse KL)."""
 
-    teacher: str = opt("", "teacher model: directory or hub id (any transformers causal LM, or a hybrid)")
+    teacher: str = opt("", "teacher model: directory, hub id or .gguf file (any transformers causal LM, or a hybrid)")
     student: str = opt("", "student hybrid checkpoint directory (from `m1 convert`)")
-    data: str = opt("", "training conversations: JSONL/JSON file, directory, or hub dataset id")
+    data: str = opt("", "training data: conversations (assistant tokens are trained) or raw text ({'text': ...}, packed into max_length rows, every token trained); JSONL/JSON file (.gz too), directory, or hub dataset id")
     loss: str = opt("reverse_kl", "divergence on assistant tokens: reverse_kl (M1), forward_kl (MambaInLlama) or jsd")
     jsd_beta: float = opt(0.5, "mixture weight of the JSD (0.5: symmetric)")
     temperature: float = opt(1.0, "softmax temperature of both teacher and student logits in the loss")
@@ -212,8 +214,9 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str, prese
 
 
 # (field, what it holds, hub ids allowed) per stage; every one is required
-_MODELS = {"DistillConfig": (("teacher", True), ("student", True)), "SFTConfig": (("model", True),),
-           "GRPOConfig": (("model", True),)}
+# field, hub id allowed, .gguf file allowed (a frozen teacher only: transformers dequantizes it to train against)
+_MODELS = {"DistillConfig": (("teacher", True, True), ("student", True, False)), "SFTConfig": (("model", True, False),),
+           "GRPOConfig": (("model", True, False),)}
 _DATA = {"DistillConfig": "data", "SFTConfig": "data", "GRPOConfig": "prompts"}
 _POSITIVE = ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
              "save_steps", "save_total_limit", "num_generations", "generation_batch_size", "mini_batch_size",
@@ -227,7 +230,7 @@ def validate(cfg) -> None:
     'x' does not exist`) or the data file's `file:line`. A local data file is read and
     mapped here, so a malformed record stops the run before the output directory exists.
     """
-    from m1.train.data import load_conversations, load_prompts
+    from m1.train.data import load_conversations, load_prompts, load_texts
 
     for name in _POSITIVE:
         v = getattr(cfg, name, None)
@@ -235,13 +238,19 @@ def validate(cfg) -> None:
             raise field_error("--" + name.replace("_", "-"), f"must be at least 1, got {v}")
     if cfg.learning_rate <= 0:
         raise field_error("--learning-rate", f"must be > 0, got {cfg.learning_rate}")
+    if cfg.warmup_steps < 0:
+        raise field_error("--warmup-steps", f"must be >= 0, got {cfg.warmup_steps}")
+    if cfg.max_seconds < 0:
+        raise field_error("--max-seconds", f"must be >= 0 (0: no limit), got {cfg.max_seconds}")
+    if not 0 <= cfg.adam_beta2 < 1:
+        raise field_error("--adam-beta2", f"must be in [0, 1), got {cfg.adam_beta2}")
     if cfg.data_limit < 0:
         raise field_error("--data-limit", f"must be >= 0, got {cfg.data_limit}")
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise field_error("--out", f"{cfg.out!r} exists and is not a directory")
     kind = type(cfg).__name__
-    for name, hub_ok in _MODELS.get(kind, ()):
-        require_model_dir(getattr(cfg, name), "--" + name, hub_ok=hub_ok)
+    for name, hub_ok, gguf_ok in _MODELS.get(kind, ()):
+        require_model_dir(getattr(cfg, name), "--" + name, hub_ok=hub_ok, gguf_ok=gguf_ok)
     data_field = _DATA.get(kind)
     if data_field is None:
         return
@@ -252,8 +261,11 @@ def validate(cfg) -> None:
     path = Path(source).expanduser()
     if path.exists():
         prompts_only = kind == "GRPOConfig" or getattr(cfg, "on_policy", False)
-        load = load_prompts if prompts_only else load_conversations
-        load(str(path), cfg.data_format, cfg.data_split, cfg.data_limit or None)
+        args = (str(path), cfg.data_format, cfg.data_split, cfg.data_limit or None)
+        if prompts_only:
+            load_prompts(*args)
+        elif kind != "DistillConfig" or load_texts(*args) is None:  # distillation also reads a raw corpus
+            load_conversations(*args)
     elif looks_like_local_path(source):
         raise field_error(flag, f"file {source!r} does not exist")
 

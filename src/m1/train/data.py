@@ -2,7 +2,9 @@
 
 - **conversations** (distill, SFT) are tokenised with the model's chat template into
   ``input_ids`` and ``completion_mask`` (1 on assistant tokens);
-- **prompts** (GRPO) carry ``prompt`` turns and the gold ``answer``.
+- **prompts** (GRPO) carry ``prompt`` turns and the gold ``answer``;
+- **texts** (distillation on a raw corpus) are packed end to end, EOS between documents,
+  into rows of exactly ``max_length`` tokens, every token a target.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ def load_conversations(source: str, mapping: str = "auto", split: str = "train",
         out.append({"prompt": prompt, "completion": completion})
     log.info("%s: %d conversations (mapping %s)", source, len(out), m.name)
     return out
+
+
+def load_texts(source: str, mapping: str = "auto", split: str = "train", limit: int | None = None) -> list[str] | None:
+    """The ``text`` field of every record when the mapping is raw text, else None (the data is conversations)."""
+    m = resolve_mapping(mapping, read_records(source, split, 1)[0][1])  # the first record decides
+    if m.text is None:
+        return None
+    records = read_records(source, split, limit)
+    texts = [str(record_field(where, r, m.text, m)) for where, r in records]
+    log.info("%s: %d texts (mapping %s)", source, len(texts), m.name)
+    return texts
 
 
 def load_prompts(source: str, mapping: str = "auto", split: str = "train", limit: int | None = None) -> list[dict]:
@@ -98,3 +111,30 @@ def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str = "teacher"
             f"distillation needs the same vocabulary. Only in teacher: {only_t}; only in student: {only_s}; "
             f"different ids: {moved}"
         )
+
+
+def pack_texts(tokenizer, texts: list[str], length: int):
+    """A `datasets.Dataset` of ``input_ids``/``labels`` rows of exactly `length` tokens.
+
+    Documents are joined in file order with the tokenizer's EOS between them and cut into
+    rows; the tail shorter than a row is dropped (logged). Nothing is padded and no state is
+    reset at a document boundary, so teacher and student see the same causal context. Why
+    packed rows, not padded documents: a corpus of short documents would otherwise spend
+    most of each batch on padding.
+    """
+    import datasets
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token to separate packed documents")
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(eos)
+    n = len(stream) // length
+    if n == 0:
+        raise DataError(f"the text holds {len(stream)} tokens, fewer than one row of max_length={length}")
+    rows = [stream[i * length : (i + 1) * length] for i in range(n)]
+    log.info("packed %d texts into %d rows of %d tokens (%.2fM tokens; %d left over)",
+             len(texts), n, length, n * length / 1e6, len(stream) - n * length)
+    return datasets.Dataset.from_dict({"input_ids": rows, "labels": [list(r) for r in rows]})

@@ -48,10 +48,10 @@ from m1.checkpoint import load_tokenizer
 from m1.train.align import align_loss
 from m1.train.config import DistillConfig, parse_config
 from m1.data import DataError
-from m1.train.data import check_same_tokenizer, load_conversations, tokenize_conversations
+from m1.train.data import check_same_tokenizer, load_conversations, load_texts, pack_texts, tokenize_conversations
 from m1.train.losses import DIVERGENCES, chunked_divergence, next_token_positions
 from m1.train.model import backbone_hidden, load_student, load_teacher
-from m1.train.runs import CompleteCheckpoints, JsonlMetrics, common_args, prepare_out, resume_step, save_final
+from m1.train.runs import CompleteCheckpoints, JsonlMetrics, TimeLimit, common_args, deadline, prepare_out, resume_step, save_final, train_or_pause
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,13 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None, align: boo
     s_tok = AutoTokenizer.from_pretrained(cfg.student)
     t_tok = load_tokenizer(cfg.teacher)
     check_same_tokenizer(t_tok, s_tok, cfg.teacher, cfg.student)
-    rows = load_conversations(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
-    train = tokenize_conversations(s_tok, rows, cfg.max_length)
-    train = train.map(lambda r: {"labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]}, remove_columns=["completion_mask"])
+    texts = load_texts(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
+    if texts is not None:  # a raw corpus: packed rows, every token a target
+        train = pack_texts(s_tok, texts, cfg.max_length)
+    else:
+        rows = load_conversations(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
+        train = tokenize_conversations(s_tok, rows, cfg.max_length)
+        train = train.map(lambda r: {"labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]}, remove_columns=["completion_mask"])
 
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
     student = load_student(cfg.student, dtype=torch.float32)  # fp32 master weights; bf16 via autocast
@@ -273,6 +277,7 @@ def run(cfg: DistillConfig):
         raise DataError("stages: the align stage needs fixed data; use --stages kl with --on-policy")
     student = cfg.student
     trainer = None
+    limit = TimeLimit(deadline(cfg))  # one budget for every stage of the command
     for stage, steps in plan:
         scfg = dataclasses.replace(cfg, max_steps=steps, student=student)
         if stage == "align" and len(plan) > 1:
@@ -290,7 +295,7 @@ def run(cfg: DistillConfig):
             trainer, tok = build_on_policy_trainer(scfg)
         else:
             trainer, tok = build_trainer(scfg, resume_from, align=stage == "align")
-        trainer.train(resume_from_checkpoint=resume_from)
+        train_or_pause(trainer, limit, resume_from, steps, scfg.out)
         final = save_final(trainer, tok, scfg.out)
         log.info("distill stage %s: student saved to %s", stage, final)
         student = str(final)

@@ -44,7 +44,7 @@ from m1.train.config import GRPOConfig, parse_config
 from m1.data import DataError
 from m1.train.data import load_prompts
 from m1.train.model import load_student
-from m1.train.runs import CompleteCheckpoints, JsonlMetrics, common_args, prepare_out, resume_step, save_final
+from m1.train.runs import CompleteCheckpoints, JsonlMetrics, TimeLimit, common_args, deadline, prepare_out, resume_step, save_final, train_or_pause
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +271,12 @@ def build_trainer(cfg: GRPOConfig, resume_from: str | None = None):
 
 
 def run(cfg: GRPOConfig):
+    limit = deadline(cfg)  # counted from the command's start
     resume_from = prepare_out(cfg)
     torch.manual_seed(cfg.seed)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer, tok = build_trainer(cfg, resume_from)
-    trainer.train(resume_from_checkpoint=resume_from)
+    train_or_pause(trainer, TimeLimit(limit), resume_from, cfg.max_steps, cfg.out)
     final = save_final(trainer, tok, cfg.out)
     log.info("GRPO policy saved to %s", final)
     return trainer

@@ -38,12 +38,14 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from m1.checkpoint import atomic_write_text
+from m1.errors import RunPaused
 from m1.train.config import RunConfig, dump_yaml
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ def common_args(cfg: RunConfig) -> dict:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
+        warmup_steps=warmup_steps(cfg),
+        adam_beta2=cfg.adam_beta2,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         bf16=cfg.bf16,
@@ -95,6 +98,62 @@ def common_args(cfg: RunConfig) -> dict:
         # m1 models are dense; GraniteMoeHybrid's config carries a router coefficient TRL would otherwise apply
         router_aux_loss_coef=0.0,
     )
+
+
+def warmup_steps(cfg: RunConfig) -> int:
+    """``warmup_steps`` in optimizer steps: below 1 it is a share of ``max_steps`` (of this stage).
+
+    Converted here, not left to transformers, because its float form arrived only in 5.x
+    and a staged run needs the share of each stage's own steps.
+    """
+    w = cfg.warmup_steps
+    if w < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {w}")
+    return max(1, round(w * cfg.max_steps)) if 0 < w < 1 else int(w)
+
+
+class TimeLimit(TrainerCallback):
+    """``--max-seconds``: at the deadline, save a complete checkpoint and stop training.
+
+    The deadline is a `time.monotonic()` instant fixed when the command starts, so a staged
+    run's stages share one budget. Under several processes rank 0's clock decides and the
+    decision is broadcast, so every rank stops at the same step.
+    """
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.hit = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.deadline is None:
+            return
+        hit = time.monotonic() >= self.deadline
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([float(hit)], device=args.device)
+            torch.distributed.broadcast(flag, 0)
+            hit = bool(flag.item())
+        if hit:
+            self.hit = True
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def deadline(cfg: RunConfig) -> float | None:
+    """The monotonic instant at which ``--max-seconds`` stops the command (None: no limit)."""
+    if cfg.max_seconds < 0:
+        raise ValueError(f"max_seconds must be >= 0, got {cfg.max_seconds}")
+    return time.monotonic() + cfg.max_seconds if cfg.max_seconds else None
+
+
+def train_or_pause(trainer, limit: TimeLimit, resume_from: str | None, steps: int, out: str | Path) -> None:
+    """``trainer.train()``; if the time limit stopped it short of ``steps``, raise `RunPaused`."""
+    trainer.add_callback(limit)
+    trainer.train(resume_from_checkpoint=resume_from)
+    done = trainer.state.global_step
+    if limit.hit and done < steps:
+        log.warning("%s: time limit reached at step %d of %d; checkpoint-%d saved", out, done, steps, done)
+        raise RunPaused(f"time limit reached at step {done} of {steps}; checkpoint saved in {out}; "
+                        "run the same command with --resume to continue")
 
 
 class JsonlMetrics(TrainerCallback):
