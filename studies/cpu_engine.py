@@ -47,8 +47,6 @@ import time
 import uuid
 from pathlib import Path
 
-# studies/ holds a kernels.py, which would shadow the `kernels` package transformers probes for.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
 

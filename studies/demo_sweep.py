@@ -30,8 +30,6 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-# This folder holds a `kernels.py` that would shadow the `kernels` package transformers imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 LENGTHS = (2, 3, 4, 6, 8, 10, 12, 14, 16)
 

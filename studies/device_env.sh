@@ -7,4 +7,4 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -c "import torch, transformers, trl, datasets, math_verify; print('device_env: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
+python3 -c "import torch, transformers, trl, datasets, math_verify, gguf; print('device_env: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"

@@ -1,6 +1,6 @@
 """Check and time the Mamba-2 kernels on one GPU; write studies/results/kernels_<date>.json.
 
-    python studies/kernels.py [--out DIR] [--no-tests]
+    python studies/kernel_bench.py [--out DIR] [--no-tests]
 
 One run does everything the issue asks, side by side:
   1. the GPU tests (`python -m pytest tests/ops -q -n 8`, alongside step 2), result recorded;
@@ -339,7 +339,7 @@ def main():
     ap.add_argument("--tests-timeout", type=float, default=600.0, help="seconds (from the start) the GPU tests may take")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    assert torch.cuda.is_available(), "studies/kernels.py needs a CUDA GPU"
+    assert torch.cuda.is_available(), "studies/kernel_bench.py needs a CUDA GPU"
     torch.backends.cuda.matmul.allow_tf32 = False
     import triton
 
