@@ -180,7 +180,21 @@ class JsonlMetrics(TrainerCallback):
 
 
 class CompleteCheckpoints:
-    """Trainer mixin: mark a checkpoint complete once every file of it is written."""
+    """Trainer mixin: mark a checkpoint complete once every file of it is written, and resume from one."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: D401 - transformers' hook
+        # transformers re-reads the checkpoint's config.json through the base PreTrainedConfig only to
+        # compare versions; in 5.17 its layer_types validator rejects the hybrid's 'mamba' entries and
+        # resume fails. Read it with the model's own config class instead (the weights load unchanged).
+        import transformers.trainer as trainer_module
+
+        base = trainer_module.PreTrainedConfig
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        trainer_module.PreTrainedConfig = getattr(target, "config_class", base) or base
+        try:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        finally:
+            trainer_module.PreTrainedConfig = base
 
     def _save_checkpoint(self, model, trial):  # noqa: D401 - transformers' hook
         super()._save_checkpoint(model, trial)
