@@ -55,16 +55,14 @@ def mamba2_mixer_seq_f64(tensors: dict, config, u: torch.Tensor) -> torch.Tensor
 
     dt = F.softplus(dt_raw + tensors["dt_bias"]).clamp(lo, hi)
     A = -torch.exp(tensors["A_log"])
-    per_group = H // G
+    group_of_head = torch.arange(H) // (H // G)  # head h reads B/C of group h // (heads per group)
+    Bh, Ch = B[:, :, group_of_head], C[:, :, group_of_head]  # (b, l, H, N)
     state = u.new_zeros(b, H, P, N)
     ys = []
     for t in range(l):
-        y_t = u.new_zeros(b, H, P)
-        for h in range(H):
-            g = h // per_group
-            decay = torch.exp(dt[:, t, h] * A[h])[:, None, None]
-            state[:, h] = decay * state[:, h] + dt[:, t, h, None, None] * x[:, t, h, :, None] * B[:, t, g, None, :]
-            y_t[:, h] = (state[:, h] * C[:, t, g, None, :]).sum(-1) + tensors["D"][h] * x[:, t, h]
+        decay = torch.exp(dt[:, t] * A)[:, :, None, None]  # (b, H, 1, 1)
+        state = decay * state + dt[:, t, :, None, None] * x[:, t, :, :, None] * Bh[:, t, :, None, :]
+        y_t = (state * Ch[:, t, :, None, :]).sum(-1) + tensors["D"][:, None] * x[:, t]
         ys.append(y_t.reshape(b, inner))
     y = torch.stack(ys, dim=1) * F.silu(z)
 
