@@ -56,24 +56,108 @@ def test_all_attention_conversion_reproduces_the_teacher(teacher, ids):
 
 
 SIX = [3, 8, 13, 18, 23, 28]
+SHAPES = {
+    "head-sized": dict(mamba_heads=9, mamba_head_dim=64, mamba_groups=9, state_size=64),
+    "state16": dict(mamba_heads=36, mamba_head_dim=16, mamba_groups=36, state_size=16),  # M1's shape
+}
 
 
-@pytest.mark.parametrize("shape, atol", [
-    pytest.param(dict(mamba_heads=9, mamba_head_dim=64, mamba_groups=9, state_size=64), 1e-3, id="head-sized"),
-    # measured: max |logit difference| 0.146 (m1 vs transformers' GraniteMoeHybrid), not yet diagnosed;
-    # strict, so the test fails once the two agree and the mark must go
-    pytest.param(dict(mamba_heads=36, mamba_head_dim=16, mamba_groups=36, state_size=16), 1e-4, id="state16",
-                 marks=pytest.mark.xfail(strict=True, reason="m1 and transformers disagree by 0.15 at 36 groups x state 16")),
-])
-@torch.no_grad()
-def test_six_of_thirty_hybrid_loads_in_m1_and_transformers(teacher, ids, tmp_path, shape, atol):
+@pytest.fixture(scope="module", params=list(SHAPES))
+def six_of_thirty(request, teacher, tmp_path_factory):
+    """The 6-of-30 hybrid (attention init) saved once, loaded by m1 and by `AutoModelForCausalLM`."""
     from transformers import AutoModelForCausalLM
 
     from m1 import HybridForCausalLM
     from m1.convert import convert_from_transformer
 
-    convert_from_transformer(teacher, SIX, **shape).save_pretrained(tmp_path / "h")
-    ours = HybridForCausalLM.from_pretrained(tmp_path / "h").eval()
-    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "h").eval()
+    d = tmp_path_factory.mktemp(request.param)
+    convert_from_transformer(teacher, SIX, **SHAPES[request.param]).save_pretrained(d)
+    ours = HybridForCausalLM.from_pretrained(d).eval()
+    theirs = AutoModelForCausalLM.from_pretrained(d).eval()
     assert ours.config.attention_layers == SIX
-    torch.testing.assert_close(theirs(ids).logits, ours(ids).logits, rtol=0, atol=atol)
+    assert type(theirs).__name__ == "GraniteMoeHybridForCausalLM"
+    return request.param, ours, theirs
+
+
+def _layer_inputs(model, ids) -> list[torch.Tensor]:
+    got = []
+    hooks = [layer.register_forward_pre_hook(lambda mod, args: got.append(args[0])) for layer in model.model.layers]
+    try:
+        model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+@torch.no_grad()
+def test_six_of_thirty_hybrid_layers_agree_in_m1_and_transformers(six_of_thirty, ids):
+    """Teacher-forced: transformers' layer i reads m1's input to layer i; each mixer's output agrees
+    to 1e-4 (fp32) in both shapes, each MLP's to 1e-4 or 1e-5 relative.
+
+    The end-to-end logits are not the measure at state 16: that checkpoint is so ill-conditioned
+    that fp32 rounding alone moves its logits by ~0.1 (see the next test), so two correct fp32
+    implementations that round differently disagree there by that much."""
+    _, ours, theirs = six_of_thirty
+    inputs = _layer_inputs(ours, ids)
+    outs = {"m1": {}, "tf": {}}
+    hooks = []
+    for side, model in (("m1", ours), ("tf", theirs)):
+        for i, layer in enumerate(model.model.layers):
+            mixer = layer.self_attn if i in SIX else layer.mamba
+            for name, mod in (("mixer", mixer), ("mlp", layer.shared_mlp)):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, a, o, key=(i, name), side=side: outs[side].__setitem__(key, o[0] if isinstance(o, tuple) else o)))
+    hooks += [layer.register_forward_pre_hook(lambda m, args, i=i: (inputs[i],) + tuple(args[1:]))
+              for i, layer in enumerate(theirs.model.layers)]
+    try:
+        ours(ids)
+        theirs(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(outs["m1"]) == len(outs["tf"]) == 60
+    for key, mine in outs["m1"].items():
+        # MLP outputs reach 1.3e4 (SmolLM2's massive activation), where one fp32 step is 1e-3: relative there
+        rtol = 1e-5 if key[1] == "mlp" else 0.0
+        torch.testing.assert_close(outs["tf"][key], mine, rtol=rtol, atol=1e-4, msg=lambda m, key=key: f"layer {key}: {m}")
+
+
+@torch.no_grad()
+def test_six_of_thirty_mixers_match_the_float64_sequential_scan(six_of_thirty, ids):
+    """Every Mamba mixer, m1's and transformers', on m1's input to it: within 1e-4 of the plain
+    float64 recurrence (`tests/mamba_seq_ref.py`)."""
+    from tests.mamba_seq_ref import mamba2_mixer_seq_f64, mixer_tensors
+
+    _, ours, theirs = six_of_thirty
+    inputs = [ours.model.layers[i].input_layernorm(h) for i, h in enumerate(_layer_inputs(ours, ids))]
+    worst = {"m1": 0.0, "tf": 0.0}
+    for i in ours.config.mamba_layers:
+        ref = mamba2_mixer_seq_f64(mixer_tensors(ours.model.layers[i].mamba), ours.config, inputs[i])
+        for side, model in (("m1", ours), ("tf", theirs)):
+            err = (model.model.layers[i].mamba(inputs[i]).double() - ref).abs().max().item()
+            worst[side] = max(worst[side], err)
+    assert worst["m1"] <= 1e-4 and worst["tf"] <= 1e-4, worst
+
+
+@torch.no_grad()
+def test_six_of_thirty_hybrid_logits_in_m1_and_transformers(six_of_thirty, ids):
+    """End to end, fp32. Head-sized: 1e-3 (measured 3e-4; each side is 2-3e-4 from the float64
+    model, so 1e-4 is beyond fp32 here). State 16: the checkpoint itself is ill-conditioned, which
+    this test pins instead of a logit bound: in float64, a relative 1e-7 perturbation of the
+    embeddings (fp32's rounding) moves its logits by more than 1e-2 (measured 0.044; head-sized:
+    1e-4). Near-zero groups of the per-head (16-channel) gated RMSNorm are what amplify it. If this
+    ever fails, the state-16 logits became comparable: bound them as the head-sized ones."""
+    from m1 import HybridForCausalLM
+
+    shape, ours, theirs = six_of_thirty
+    if shape == "head-sized":
+        torch.testing.assert_close(theirs(ids).logits, ours(ids).logits, rtol=0, atol=1e-3)
+        return
+    m64 = HybridForCausalLM(ours.config).double().eval()
+    m64.load_state_dict(ours.state_dict())
+    emb = m64.model.embed_tokens(ids)
+    base = m64(inputs_embeds=emb).logits
+    g = torch.Generator().manual_seed(0)
+    nudged = m64(inputs_embeds=emb * (1 + 1e-7 * torch.randn(emb.shape, generator=g, dtype=emb.dtype))).logits
+    assert (nudged - base).abs().max() > 1e-2

@@ -99,14 +99,15 @@ class Mamba2Mixer(nn.Module):
         return split_xbc(xBC, self.num_heads, self.head_dim, self.n_groups, self.state_size)
 
     def time_step(self, dt_raw: torch.Tensor) -> torch.Tensor:
-        """dt = clamp(softplus(dt_raw + dt_bias)) in fp32."""
-        dt = F.softplus(dt_raw.float() + self.dt_bias.float())
+        """dt = clamp(softplus(dt_raw + dt_bias)) in fp32 (fp64 for fp64 input)."""
+        ct = torch.promote_types(dt_raw.dtype, torch.float32)
+        dt = F.softplus(dt_raw.to(ct) + self.dt_bias.to(ct))
         return dt.clamp(self.dt_limit[0], self.dt_limit[1])
 
     @property
     def A(self) -> torch.Tensor:
-        """The per-head decay rates, -exp(A_log), fp32 (h,)."""
-        return -torch.exp(self.A_log.float())
+        """The per-head decay rates, -exp(A_log), fp32 (h,) (fp64 for an fp64 model)."""
+        return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
 
     def _ssd(self, x, dt, B, C, initial_state, chunk_size: int, cu_seqlens):
         """The chunked scan over (b, l) tokens of x, B, C (flat channels); returns (y (b, l, inner), final state)."""

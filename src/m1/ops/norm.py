@@ -2,7 +2,8 @@
 
 The normalisation runs over groups of `group_size` channels (inner width / n_groups),
 matching transformers' GraniteMoeHybrid and vLLM's Mamba-2 mixer, and is computed in
-fp32 whatever the input dtype.
+fp32 for fp32 and narrower inputs, in fp64 for fp64 ones (so an fp64 model is an fp64
+reference; transformers' mixer computes in fp32 even then).
 
 `gated_rms_norm` picks per call (`m1.ops.dispatch`): the fused Triton kernel, forward and
 backward (`m1.ops.triton.norm`), for CUDA tensors when triton is installed; this reference
@@ -19,9 +20,10 @@ from m1.ops import dispatch
 
 def gated_rms_norm_ref(y, z, weight, eps: float = 1e-6, group_size: int | None = None):
     in_dtype = y.dtype
-    h = y.float()
+    ct = torch.promote_types(y.dtype, torch.float32)
+    h = y.to(ct)
     if z is not None:
-        h = h * F.silu(z.float())
+        h = h * F.silu(z.to(ct))
     d = h.shape[-1]
     gs = group_size or d
     hg = h.view(*h.shape[:-1], d // gs, gs)
