@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# not this folder: studies/kernels.py would shadow the `kernels` package that transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT / "src"))
 from m1.checkpoint import load_causal_lm, load_tokenizer  # noqa: E402
 from m1.convert.fidelity import fidelity, math500_texts, tokenize_texts  # noqa: E402
