@@ -64,7 +64,8 @@ def test_calibration_beats_the_plain_copy_and_touches_only_mixers():
     held = torch.randint(0, 97, (4, 48), generator=g)
     copy = convert_from_transformer(teacher, [1], **SHAPE).eval()
     student = convert_from_transformer(teacher, [1], **SHAPE).eval()
-    report = calibrate(student, teacher, calib, None, CalibrationConfig(fit_seconds=5, fit_max_steps=60, fit_batch=4), progress=False)
+    # step-bound (a time limit the step cap always reaches first): under load a 5 s budget left too few steps
+    report = calibrate(student, teacher, calib, None, CalibrationConfig(fit_seconds=1e9, fit_max_steps=60, fit_batch=4), progress=False)
     assert [r.layer for r in report.layers] == [0, 2, 3]
     assert all(r.rel_mse_fit < r.rel_mse_copy for r in report.layers)
     assert token_kl(teacher, student, held) < token_kl(teacher, copy, held)
