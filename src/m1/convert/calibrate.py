@@ -49,14 +49,38 @@ class CalibrationConfig:
     num_sequences: int = 32  # calibration sequences (teacher activations are cached for all of them)
     seq_len: int = 512  # tokens per calibration sequence
     decay: bool = True  # step 1: per-head decay from the teacher's attention distance
+    distance_rows: int | None = None  # rows the attention distance is measured on (None: all)
     closed_form: bool = True  # step 2: norm weight and out_proj from a least-squares fit
     fit_seconds: float = 180.0  # step 3: wall-clock budget of the per-layer fitting, all layers together
     fit_max_steps: int = 400  # per layer, whatever the budget
     fit_batch: int = 4  # sequences per fitting step
+    fit_seq_len: int | None = None  # tokens per fitted sequence: a random window of each row (None: whole rows)
     fit_lr: float = 1e-3
     ridge: float = 1e-3  # ridge strength, relative to the mean feature power
     inputs: str = "teacher"  # what each mixer reads while fitted: "teacher" (teacher-forced) or "student" (its own stream; measured worse on SmolLM2)
     seed: int = 0
+
+    @classmethod
+    def for_device(cls, device, **overrides) -> "CalibrationConfig":
+        """The defaults for calibrating on `device` (a torch.device or its name), then `overrides` (None values ignored).
+
+        CUDA (and anything not a CPU) gets the dataclass defaults above. A CPU gets `CPU_DEFAULTS`:
+        on 2 cores the dataclass defaults spend minutes sampling and capturing text that the
+        fitting then has no time to use (about 20 Adam steps a layer), so the CPU samples fewer
+        rows, measures the attention distances on fewer of them, and fits on 128-token windows
+        (4x the steps) at a higher learning rate (measured on SmolLM2-135M: docs/distill_study.md,
+        "Zero-shot").
+        """
+        base = CPU_DEFAULTS if torch.device(device).type == "cpu" else {}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+# `CalibrationConfig.for_device("cpu")`: what `m1 convert` uses on a CPU. Measured on SmolLM2-135M, 2 cores,
+# state-16 shape, 16 MATH500 rows held out, 120 s of fitting on 16 sampled rows (docs/distill_study.md):
+# closed form only KL 4.06; Adam on whole rows, batch 4, lr 1e-3: 4.04 (22 steps/layer); windows of
+# 128 tokens, batch 4: 3.78 (lr 1e-3, 87 steps), 3.27 (lr 1e-2), 3.07 (lr 3e-2). With ~100 steps a
+# layer, the learning rate is the lever; the GPU's 350+ steps keep the dataclass defaults.
+CPU_DEFAULTS: dict = dict(num_sequences=16, distance_rows=4, fit_seconds=170.0, fit_seq_len=128, fit_lr=3e-2)
 
 
 @dataclass
@@ -136,7 +160,8 @@ def fit_output_closed_form(mixer, x: torch.Tensor, y: torch.Tensor, attn_inner_r
         mixer.out_proj.bias.copy_(w[d_in].to(mixer.out_proj.bias.dtype))
 
 
-def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float, seed: int, seconds: float | None = None) -> int:
+def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float, seed: int, seconds: float | None = None,
+              seq_len: int | None = None) -> int:
     """Step 3: Adam on the relative MSE between the mixer's output and the attention output.
 
     The step count is `steps`, or fewer when `seconds` is given: the first steps are timed
@@ -158,7 +183,10 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
         for group in opt.param_groups:
             group["lr"] = lr * min((done + 1) / warm, max(0.0, (plan - done) / max(plan - warm, 1)))
         idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-        loss = _rel_mse(mixer(x[idx].to(_device(mixer))), y[idx].to(_device(mixer)))
+        xb, yb = x[idx], y[idx]
+        if seq_len is not None and seq_len < x.shape[1]:
+            xb, yb = _windows(xb, yb, seq_len, g)
+        loss = _rel_mse(mixer(xb.to(_device(mixer))), yb.to(_device(mixer)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -170,6 +198,14 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
     for p, w in zip(params, was):
         p.requires_grad_(w)
     return done
+
+
+def _windows(x: torch.Tensor, y: torch.Tensor, length: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random window of `length` positions from each row of x and y (the same window in both)."""
+    start = torch.randint(0, x.shape[1] - length + 1, (x.shape[0],), generator=g)
+    pos = start[:, None] + torch.arange(length)
+    rows = torch.arange(x.shape[0])[:, None]
+    return x[rows, pos], y[rows, pos]
 
 
 def _device(module) -> torch.device:
@@ -269,7 +305,8 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
         return report
     teacher = teacher.eval()
     tdecoder = decoder_of(teacher)
-    io = capture_attention_io(teacher, input_ids, attention_mask, layers, batch=cfg.fit_batch)
+    io = capture_attention_io(teacher, input_ids, attention_mask, layers, batch=max(cfg.fit_batch, 4), distance_rows=cfg.distance_rows,
+                              progress=progress)
     report.seconds["capture"] = time.monotonic() - t0
     log.info("calibration: teacher activations at %d layers over %d tokens cached in %.1fs", len(layers), report.tokens, report.seconds["capture"])
 
@@ -300,7 +337,7 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
             left = len(layers) - k
             per_layer = max(0.0, t1 + fit_budget - time.monotonic()) / left
             steps = fit_mixer(mixer, xf, yf, cfg.fit_max_steps, cfg.fit_batch, cfg.fit_lr, cfg.seed + i,
-                              None if math.isinf(per_layer) else per_layer)
+                              None if math.isinf(per_layer) else per_layer, cfg.fit_seq_len)
         rel_fit = _eval_rel_mse(mixer, xh, yh)
         report.layers.append(LayerReport(i, [round(v, 2) for v in dist], rel_copy, rel_cf, rel_fit, steps))
         bar.set_postfix(layer=i, rel_mse=f"{rel_copy:.2f}->{rel_fit:.3f}", steps=steps, refresh=False)

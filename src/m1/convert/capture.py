@@ -76,28 +76,40 @@ def record_attention_io(teacher, layers: list[int], on_call=None):
 
 
 @torch.no_grad()
-def capture_attention_io(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layers: list[int], batch: int = 4):
+def capture_attention_io(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layers: list[int], batch: int = 4,
+                         distance_rows: int | None = None, progress: bool = False):
     """The teacher's attention input and output at each of `layers`, over all rows, on the teacher's device.
 
     Returns {layer: (inputs (n, l, d), outputs (n, l, d), mean attention distance per query head)}.
+    The distance needs every layer's full score matrix again, which on a CPU costs about twice
+    the teacher's forward itself; `distance_rows` measures it on the batches that hold the first
+    that many rows only (None: all rows). `progress` shows a bar over the rows.
     """
+    from tqdm.auto import tqdm
+
     decoder = decoder_of(teacher)
     xs: dict[int, list] = {i: [] for i in layers}
     ys: dict[int, list] = {i: [] for i in layers}
     dist: dict[int, torch.Tensor] = {}
     current_mask: list = [None]
+    measure = [True]  # whether this batch's distances are measured
 
     def on_call(i, module, h, kwargs):
+        if not measure[0]:
+            return
         cos, sin = kwargs["position_embeddings"]
         d = attention_distance(module, h, cos, sin, current_mask[0])
         dist[i] = d if i not in dist else dist[i] + d
 
-    with record_attention_io(teacher, layers, on_call) as got:
+    bar = tqdm(total=input_ids.shape[0], unit="row", desc="teacher activations", disable=not progress)
+    with record_attention_io(teacher, layers, on_call) as got, bar:
         for s in range(0, input_ids.shape[0], batch):
+            measure[0] = distance_rows is None or s < distance_rows
             current_mask[0] = None if attention_mask is None else attention_mask[s : s + batch]
             decoder(input_ids=input_ids[s : s + batch], attention_mask=current_mask[0])
             for i in layers:
                 xs[i].append(got[i][0].float())
                 ys[i].append(got[i][1].float())
+            bar.update(min(batch, input_ids.shape[0] - s))
     return {i: (torch.cat(xs[i]), torch.cat(ys[i]), (dist[i][:-1] / dist[i][-1]).tolist()) for i in layers}
 

@@ -73,7 +73,7 @@ def _teacher_num_layers(source: str) -> int | None:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    cdef = CalibrationConfig()
+    cpu, gpu = CalibrationConfig.for_device("cpu"), CalibrationConfig()
     p = argparse.ArgumentParser(
         prog="m1 convert", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Convert a Llama/Qwen2 checkpoint into a hybrid: the listed layers keep attention, the rest become "
@@ -92,10 +92,16 @@ def cli_main(argv: list[str] | None = None) -> int:
                    "attention (the plain Q/K/V/O copy, M1's), random (Mamba-2's own)")
     p.add_argument("--calibration-data", type=Path, default=None,
                    help="calibration text: JSONL/JSON with a 'text' field, or any training format m1 reads (default: sample it from the teacher)")
-    p.add_argument("--calibration-sequences", type=int, default=cdef.num_sequences, help="calibration rows")
-    p.add_argument("--calibration-length", type=int, default=cdef.seq_len, help="tokens per calibration row")
+    p.add_argument("--calibration-sequences", type=int, default=None,
+                   help=f"calibration rows (default: {cpu.num_sequences} on a CPU; {gpu.num_sequences} on CUDA)")
+    p.add_argument("--calibration-length", type=int, default=None,
+                   help=f"tokens per calibration row (default: {cpu.seq_len} on a CPU; {gpu.seq_len} on CUDA)")
+    p.add_argument("--calibration-seconds", type=float, default=None,
+                   help=f"wall-clock budget of the per-layer fitting (default: {cpu.fit_seconds:g} on a CPU; {gpu.fit_seconds:g} on CUDA). "
+                   f"On a CPU the fit also runs on {cpu.fit_seq_len}-token windows at lr {cpu.fit_lr:g} (CUDA: whole rows at {gpu.fit_lr:g}) "
+                   f"and attention distances are measured on the first {cpu.distance_rows} rows: together they keep a SmolLM2-135M "
+                   "conversion under 5 minutes on 2 cores (docs/distill_study.md). The defaults in use are logged")
     p.add_argument("--device", default=None, help="where the teacher runs for sampling and calibration (default: cuda if available, else cpu)")
-    p.add_argument("--calibration-seconds", type=float, default=cdef.fit_seconds, help="wall-clock budget of the per-layer fitting")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the written weights")
     p.add_argument("--seed", type=int, default=0, help="random seed (random init, calibration sampling and fitting)")
     args = p.parse_args(argv)
@@ -112,21 +118,27 @@ def cli_main(argv: list[str] | None = None) -> int:
     if args.out.exists() and any(args.out.iterdir()):
         raise ConfigError("out", f"{args.out} exists and is not empty; choose a new directory")
     for name in ("calibration_sequences", "calibration_length"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError("--" + name.replace("_", "-"), "must be >= 1")
 
     t0 = time.monotonic()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    teacher = load_transformer(args.teacher).to(device)
-    log.info("converting on %s", device)
+    phases: dict[str, float] = {}
+    teacher = load_transformer(args.teacher).to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tok = load_tokenizer(args.teacher)
+    phases["load"] = time.monotonic() - t0
     spec = parse_attention_layers(args.attention_layers, teacher.config.num_hidden_layers)
     shape = dict(mamba_heads=args.mamba_heads, mamba_head_dim=args.mamba_head_dim, mamba_groups=args.mamba_groups, state_size=args.state_size)
-    ccfg = CalibrationConfig(num_sequences=args.calibration_sequences, seq_len=args.calibration_length,
-                             fit_seconds=args.calibration_seconds, seed=args.seed)
+    device = next(teacher.parameters()).device
+    ccfg = CalibrationConfig.for_device(device, num_sequences=args.calibration_sequences, seq_len=args.calibration_length,
+                                        fit_seconds=args.calibration_seconds, seed=args.seed)
     calib_ids = None
     if args.init == "calibrated" or spec.auto_k:
+        log.info("calibration on %s: %d x %d tokens, %gs of fitting (batch %d, windows of %s tokens), distances on %s rows",
+                 device.type, ccfg.num_sequences, ccfg.seq_len, ccfg.fit_seconds, ccfg.fit_batch, ccfg.fit_seq_len or ccfg.seq_len,
+                 ccfg.distance_rows or "all")
+        t = time.monotonic()
         calib_ids = calibration_text(teacher, tok, args.calibration_data, ccfg).to(device)
+        phases["calibration_text"] = time.monotonic() - t
     layers = list(spec.layers) if spec.layers is not None else None
     extra = {}
     if spec.auto_k:
@@ -140,10 +152,14 @@ def cli_main(argv: list[str] | None = None) -> int:
         extra["placement"] = ranking
         print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'})")
     model, report = convert_with_report(teacher, layers, init=args.init, calibration_ids=calib_ids, calibration=ccfg, seed=args.seed, **shape)
-    model = model.to("cpu", getattr(torch, args.dtype))
+    model = model.to("cpu", getattr(torch, args.dtype))  # written from wherever it was calibrated
+    t = time.monotonic()
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
+    phases["write"] = time.monotonic() - t
     if report is not None:
+        report.seconds.update(phases)
+        report.seconds["command"] = time.monotonic() - t0
         atomic_write_text(args.out / "calibration.json", json.dumps(report.to_dict(), indent=2))
         print(f"calibrated {len(report.layers)} Mamba layers on {report.tokens} tokens in {report.seconds.get('total', 0):.0f}s "
               f"(relative MSE to attention {_mean(r.rel_mse_copy for r in report.layers):.3f} -> {_mean(r.rel_mse_fit for r in report.layers):.3f}); "

@@ -65,7 +65,7 @@ def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config
     n = calibration_ids.shape[0]
     n_hold = max(1, n // 4)
     fit_ids, held = calibration_ids[: n - n_hold], calibration_ids[n - n_hold :]
-    tokens_per_step = cfg.fit_batch * calibration_ids.shape[1]
+    tokens_per_step = cfg.fit_batch * min(cfg.fit_seq_len or calibration_ids.shape[1], calibration_ids.shape[1])
     steps = max(cfg.fit_max_steps, math.ceil(min_fit_tokens / tokens_per_step))
     t0 = time.monotonic()
     student = convert_from_transformer(teacher, [], init="attention", seed=cfg.seed, **shape).eval()
