@@ -34,6 +34,7 @@ import argparse
 import collections
 import json
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -159,14 +160,22 @@ def count(prof, steps: int, top: int) -> dict:
     sites: dict[str, collections.Counter] = {op: collections.Counter() for op in OPS}
     cuda = collections.Counter()
     for evt in prof.events():
-        if evt.name in OPS and evt.device_type == torch.autograd.DeviceType.CPU:
+        if evt.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        if evt.name.startswith("aten::") and not evt.cpu_children:
+            totals["leaf aten ops"] += 1  # on CUDA roughly one kernel launch each (views excepted)
+        if evt.name in OPS:
             totals[evt.name] += 1
             sites[evt.name][call_site(evt)] += 1
+            if evt.name == "aten::copy_" and evt.input_shapes and evt.input_shapes[0] is not None \
+                    and math.prod(evt.input_shapes[0]) > 1:
+                totals["aten::copy_ (>1 element)"] += 1  # not a wrapped Python scalar (CPU-side on CUDA)
         elif "Memcpy DtoH" in evt.name:
             cuda["Memcpy DtoH"] += 1
         elif "cudaStreamSynchronize" in evt.name or "cudaDeviceSynchronize" in evt.name:
             cuda[evt.name] += 1
-    out = {"steps": steps, "per_step": {op: totals[op] / steps for op in OPS},
+    keys = list(OPS) + ["aten::copy_ (>1 element)", "leaf aten ops"]
+    out = {"steps": steps, "per_step": {op: totals[op] / steps for op in keys},
            "sites": {op: [(s, n / steps) for s, n in c.most_common(top)] for op, c in sites.items()},
            "cuda_per_step": {k: v / steps for k, v in cuda.items()}}
     if torch.cuda.is_available():
@@ -240,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {op:28s} {res['per_step'][op]:8.1f}   {what}")
         for site, n in res["sites"][op]:
             print(f"      {n:7.1f}  {site}")
+    for op in ("aten::copy_ (>1 element)", "leaf aten ops"):
+        print(f"  {op:28s} {res['per_step'][op]:8.1f}")
     for k, v in res["cuda_per_step"].items():
         print(f"  {k:28s} {v:8.1f}")
     for k, v in res.get("cuda_ms_per_step", {}).items():

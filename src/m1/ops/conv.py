@@ -27,10 +27,8 @@ def _act(y: torch.Tensor, activation: str | None) -> torch.Tensor:
 def _conv_one(x, weight, bias, initial_state, activation):
     b, l, d = x.shape
     w = weight.shape[1]
-    if initial_state is None:  # zeros as the past: one pad, not zeros + cat (the same tensor)
-        seq = F.pad(x.transpose(1, 2), (w - 1, 0))  # (b, d, w-1+l)
-    else:
-        seq = torch.cat([initial_state.to(x.dtype), x.transpose(1, 2)], dim=-1)
+    past = x.new_zeros(b, d, w - 1) if initial_state is None else initial_state.to(x.dtype)
+    seq = torch.cat([past, x.transpose(1, 2)], dim=-1)  # (b, d, w-1+l)
     y = F.conv1d(seq, weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype), groups=d)
     final = seq[:, :, -(w - 1) :] if w > 1 else seq[:, :, :0]
     return _act(y.transpose(1, 2), activation), final.contiguous()
