@@ -24,8 +24,11 @@ per-layer call counts match the real model's (only widths, vocabulary and tokens
         --batch 64 --length 512 --chunk 4096                        # the real run, on CUDA
     PYTHONPATH=src python studies/step_syncs.py --ops triton-stub   # the Triton wrappers' host code, on CPU
 
-On CUDA it also counts "Memcpy DtoH" (device-to-host copies: each is a sync) and the CUDA time of
-copy/cast kernels. `--json PATH` writes the counts for comparisons.
+On CUDA it also counts "Memcpy DtoH" (device-to-host copies: each is a sync), names the call sites
+of the CUDA runtime's memcpy and synchronize calls (a blocking host-to-device copy also waits for the
+stream), and gives the CUDA time of the copy/cast ops. On CPU, `aten::_local_scalar_dense` under
+accelerate's optimizer step is the CPU fused AdamW reading its step counts (not on CUDA), and the
+ones under `HostBatchFacts.__call__` look at the CPU batch (no device involved). `--json PATH` writes the counts for comparisons.
 """
 
 from __future__ import annotations
@@ -159,7 +162,10 @@ def count(prof, steps: int, top: int) -> dict:
     totals = collections.Counter()
     sites: dict[str, collections.Counter] = {op: collections.Counter() for op in OPS}
     cuda = collections.Counter()
+    runtime = collections.Counter()  # CUDA runtime calls that copy or wait, by call site
     for evt in prof.events():
+        if "cudaMemcpy" in evt.name or "Synchronize" in evt.name:
+            runtime[f"{evt.name} <- {call_site(evt)}"] += 1
         if evt.device_type != torch.autograd.DeviceType.CPU:
             continue
         if evt.name.startswith("aten::") and not evt.cpu_children:
@@ -177,7 +183,8 @@ def count(prof, steps: int, top: int) -> dict:
     keys = list(OPS) + ["aten::copy_ (>1 element)", "leaf aten ops"]
     out = {"steps": steps, "per_step": {op: totals[op] / steps for op in keys},
            "sites": {op: [(s, n / steps) for s, n in c.most_common(top)] for op, c in sites.items()},
-           "cuda_per_step": {k: v / steps for k, v in cuda.items()}}
+           "cuda_per_step": {k: v / steps for k, v in cuda.items()},
+           "cuda_runtime_sites": [(k, v / steps) for k, v in runtime.most_common(top)]}
     if torch.cuda.is_available():
         ka = {e.key: e for e in prof.key_averages()}
         out["cuda_ms_per_step"] = {op: getattr(ka[op], "device_time_total", 0) / 1000 / steps for op in OPS if op in ka}
@@ -253,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {op:28s} {res['per_step'][op]:8.1f}")
     for k, v in res["cuda_per_step"].items():
         print(f"  {k:28s} {v:8.1f}")
+    for k, v in res["cuda_runtime_sites"]:
+        print(f"      {v:7.1f}  {k}")
     for k, v in res.get("cuda_ms_per_step", {}).items():
         print(f"  {k:28s} {v:8.2f} ms of GPU time a step")
     if a.json:
