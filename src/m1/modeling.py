@@ -129,6 +129,7 @@ class HybridModel(HybridPreTrainedModel):
         else:
             attention_mask = None  # an all-ones mask changes nothing: take the fast causal path
 
+        given_positions = position_ids is not None
         if position_ids is None:
             if attention_mask is not None:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -l:]
@@ -140,7 +141,9 @@ class HybridModel(HybridPreTrainedModel):
             if attention_mask is not None or cache is not None:
                 raise ValueError("cu_seqlens (packed sequences) cannot be combined with attention_mask or a cache")
             seg = _segments_from_cu_seqlens(cu_seqlens, b * l, hidden.device).view(b, l)
-        elif attention_mask is None and cache is None and l > 1 and bool((position_ids[:, 1:] == 0).any()):
+        # only positions the caller gave can restart (packed rows); looking costs a host sync, so the
+        # positions made above (which never restart) are not looked at
+        elif given_positions and attention_mask is None and cache is None and l > 1 and bool((position_ids[:, 1:] == 0).any()):
             seg = _segments_from_positions(position_ids)
             cu_seqlens = _cu_seqlens_from_segments(seg)
 

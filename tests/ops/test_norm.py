@@ -45,6 +45,18 @@ for dt in (torch.float32, torch.bfloat16, "mixed"):  # mixed: y fp32 (an SSD out
         same = gated_rms_norm_ref(*[t.detach() if t is not None else None for t in (y, z, w)], eps=1e-5, group_size=G)
         res.append(dict(dtype=str(dt), out=rel(out, ref), grads=[rel(a, b) for a, b in zip(got, want)],
                         dtypes=[str(out.dtype), str(same.dtype)] + [f"{a.dtype}/{b.dtype}" for a, b in zip(got, ins)]))
+        # out_dtype: the kernel writes the product in bf16 directly; the reference casts after it. On the
+        # GPU both round to nearest (the same values); the interpreter's bf16 store may round the other
+        # way, so within one bf16 ulp here. The gradients are the same (dout arrives in bf16 either way).
+        out_b = gated_rms_norm_triton(y, z, w, eps=1e-5, group_size=G, out_dtype=torch.bfloat16)
+        dout_b = dout.to(torch.bfloat16)
+        got_b = torch.autograd.grad(out_b, ins, dout_b)
+        out_f = gated_rms_norm_triton(y, z, w, eps=1e-5, group_size=G)  # the default result, then a cast
+        want_b = torch.autograd.grad(out_f.to(torch.bfloat16), ins, dout_b)
+        ref_b = gated_rms_norm_ref(y, z, w, eps=1e-5, group_size=G, out_dtype=torch.bfloat16)
+        res[-1]["out_dtype"] = [str(out_b.dtype), ((out_b.float() - out_f.detach()).abs() / out_f.detach().abs().clamp(min=1e-30)).max().item(),
+                                max((a.double() - b.double()).abs().max().item() for a, b in zip(got_b, want_b)),
+                                str(ref_b.dtype), rel(ref_b, ref)]
 print(json.dumps(res))
 """
 
@@ -67,6 +79,23 @@ def test_triton_kernel_matches_the_float64_reference_under_the_interpreter():
         tol = 1e-6 if r["dtype"] == "torch.float32" else 2e-2
         assert r["out"] < tol and max(r["grads"]) < tol, r
         assert r["dtypes"][0] == r["dtypes"][1] and all(a == b for a, b in (d.split("/") for d in r["dtypes"][2:])), r
+        kernel_dtype, out_diff, grad_diff, ref_dtype, ref_rel = r["out_dtype"]
+        assert kernel_dtype == ref_dtype == "torch.bfloat16" and out_diff <= 2**-7 and grad_diff == 0 and ref_rel < 2e-2, r
+
+
+def test_out_dtype_rounds_the_reference_once_more():
+    """out_dtype is a cast of the default result (values and gradients), what a consumer's cast would do."""
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(3, 5, 32, generator=g).to(torch.bfloat16).requires_grad_()
+    z = torch.randn(3, 5, 32, generator=g).to(torch.bfloat16).requires_grad_()
+    w = (1 + 0.1 * torch.randn(32, generator=g)).requires_grad_()
+    dout = torch.randn(3, 5, 32, generator=g).to(torch.bfloat16)
+    out = gated_rms_norm_ref(y, z, w, eps=1e-5, group_size=8, out_dtype=torch.bfloat16)
+    want = gated_rms_norm_ref(y, z, w, eps=1e-5, group_size=8)
+    assert want.dtype == torch.float32 and out.dtype == torch.bfloat16
+    assert torch.equal(out, want.to(torch.bfloat16))
+    for a, b in zip(torch.autograd.grad(out, (y, z, w), dout), torch.autograd.grad(want.to(torch.bfloat16), (y, z, w), dout)):
+        assert torch.equal(a, b)
 
 
 def test_cpu_dispatches_to_the_reference():

@@ -42,8 +42,8 @@ class GatedRMSNorm(nn.Module):
         self.group_size = group_size
         self.variance_epsilon = eps
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        return gated_rms_norm(y, z, self.weight, eps=self.variance_epsilon, group_size=self.group_size)
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return gated_rms_norm(y, z, self.weight, eps=self.variance_epsilon, group_size=self.group_size, out_dtype=out_dtype)
 
 
 class Mamba2Mixer(nn.Module):
@@ -99,9 +99,17 @@ class Mamba2Mixer(nn.Module):
         return split_xbc(xBC, self.num_heads, self.head_dim, self.n_groups, self.state_size)
 
     def time_step(self, dt_raw: torch.Tensor) -> torch.Tensor:
-        """dt = clamp(softplus(dt_raw + dt_bias)) in fp32 (fp64 for fp64 input)."""
+        """dt = clamp(softplus(dt_raw + dt_bias)) in fp32 (fp64 for fp64 input).
+
+        fp32 because dt sets the decay exp(dt * A) that the state multiplies by every step.
+        A bf16/fp16 dt_raw is added to the fp32 bias by type promotion, in one kernel: the same
+        values as casting first (the upcast is exact). The clamp is skipped when the limits are
+        (0, inf): softplus is never negative, so it would change nothing (and cost a kernel
+        forward and three backward)."""
         ct = torch.promote_types(dt_raw.dtype, torch.float32)
-        dt = F.softplus(dt_raw.to(ct) + self.dt_bias.to(ct))
+        dt = F.softplus(dt_raw + self.dt_bias.to(ct))
+        if self.dt_limit == (0.0, math.inf):
+            return dt
         return dt.clamp(self.dt_limit[0], self.dt_limit[1])
 
     @property
@@ -162,8 +170,12 @@ class Mamba2Mixer(nn.Module):
         if cache is not None:
             cache.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv_width - 1)
             cache.update_recurrent_state(new_ssm, self.layer_idx)
-        y = self.norm(y, z)
-        return self.out_proj(y.to(hidden.dtype))
+        # The gated norm computes in fp32 and hands out_proj its input in the dtype out_proj takes:
+        # under autocast the autocast dtype (the kernel writes it directly: no fp32 tensor that
+        # autocast would cast again), else the hidden states' dtype. Same values either way.
+        dev = hidden.device.type
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        return self.out_proj(self.norm(y, z, out_dtype=out_dtype))
 
     def _cached_step(self, hidden: torch.Tensor, prev_conv: torch.Tensor, prev_ssm: torch.Tensor, cache) -> torch.Tensor:
         """One new token per row against a transformers cache (`generate`'s decode), through `step`.

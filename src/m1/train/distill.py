@@ -19,6 +19,15 @@ out again: N ranks with per-device batch B give the loss and the update of one p
 N x B rows, whatever the split of assistant tokens between ranks (tests/train/test_ddp.py).
 The logged ``<loss>_per_token`` is likewise summed over ranks before dividing.
 
+No host-device sync in a step (outside logging): the facts about a batch that need its values
+are taken on the host, from the CPU batch the collator built (`HostBatchFacts`): the flat
+indices of the positions to score (so the loss gathers with ``index_select``, not a boolean
+mask, whose ``nonzero`` would wait for the GPU, forward and backward) and whether every row is
+whole (no padding), in which case the attention mask is not passed at all and neither model
+checks it on the device. Transformers' per-step NaN/Inf check of the loss is off
+(``logging_nan_inf_filter=False``): a NaN loss then shows in the logged loss instead of being
+replaced by the running mean.
+
 Options:
 - ``--freeze non_mamba`` trains only the Mamba mixers; ``--trainable-pattern REGEX``
   trains exactly the parameters whose names match. Frozen parameters get
@@ -114,6 +123,38 @@ class StepwiseSchedule(TrainerCallback):
 # ---------------------------------------------------------------- trainer
 
 
+# keys `HostBatchFacts` adds to a batch; `compute_loss` reads them and passes them to no model
+SCORE_INDEX = "m1_score_index"
+WHOLE_ROWS = "m1_whole_rows"
+
+
+class HostBatchFacts:
+    """Wraps a data collator: adds to each (CPU) batch what the loss would otherwise learn from the
+    device with a sync.
+
+    - ``m1_score_index``: int64 (n,), the flat indices (row * length + position) of the positions
+      whose next token is a target, in row-major order: what ``next_token_positions(labels)``
+      selects, so ``hidden.flatten(0, 1).index_select(0, idx)`` equals ``hidden[mask]``.
+    - ``m1_whole_rows``: True when the attention mask is all ones (no padding), so the forward can
+      leave it out: it changes nothing then, and both models would check it on the device.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        labels = batch.get("labels")
+        if isinstance(labels, torch.Tensor) and labels.device.type == "cpu":
+            batch[SCORE_INDEX] = next_token_positions(labels).reshape(-1).nonzero().squeeze(1)
+        mask = batch.get("attention_mask")
+        batch[WHOLE_ROWS] = "position_ids" not in batch and (mask is None or bool(mask.all()))
+        return batch
+
+    def __getattr__(self, name):  # the wrapped collator's attributes (TRL sets some after building it)
+        return getattr(self.collator, name)
+
+
 class DistillTrainer(CompleteCheckpoints, SFTTrainer):
     """SFTTrainer whose loss is a masked divergence against a frozen in-process teacher.
 
@@ -134,6 +175,8 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             raise ValueError("the align stage runs in one process (it calls the mixers outside the DDP wrapper); run it without accelerate, then the kl stage with it")
         # divergence summed over assistant tokens, and their count, since the last log (this rank)
         self._kl_acc: torch.Tensor | None = None
+        if not isinstance(self.data_collator, HostBatchFacts):
+            self.data_collator = HostBatchFacts(self.data_collator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.align:
@@ -143,22 +186,34 @@ class DistillTrainer(CompleteCheckpoints, SFTTrainer):
             self._kl_acc = acc if self._kl_acc is None else self._kl_acc + acc
             return (loss, None) if return_outputs else loss
         labels = inputs["labels"]
-        fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-        select = next_token_positions(labels)
-        n_local = select.sum()
+        keys = ("input_ids",) if inputs.get(WHOLE_ROWS) else ("input_ids", "attention_mask", "position_ids")
+        fwd = {k: inputs[k] for k in keys if k in inputs}
+        index = inputs.get(SCORE_INDEX)
+        if index is not None:  # chosen on the host (HostBatchFacts): a gather, and a count known here
+            index = index.to(labels.device, non_blocking=True)
+            n_local = index.numel()
+            pick = lambda h: h.flatten(0, 1).index_select(0, index)  # noqa: E731
+        else:  # the reference: a boolean mask (its nonzero syncs with the device)
+            select = next_token_positions(labels)
+            n_local = select.sum()
+            pick = lambda h: h[select]  # noqa: E731
         with torch.no_grad():
-            t_hidden = backbone_hidden(self.teacher, **fwd)[select]
+            # no KV cache: nothing reads it, and transformers' cache appends every layer's K and V (a cat each)
+            t_hidden = pick(backbone_hidden(self.teacher, use_cache=False, **fwd))
         t_head = self.teacher.get_output_embeddings()
         cfg = self.dcfg
 
         def loss_fn(hidden: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
-            return chunked_divergence(hidden[select], t_hidden, lm_head, t_head, cfg.loss, cfg.loss_chunk_size, cfg.jsd_beta, cfg.temperature)
+            return chunked_divergence(pick(hidden), t_hidden, lm_head, t_head, cfg.loss, cfg.loss_chunk_size, cfg.jsd_beta, cfg.temperature)
 
         total = model(**fwd, chunked_loss=loss_fn).loss
-        acc = torch.stack([total.detach().float(), n_local.to(total.device, torch.float32)])
+        # a host count becomes a device value by a fill, not a copy (a blocking host-to-device copy waits for the stream)
+        count = torch.full((), n_local, dtype=torch.float32, device=total.device) if isinstance(n_local, int) \
+            else n_local.to(total.device, torch.float32)
+        acc = torch.stack([total.detach().float(), count])
         self._kl_acc = acc if self._kl_acc is None else self._kl_acc + acc
         if num_items_in_batch is None:  # no accumulation bookkeeping: this micro-batch is the whole step
-            denom = n_local.clamp(min=1) * self.current_gradient_accumulation_steps
+            denom = count.clamp(min=1) * self.current_gradient_accumulation_steps
         else:
             denom = torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
             if self.args.average_tokens_across_devices:
@@ -232,6 +287,12 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None, align: boo
         # the token count that normalises the loss is summed over ranks (transformers' default,
         # stated so it cannot drift): DDP then matches one process on the combined batch
         average_tokens_across_devices=True,
+        # transformers' per-step isnan/isinf of the loss is two host syncs a step; a NaN loss then
+        # shows in the logged loss (not the running mean), and the weights go NaN either way
+        logging_nan_inf_filter=False,
+        # batches go to the GPU without a blocking copy (which would drain the stream every step);
+        # safe with the pinned memory common_args asks for on CUDA
+        accelerator_config={"non_blocking": torch.cuda.is_available()},
     )
     callbacks = [JsonlMetrics(f"{cfg.out}/metrics.jsonl", resume_step(resume_from))]
     if cfg.stepwise_layers:

@@ -44,10 +44,17 @@ def token_divergence(s_logp: torch.Tensor, t_logp: torch.Tensor, kind: str, beta
     raise ValueError(f"unknown divergence {kind!r}; choose one of {DIVERGENCES}")
 
 
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """fp32 logits / temperature; at temperature 1 no division (x / 1 is x exactly): it would be a
+    full pass over (chunk x vocab) forward, in the recompute and in backward."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def _chunk_sum(s_hidden, t_hidden, s_weight, t_weight, kind, beta, temperature):
-    s_logits = F.linear(s_hidden, s_weight).float() / temperature
+    s_logits = _scaled(F.linear(s_hidden, s_weight), temperature)
     with torch.no_grad():
-        t_logp = F.log_softmax(F.linear(t_hidden, t_weight).float() / temperature, dim=-1)
+        t_logp = F.log_softmax(_scaled(F.linear(t_hidden, t_weight), temperature), dim=-1)
     s_logp = F.log_softmax(s_logits, dim=-1)
     return token_divergence(s_logp, t_logp, kind, beta).sum()
 

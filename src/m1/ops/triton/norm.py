@@ -2,7 +2,7 @@
 
 out = weight * norm(y * silu(z)), the norm over groups of `group_size` channels of the last
 dim, in fp32 whatever the input dtype. It rounds where the reference rounds: the normalised
-group to y's dtype, then the product with the weight to their common dtype.
+group to y's dtype, then the product with the weight to their common dtype (or to `out_dtype`).
 
 Forward: one program per (row, group); it keeps 1/rms (rows x groups, fp32) for the
 backward. Backward: one program per (block of rows, group); it recomputes h = y * silu(z)
@@ -78,9 +78,9 @@ def _bwd_kernel(dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, dw_ptr,
     tl.store(dw_ptr + blk * D + cols, dw, mask=m)
 
 
-def _launch_fwd(y2, z2, w, G, eps):
+def _launch_fwd(y2, z2, w, G, eps, out_dtype=None):
     R, D = y2.shape
-    out = torch.empty((R, D), dtype=torch.promote_types(w.dtype, y2.dtype), device=y2.device)
+    out = torch.empty((R, D), dtype=out_dtype or torch.promote_types(w.dtype, y2.dtype), device=y2.device)
     rstd = torch.empty((R, D // G), dtype=torch.float32, device=y2.device)
     BLOCK = triton.next_power_of_2(G)
     _fwd_kernel[(R, D // G)](y2, z2 if z2 is not None else y2, w, out, rstd, D, G, eps, HAS_Z=z2 is not None,
@@ -90,12 +90,12 @@ def _launch_fwd(y2, z2, w, G, eps):
 
 class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, z, weight, eps, group_size):
+    def forward(ctx, y, z, weight, eps, group_size, out_dtype=None):
         D = y.shape[-1]
         y2 = y.reshape(-1, D).contiguous()
         z2 = None if z is None else z.reshape(-1, D).contiguous()
         w = weight.contiguous()
-        out, rstd = _launch_fwd(y2, z2, w, group_size, eps)
+        out, rstd = _launch_fwd(y2, z2, w, group_size, eps, out_dtype)
         ctx.save_for_backward(y2, z2 if z2 is not None else y2.new_empty(0), w, rstd)
         ctx.has_z, ctx.group_size, ctx.shape = z is not None, group_size, y.shape
         return out.view(*y.shape[:-1], D)
@@ -116,15 +116,16 @@ class _GatedRMSNorm(torch.autograd.Function):
                                       R, D, G, ROWS_PER_PROG=rows_per_prog, HAS_Z=ctx.has_z, BLOCK=BLOCK,
                                       num_warps=4 if BLOCK >= 1024 else 1)
         dw = dw_part.sum(0).to(w.dtype)
-        return dy.view(ctx.shape), None if dz is None else dz.view(ctx.shape), dw, None, None
+        return dy.view(ctx.shape), None if dz is None else dz.view(ctx.shape), dw, None, None, None
 
 
-def gated_rms_norm_triton(y, z, weight, eps: float = 1e-6, group_size: int | None = None):
-    """The reference's signature and result (values, dtype, gradients for y, z and weight)."""
+def gated_rms_norm_triton(y, z, weight, eps: float = 1e-6, group_size: int | None = None, out_dtype: torch.dtype | None = None):
+    """The reference's signature and result (values, dtype, gradients for y, z and weight). With
+    `out_dtype` the kernel stores the fp32 product in that dtype (one rounding, as a cast after it)."""
     D = y.shape[-1]
     G = group_size or D
     if D % G:
         raise ValueError(f"group_size {G} does not divide the last dim {D}")
     if z is not None and z.shape != y.shape:
         raise ValueError(f"z {tuple(z.shape)} and y {tuple(y.shape)} differ")
-    return _GatedRMSNorm.apply(y, z, weight, eps, G)
+    return _GatedRMSNorm.apply(y, z, weight, eps, G, out_dtype)
