@@ -108,7 +108,7 @@ def check_logprobs_close(ref_tokens, ref_top, got_tokens, got_logprobs, atol):
 
 @pytest.mark.slow
 def test_greedy_logprobs_agree_with_transformers_on_a_smollm2_hybrid(tmp_path):
-    from tests.test_smollm2 import GGUF, INSTALL
+    from tests.convert.test_smollm2 import GGUF, INSTALL
 
     if GGUF is None:
         pytest.skip(f"SmolLM2 GGUF not installed ({INSTALL})")
@@ -121,7 +121,7 @@ def test_greedy_logprobs_agree_with_transformers_on_a_smollm2_hybrid(tmp_path):
     torch.set_num_threads(2)
     teacher = load_causal_lm(GGUF).eval()
     tok = load_tokenizer(GGUF)
-    # The head-sized Mamba shape: m1 and transformers' GraniteMoeHybrid agree on its logits (tests/test_smollm2.py).
+    # The head-sized Mamba shape: m1 and transformers' GraniteMoeHybrid agree layer by layer (tests/convert/test_smollm2.py).
     convert_from_transformer(teacher, SIX, mamba_heads=9, mamba_head_dim=64, mamba_groups=9, state_size=64).save_pretrained(tmp_path / "h")
     ours = HybridForCausalLM.from_pretrained(tmp_path / "h").eval()
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "h").eval()
