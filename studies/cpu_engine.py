@@ -42,7 +42,6 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
