@@ -64,11 +64,9 @@ def sh(cmd: list[str], log: Path) -> int:
         f.write("$ " + " ".join(cmd) + "\n")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in p.stdout:
-            if "it/s]" in line or "s/it]" in line:  # progress-bar redraws: to the log only
-                f.write(line)
-                continue
             f.write(line)
-            sys.stdout.write(line)
+            if "it/s]" not in line and "s/it]" not in line:  # progress-bar redraws go to the log only
+                sys.stdout.write(line)
         return p.wait()
 
 

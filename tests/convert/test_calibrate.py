@@ -57,13 +57,19 @@ def test_calibrated_decay_matches_a_known_attention_distance():
     torch.testing.assert_close(a / (1 - a), torch.tensor([5.0, 5.0, 10.0, 10.0, 20.0, 20.0, 40.0, 40.0]), rtol=1e-4, atol=0)
 
 
-def test_calibration_beats_the_plain_copy_and_touches_only_mixers():
+def _calibration_case():
+    """A tiny teacher, calibration and held-out rows, and two attention-copy hybrids (one stays the copy)."""
     teacher = tiny_llama()
     g = torch.Generator().manual_seed(0)
     calib = torch.randint(0, 97, (8, 48), generator=g)
     held = torch.randint(0, 97, (4, 48), generator=g)
     copy = convert_from_transformer(teacher, [1], **SHAPE).eval()
     student = convert_from_transformer(teacher, [1], **SHAPE).eval()
+    return teacher, calib, held, copy, student
+
+
+def test_calibration_beats_the_plain_copy_and_touches_only_mixers():
+    teacher, calib, held, copy, student = _calibration_case()
     # step-bound (a time limit the step cap always reaches first): under load a 5 s budget left too few steps
     report = calibrate(student, teacher, calib, None, CalibrationConfig(fit_seconds=1e9, fit_max_steps=60, fit_batch=4), progress=False)
     assert [r.layer for r in report.layers] == [0, 2, 3]
@@ -221,16 +227,11 @@ def test_distances_on_fewer_rows_leave_inputs_and_outputs_unchanged():
 
 
 def test_cpu_defaults_calibrate_with_windows_and_small_batches():
-    """The CPU path (windows shorter than the rows, its learning rate, out_proj solved again after the steps) still
-    brings the hybrid closer to its teacher."""
+    """The CPU path (fit windows shorter than the rows, its learning rate, distances on fewer rows) still brings
+    the hybrid closer to its teacher."""
     from dataclasses import replace
 
-    teacher = tiny_llama()
-    g = torch.Generator().manual_seed(0)
-    calib = torch.randint(0, 97, (8, 48), generator=g)
-    held = torch.randint(0, 97, (4, 48), generator=g)
-    copy = convert_from_transformer(teacher, [1], **SHAPE).eval()
-    student = convert_from_transformer(teacher, [1], **SHAPE).eval()
+    teacher, calib, held, copy, student = _calibration_case()
     # step-bound (a time limit the step cap always reaches first), so the test does not depend on the machine's speed
     cfg = replace(CalibrationConfig.for_device("cpu"), num_sequences=8, seq_len=48, fit_seconds=1e9, fit_max_steps=60,
                   fit_seq_len=16, distance_rows=4)
