@@ -103,13 +103,17 @@ class Mamba2Mixer(nn.Module):
 
         fp32 because dt sets the decay exp(dt * A) that the state multiplies by every step.
         A bf16/fp16 dt_raw is added to the fp32 bias by type promotion, in one kernel: the same
-        values as casting first (the upcast is exact). The clamp is skipped when the limits are
-        (0, inf): softplus is never negative, so it would change nothing (and cost a kernel
-        forward and three backward)."""
+        values as casting first (the upcast is exact).
+
+        The clamp runs even at the default limits (0, inf), where its forward changes nothing
+        (softplus is never negative): its backward hands softplus's backward a contiguous
+        gradient, where without it softplus gets the SSD's permuted one and rounds differently
+        on a CPU. Skipping it (112e53b) changed no forward value, yet moved every number of the
+        demo's full run (the demo's training amplifies last-bit differences; GRPO gain +0.098
+        -> +0.030 on the machine of the committed run): studies/results/demo_distill_bisect_2026-12-06.json.
+        Kept so that the committed demo run reproduces; it costs one small elementwise kernel."""
         ct = torch.promote_types(dt_raw.dtype, torch.float32)
         dt = F.softplus(dt_raw + self.dt_bias.to(ct))
-        if self.dt_limit == (0.0, math.inf):
-            return dt
         return dt.clamp(self.dt_limit[0], self.dt_limit[1])
 
     @property
