@@ -125,8 +125,10 @@ def test_six_of_thirty_hybrid_layers_agree_in_m1_and_transformers(six_of_thirty,
 
 @torch.no_grad()
 def test_six_of_thirty_mixers_match_the_float64_sequential_scan(six_of_thirty, ids):
-    """Every Mamba mixer, m1's and transformers', on m1's input to it: within 1e-4 of the plain
-    float64 recurrence (`tests/mamba_seq_ref.py`)."""
+    """Every Mamba mixer, m1's and transformers', on m1's input to it: within 2e-4 of the plain
+    float64 recurrence (`tests/mamba_seq_ref.py`). The fp32 error depends on the CPU's kernels:
+    under 1e-4 on the Intel Xeon where this was written, 1.05e-4 (m1) and 0.97e-4 (transformers)
+    on a 2-core AMD EPYC (head-sized shape); a wrong mixer is off by orders of magnitude more."""
     from tests.mamba_seq_ref import mamba2_mixer_seq_f64, mixer_tensors
 
     _, ours, theirs = six_of_thirty
@@ -137,7 +139,7 @@ def test_six_of_thirty_mixers_match_the_float64_sequential_scan(six_of_thirty, i
         for side, model in (("m1", ours), ("tf", theirs)):
             err = (model.model.layers[i].mamba(inputs[i]).double() - ref).abs().max().item()
             worst[side] = max(worst[side], err)
-    assert worst["m1"] <= 1e-4 and worst["tf"] <= 1e-4, worst
+    assert worst["m1"] <= 2e-4 and worst["tf"] <= 2e-4, worst
 
 
 @torch.no_grad()
