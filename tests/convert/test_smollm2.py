@@ -186,6 +186,8 @@ def calibrated16(teacher, tmp_path_factory):
     return HybridForCausalLM.from_pretrained(d).eval(), AutoModelForCausalLM.from_pretrained(d).eval()
 
 
+@pytest.mark.slow  # measured on one CPU type only: a CPU that rounds the 10-step fit differently may build an
+# ill-conditioned checkpoint (5 steps or 8 x 128 rows did here); move into CI once checked on a second CPU
 @torch.no_grad()
 def test_calibrated_state16_hybrid_logits_in_m1_and_transformers(calibrated16, ids):
     """End to end, fp32, at M1's state-16 shape: calibrated, the checkpoint is well-conditioned and
