@@ -142,6 +142,20 @@ def test_six_of_thirty_mixers_match_the_float64_sequential_scan(six_of_thirty, i
     assert worst["m1"] <= 2e-4 and worst["tf"] <= 2e-4, worst
 
 
+def _float64_logits_and_probe(model, ids) -> tuple[torch.Tensor, float]:
+    """The float64 copy of an m1 model's logits, and how far a relative 1e-7 nudge of its embeddings
+    (fp32's rounding) moves them: the checkpoint's conditioning."""
+    from m1 import HybridForCausalLM
+
+    m64 = HybridForCausalLM(model.config).double().eval()
+    m64.load_state_dict(model.state_dict())
+    emb = m64.model.embed_tokens(ids)
+    base = m64(inputs_embeds=emb).logits
+    g = torch.Generator().manual_seed(0)
+    nudged = m64(inputs_embeds=emb * (1 + 1e-7 * torch.randn(emb.shape, generator=g, dtype=emb.dtype))).logits
+    return base, (nudged - base).abs().max().item()
+
+
 @torch.no_grad()
 def test_six_of_thirty_hybrid_logits_in_m1_and_transformers(six_of_thirty, ids):
     """End to end, fp32. Head-sized: 1e-3 (measured 3e-4; each side is 2-3e-4 from the float64
@@ -150,19 +164,12 @@ def test_six_of_thirty_hybrid_logits_in_m1_and_transformers(six_of_thirty, ids):
     embeddings (fp32's rounding) moves its logits by more than 1e-2 (measured 0.044; head-sized:
     1e-4). Near-zero groups of the per-head (16-channel) gated RMSNorm are what amplify it. If this
     ever fails, the state-16 logits became comparable: bound them as the head-sized ones."""
-    from m1 import HybridForCausalLM
-
     shape, ours, theirs = six_of_thirty
     if shape == "head-sized":
         torch.testing.assert_close(theirs(ids).logits, ours(ids).logits, rtol=0, atol=1e-3)
         return
-    m64 = HybridForCausalLM(ours.config).double().eval()
-    m64.load_state_dict(ours.state_dict())
-    emb = m64.model.embed_tokens(ids)
-    base = m64(inputs_embeds=emb).logits
-    g = torch.Generator().manual_seed(0)
-    nudged = m64(inputs_embeds=emb * (1 + 1e-7 * torch.randn(emb.shape, generator=g, dtype=emb.dtype))).logits
-    assert (nudged - base).abs().max() > 1e-2
+    _, probe = _float64_logits_and_probe(ours, ids)
+    assert probe > 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +207,8 @@ def test_calibrated_state16_hybrid_logits_in_m1_and_transformers(calibrated16, i
     The full `m1 convert` build (16 x 512 tokens, 170 s of fitting): 4.8e-4 apart, m1 1.2e-4 and
     transformers 4.0e-4 from float64, probe 8e-5. 1e-4 is beyond fp32 end to end here, as for the
     head-sized shape: transformers alone is up to 4e-4 from the float64 model."""
-    from m1 import HybridForCausalLM
-
     ours, theirs = calibrated16
-    m64 = HybridForCausalLM(ours.config).double().eval()
-    m64.load_state_dict(ours.state_dict())
-    emb = m64.model.embed_tokens(ids)
-    base = m64(inputs_embeds=emb).logits
-    g = torch.Generator().manual_seed(0)
-    nudged = m64(inputs_embeds=emb * (1 + 1e-7 * torch.randn(emb.shape, generator=g, dtype=emb.dtype))).logits
-    probe = (nudged - base).abs().max().item()
+    base, probe = _float64_logits_and_probe(ours, ids)
     assert probe < 1e-3, f"the calibrated checkpoint is ill-conditioned (probe {probe:.3g}): the logit bound below means nothing"
     mine = ours(ids).logits
     torch.testing.assert_close(mine.double(), base, rtol=0, atol=1e-3)
