@@ -145,3 +145,28 @@ def test_scaling_cli(tmp_path, problems):
         assert ks == sorted(ks) and all(k == min(4, math.floor(t * c["samples_per_s"])) for t, k in zip(ts, ks))
     assert (out / "scaling_toy.png").stat().st_size > 0
     assert "samples/s" in (out / "report.md").read_text()
+
+
+def test_requests_per_call_fills_the_engine_slots():
+    from argparse import Namespace
+
+    from m1.eval.cli import requests_per_call
+
+    def args(**kw):
+        return Namespace(**({"requests_per_call": 0, "backend": "engine", "max_batch_size": 256, "chunk_size": 16, "n": 64} | kw))
+
+    assert requests_per_call(args()) == 32  # 32 chunks of 16: twice the 256 slots
+    assert requests_per_call(args(n=1)) == 512  # greedy: one sample a chunk
+    assert requests_per_call(args(max_batch_size=100, chunk_size=64)) == 4  # rounded up
+    assert requests_per_call(args(backend="hf")) == 1
+    assert requests_per_call(args(requests_per_call=3)) == 3
+
+
+def test_eval_rejects_bad_engine_sizes(tmp_path, tiny_dir, problems, capsys):
+    from m1.cli import main
+
+    for flag, value in (("--max-batch-size", "0"), ("--requests-per-call", "-1"), ("--memory-budget-gb", "0")):
+        assert main(["eval", "--model", str(tiny_dir), "--benchmark", str(problems), "--out", str(tmp_path / "o"), flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0]
+    assert not (tmp_path / "o").exists()

@@ -94,3 +94,21 @@ def test_likelihood_verifier_scores_the_least_likely_token(tmp_path, tiny_dir):
                       "--max-tokens", "6", "--verifier", f"lm:{tiny_dir}", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())["benchmarks"][str(problems)]
     assert set(summary["verify@k"]) == {"1", "2"}
+
+
+def test_a_gguf_teacher_evaluates_on_both_backends(tmp_path):
+    """`m1 eval --model teacher.gguf`: the teacher a user often has only as GGUF, greedy, same text on both backends."""
+    from m1.cli import main
+
+    from tests.convert.test_smollm2 import GGUF, INSTALL
+
+    if GGUF is None:
+        pytest.skip(f"SmolLM2 GGUF not installed ({INSTALL})")
+    bench = write_problems(tmp_path / "toy.jsonl", n=1)
+    texts = {}
+    for backend in ("engine", "hf"):
+        out = tmp_path / backend
+        assert main(["eval", "--model", str(GGUF), "--benchmark", str(bench), "--n", "1", "--temperature", "0",
+                     "--max-tokens", "8", "--backend", backend, "--out", str(out)]) == 0
+        texts[backend] = [json.loads(line)["text"] for line in open(out / "samples.jsonl")]
+    assert texts["engine"] == texts["hf"] and texts["engine"][0].strip()

@@ -142,3 +142,18 @@ def test_weighted_vote_equals_a_direct_count_over_every_subset():
             first.setdefault(a, i)
         want = float(bool(w) and max(w, key=lambda a: (w[a], -first[a])) == "2")
         assert got == want
+
+
+def test_summary_intervals_of_pass_and_maj_at_k():
+    from m1.eval.samples import summarize_samples
+
+    # p0: 3 of 4 right, answers 1,1,1,2 (majority right); p1: 1 of 4 right, answers 5,6,6,7 (gold 5; majority 6 wrong)
+    rows = [{"benchmark": "b", "problem_id": p, "sample": i, "answer": a, "correct": c, "num_tokens": 3,
+             "finish_reason": "stop", "gen_time_s": 0.1}
+            for p, spec in (("p0", [("1", True), ("1", True), ("1", True), ("2", False)]),
+                            ("p1", [("5", True), ("6", False), ("6", False), ("7", False)]))
+            for i, (a, c) in enumerate(spec)]
+    s = summarize_samples(rows, 4)
+    assert s["pass@k"]["1"] == 0.5 and s["pass@k"]["4"] == 1.0 and s["maj@k"]["4"] == 0.5
+    assert s["pass@k_ci95"]["1"] == [0.25, 0.75]  # two problems: the bootstrap draws p0 twice, p1 twice, or one each
+    assert s["pass@k_ci95"]["4"] == [1.0, 1.0] and s["maj@k_ci95"]["4"] == [0.0, 1.0]

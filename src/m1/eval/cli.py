@@ -37,6 +37,14 @@ def _common(ap: argparse.ArgumentParser) -> None:
                     help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also a number "
                          "that a closing statement states ('... is 9.', 'so x = 5') when the gold is a number, for "
                          "models that do not box")
+    ap.add_argument("--max-batch-size", type=int, default=256,
+                    help="engine backend: sequences decoded together (the engine's slots)")
+    ap.add_argument("--requests-per-call", type=int, default=0,
+                    help="chunks of samples handed to the generator at once; the engine batches them continuously and "
+                         "their rows are written when the call ends. 0: one for hf, enough to fill the engine's slots "
+                         "twice for engine (a chunk at a time leaves a GPU nearly idle)")
+    ap.add_argument("--memory-budget-gb", type=float, default=None,
+                    help="engine backend: GiB for its KV cache and state (default: 90%% of free GPU memory, 4 on a CPU)")
     ap.add_argument("--data-parallel", type=int, default=1,
                     help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
                          "problems split by index mod N, results merged. Under torchrun, the world size is used")
@@ -53,9 +61,13 @@ def validate(args, models: list[str]) -> None:
     line or an unreachable hub fails in a second, not after the model has loaded.
     """
     for name, value in (("--n", args.n), ("--max-tokens", args.max_tokens), ("--chunk-size", args.chunk_size),
-                        ("--data-parallel", args.data_parallel)):
+                        ("--data-parallel", args.data_parallel), ("--max-batch-size", args.max_batch_size)):
         if value < 1:
             raise field_error(name, f"must be at least 1, got {value}")
+    if args.requests_per_call < 0:
+        raise field_error("--requests-per-call", f"must be 0 (automatic) or more, got {args.requests_per_call}")
+    if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
+        raise field_error("--memory-budget-gb", f"must be positive, got {args.memory_budget_gb}")
     if args.limit is not None and args.limit < 1:
         raise field_error("--limit", f"must be at least 1, got {args.limit}")
     if args.temperature < 0:
@@ -71,7 +83,7 @@ def validate(args, models: list[str]) -> None:
         elif verifier != "self":
             raise field_error("--verifier", f"unknown verifier {verifier!r}; use lm:PATH, rm:PATH or self")
     for m in models:
-        require_model_dir(m, "--model", hub_ok=True)
+        require_model_dir(m, "--model", hub_ok=True, gguf_ok=True)
     if args.data_dir is not None:
         require_path(args.data_dir, "directory", "--data-dir")
     for b in args.benchmark:
@@ -88,10 +100,27 @@ def _config(args, model: str, out: Path):
                       verifier=getattr(args, "verifier", None), extraction=args.extraction)
 
 
+def requests_per_call(args) -> int:
+    """Chunks per generator call: as given, else 1 for hf and, for the engine, enough chunks to fill
+    its slots twice (so a call's tail, the longest completions, overlaps other chunks' work)."""
+    if args.requests_per_call:
+        return args.requests_per_call
+    if args.backend == "hf":
+        return 1
+    return max(1, -(-2 * args.max_batch_size // min(args.chunk_size, args.n)))
+
+
+def _generator(args, model: str):
+    from m1.eval.generation import load_generator
+
+    return load_generator(args.backend, model, max_batch_size=args.max_batch_size, requests_per_call=requests_per_call(args),
+                          memory_budget_gb=args.memory_budget_gb)
+
+
 def eval_main(argv: list[str] | None = None) -> int:
     """pass@k, maj@k and verify@k of one model on math benchmarks."""
     ap = _parser("m1 eval", "Evaluate a model on math benchmarks: pass@k, maj@k, verify@k.")
-    ap.add_argument("--model", required=True, help="model directory (HF layout)")
+    ap.add_argument("--model", required=True, help="model directory (HF layout), hub id or .gguf file")
     ap.add_argument("--verifier", default=None,
                     help="verify@k scorer: lm:PATH (a causal LM's least likely completion token), rm:PATH (sequence-classification "
                          "reward model) or self (policy self-verification)")
@@ -103,7 +132,6 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def _eval(args) -> int:
-    from m1.eval.generation import load_generator
     from m1.eval.loop import run_eval
     from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
@@ -114,7 +142,7 @@ def _eval(args) -> int:
         if summaries is None:  # a torchrun rank other than 0: rank 0 merges and reports
             return 0
     else:
-        gen, tok = load_generator(args.backend, args.model)
+        gen, tok = _generator(args, args.model)
         cfg = _config(args, args.model, args.out)
         verifier = load_verifier(args.verifier, getattr(gen, "model", None), tok, cfg.prompt)
         summaries = run_eval(cfg, gen, tok, verifier)
@@ -138,7 +166,6 @@ def scaling_main(argv: list[str] | None = None) -> int:
 
 
 def _scaling(args) -> int:
-    from m1.eval.generation import load_generator
     from m1.eval.loop import run_eval
     from m1.eval.parallel import dist_env, run_parallel
     from m1.eval.report import write_report
@@ -155,7 +182,7 @@ def _scaling(args) -> int:
             if summaries is None:  # a torchrun rank other than 0: it only generates
                 continue
         else:
-            gen, tok = load_generator(args.backend, model)
+            gen, tok = _generator(args, model)
             summaries = run_eval(_config(args, model, args.out / name), gen, tok)
         write_report(summaries, args.out / name, f"m1 eval: {model}")
         results[name] = {"summaries": summaries, "rows": read_samples(args.out / name / "samples.jsonl")}

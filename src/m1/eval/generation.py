@@ -92,14 +92,16 @@ class EngineGenerator:
     name = "engine"
 
     def __init__(self, model, tokenizer, max_batch_size: int = 256, requests_per_call: int | None = 1,
-                 fit_context: bool = False) -> None:
+                 fit_context: bool = False, memory_budget_gb: float | None = None) -> None:
         from m1.engine import Engine  # only when this backend is chosen
 
         self.model = model  # for --verifier self
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.requests_per_call = requests_per_call
-        self.engine = None if fit_context else Engine(model, tokenizer, max_batch_size=max_batch_size)
+        self.memory_budget_gb = memory_budget_gb
+        self.engine = None if fit_context else Engine(model, tokenizer, max_batch_size=max_batch_size,
+                                                      memory_budget_gb=memory_budget_gb)
         self._clamped = False
 
     def generate(self, prompts: list[str], params: list[SamplingParams]) -> list[list[Sample]]:
@@ -110,7 +112,7 @@ class EngineGenerator:
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         engine = self.engine
         if engine is None:
-            engine = Engine(self.model, self.tokenizer, max_batch_size=self.max_batch_size,
+            engine = Engine(self.model, self.tokenizer, max_batch_size=self.max_batch_size, memory_budget_gb=self.memory_budget_gb,
                             max_model_len=max(map(len, ids)) + max(p.max_tokens for p in params) + 1)
         else:
             params = [self._fit(p, len(i)) for p, i in zip(params, ids)]
@@ -128,47 +130,70 @@ class EngineGenerator:
         return dataclasses.replace(p, max_tokens=max_tokens)
 
 
-def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: str | None = None) -> tuple[Generator, object]:
+def load_generator(backend: str, model_dir: str, dtype: str = "auto", device: str | None = None,
+                   max_batch_size: int = 256, requests_per_call: int | None = 1,
+                   memory_budget_gb: float | None = None) -> tuple[Generator, object]:
     """Load the model and tokenizer from `model_dir` and wrap them in the chosen backend.
 
+    ``model_dir`` is a checkpoint directory, a hub id or a `.gguf` file (dequantised to fp32
+    by transformers' GGUF reader; a teacher is often at hand only in that form).
     ``device`` (e.g. ``cuda:1`` for one data-parallel rank) defaults to CUDA when present.
     The engine backend loads a hybrid checkpoint as it is, and a Llama/Qwen2 checkpoint as the
-    all-attention hybrid (`convert_from_transformer` keeping every layer: the same network).
+    all-attention hybrid (`convert_from_transformer` keeping every layer: the same network);
+    ``max_batch_size``, ``requests_per_call`` and ``memory_budget_gb`` size it
+    (`EngineGenerator`); the hf backend takes one request per call.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from m1.checkpoint import load_tokenizer
     from m1.logs import quiet_cpu_kernel_hints
 
     quiet_cpu_kernel_hints()  # transformers' GraniteMoeHybrid asks for CUDA-only kernels on a CPU
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     if backend == "hf":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        gen: Generator = HFGenerator(model, tokenizer, device=device)
+        gen: Generator = HFGenerator(_load_causal_lm(model_dir, dtype), tokenizer, device=device)
     elif backend == "engine":
         import torch
 
         model = load_engine_model(model_dir, dtype)
         device = device or ("cuda" if torch.cuda.is_available() else None)
-        gen = EngineGenerator(model if device is None else model.to(device), tokenizer)
+        gen = EngineGenerator(model if device is None else model.to(device), tokenizer, max_batch_size=max_batch_size,
+                              requests_per_call=requests_per_call, memory_budget_gb=memory_budget_gb)
     else:
         raise ValueError(f"unknown backend {backend!r} (choose hf or engine)")
     logger.info("generation backend: %s (%s)", gen.name, model_dir)
     return gen, tokenizer
 
 
-def load_engine_model(model_dir: str, dtype: str = "auto"):
-    """m1's `HybridForCausalLM` for a hybrid checkpoint, or a Llama/Qwen2 checkpoint as the
-    all-attention hybrid (the same network): the model the Engine and the likelihood verifier run."""
-    from transformers import AutoConfig
+def _load_causal_lm(model_dir: str, dtype: str = "auto"):
+    """A transformers causal LM: a `.gguf` file through `m1.checkpoint.load_causal_lm` (fp32 unless
+    `dtype` names another), anything else through `AutoModelForCausalLM` at `dtype`."""
+    from transformers import AutoModelForCausalLM
 
+    if str(model_dir).lower().endswith(".gguf"):
+        import torch
+
+        from m1.checkpoint import load_causal_lm
+
+        return load_causal_lm(model_dir, None if dtype == "auto" else getattr(torch, dtype))
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+
+
+def load_engine_model(model_dir: str, dtype: str = "auto"):
+    """m1's `HybridForCausalLM` for a hybrid checkpoint, or a Llama/Qwen2 checkpoint (directory, hub
+    id or `.gguf` file) as the all-attention hybrid (the same network): the model the Engine and
+    the likelihood verifier run."""
     from m1.modeling import HybridForCausalLM
 
-    cfg = AutoConfig.from_pretrained(model_dir)
-    if cfg.model_type in ("llama", "qwen2"):
-        from transformers import AutoModelForCausalLM
+    if str(model_dir).lower().endswith(".gguf"):
+        model_type = "gguf"
+    else:
+        from transformers import AutoConfig
 
+        cfg = AutoConfig.from_pretrained(model_dir)
+        model_type = cfg.model_type
+    if model_type in ("llama", "qwen2", "gguf"):
         from m1.convert.mapping import convert_from_transformer
 
-        teacher = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        return convert_from_transformer(teacher, attention_layers=list(range(cfg.num_hidden_layers))).eval()
+        teacher = _load_causal_lm(model_dir, dtype)
+        n = teacher.config.num_hidden_layers
+        return convert_from_transformer(teacher, attention_layers=list(range(n))).eval()
     return HybridForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()

@@ -156,6 +156,33 @@ def paired_difference_interval(a: Sequence[float], b: Sequence[float], n_boot: i
     return mean_interval([x - y for x, y in zip(a, b)], n_boot=n_boot, seed=seed)
 
 
+def ratio_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over the same problems, and its 95% paired-bootstrap interval.
+
+    How much of system b's score system a keeps (a hybrid's share of its teacher's pass@k):
+    each draw resamples problems with the pair kept together, as `paired_difference_interval`
+    does. A draw whose mean(b) is 0 counts as an infinite ratio, so it widens the interval
+    rather than vanishing from it; the ratio itself is `inf` when mean(b) is 0.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
+    if not a:
+        raise ValueError("no values")
+    n = len(a)
+
+    def ratio(sa: float, sb: float) -> float:
+        return sa / sb if sb > 0 else (math.inf if sa > 0 else 1.0)
+
+    rng = random.Random(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        boots.append(ratio(sum(a[i] for i in idx), sum(b[i] for i in idx)))
+    boots.sort()
+    return ratio(sum(a), sum(b)), boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
+
+
 def constant_answer_baseline(golds: Sequence[str]) -> tuple[str | None, float]:
     """The most frequent gold answer and the accuracy of always answering it (chance level)."""
     if not golds:

@@ -32,6 +32,12 @@ def plot_curves(summaries: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _cell(s: dict, key: str, k: str) -> str:
+    """A percentage, with its 95% interval where the summary has one (pass@k, maj@k)."""
+    ci = s.get(f"{key}_ci95", {}).get(k)
+    return f"{100 * s[key][k]:.1f}" + (f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
+
+
 def write_report(summaries: dict[str, dict], out: Path, title: str) -> Path:
     """report.md with a table per benchmark and the curves plot beside it."""
     plot_curves(summaries, out / "curves.png")
@@ -50,7 +56,7 @@ def write_report(summaries: dict[str, dict], out: Path, title: str) -> Path:
         lines.append("| k | " + " | ".join(keys) + " |")
         lines.append("|---|" + "---|" * len(keys))
         for k in s["pass@k"]:
-            lines.append(f"| {k} | " + " | ".join(f"{100 * s[key][k]:.1f}" for key in keys) + " |")
+            lines.append(f"| {k} | " + " | ".join(_cell(s, key, k) for key in keys) + " |")
         lines.append("")
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -65,7 +65,8 @@ def per_problem(rows: list[dict], n: int, score: str, k: int | None = None) -> d
 
 
 def summarize_samples(rows: list[dict], n: int) -> dict:
-    """pass@1 with its 95% interval, pass@k, maj@k and verify@k over k = 1, 2, 4 ... n, tokens, timing."""
+    """pass@1, pass@k and maj@k over k = 1, 2, 4 ... n, each with its 95% interval (problems
+    bootstrapped), verify@k, tokens, timing."""
     by = group_by_problem(rows)
     if not by:
         return {"problems": 0}
@@ -77,6 +78,8 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
     mean, lo, hi = mean_interval(pass1)
     pass_k = {k: 0.0 for k in ks}
     maj_k = {k: 0.0 for k in ks}
+    pass_rows: dict[int, list[float]] = {k: [] for k in ks}  # per problem, for the intervals
+    maj_rows: dict[int, list[float]] = {k: [] for k in ks}
     ver_k = {k: 0.0 for k in ks}
     wvote_k = {k: 0.0 for k in ks}
     has_ver = all("verifier_score" in r for rs in complete.values() for r in rs)
@@ -87,8 +90,10 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
         correct = [r["correct"] for r in rs]
         groups = equivalence_groups(answers)
         for k in ks:
-            pass_k[k] += pass_at_k(n, c, k)
-            maj_k[k] += maj_at_k(answers, correct, k, groups=groups)
+            pass_rows[k].append(pass_at_k(n, c, k))
+            maj_rows[k].append(maj_at_k(answers, correct, k, groups=groups))
+            pass_k[k] += pass_rows[k][-1]
+            maj_k[k] += maj_rows[k][-1]
             if has_ver:
                 scores = [r["verifier_score"] for r in rs]
                 ver_k[k] += verify_at_k(scores, correct, k)
@@ -102,6 +107,8 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
         "pass@1": {"mean": mean, "ci95": [lo, hi]},
         "pass@k": {str(k): v / P for k, v in pass_k.items()},
         "maj@k": {str(k): v / P for k, v in maj_k.items()},
+        "pass@k_ci95": {str(k): list(mean_interval(v)[1:]) for k, v in pass_rows.items()},
+        "maj@k_ci95": {str(k): list(mean_interval(v)[1:]) for k, v in maj_rows.items()},
         "mean_tokens": sum(r["num_tokens"] for r in all_rows) / len(all_rows),
         "truncated_frac": sum(r["finish_reason"] == "length" for r in all_rows) / len(all_rows),
         "no_answer_frac": sum(r["answer"] is None for r in all_rows) / len(all_rows),
