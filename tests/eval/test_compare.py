@@ -66,7 +66,7 @@ def test_greedy_measures_from_two_runs(tmp_path):
     assert g["reference_accuracy"][0] == 0.5 and g["candidate_accuracy"][0] == 0.25
     assert g["difference"][0] == -0.25
     assert g["answer_agreement"][0] == 0.75  # 12=12, 7≠8, none=none, 1/2=0.5
-    assert g["identical_text"] == 0.25
+    assert g["identical_text"] == 0.25 and g["both_without_answer"] == 0.25
     # shared characters: 16 (identical), 4 ("so "+"7"/"8" -> "so " = 3), "no idea"/"none" -> "no" = 2, "x = " = 4
     assert g["prefix_tokens"][0] == (16 + 3 + 2 + 4) / 4
     assert g["reference_tokens"] == (16 + 4 + 7 + 7) / 4

