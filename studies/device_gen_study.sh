@@ -4,6 +4,7 @@
 # copies what has finished to $OUT.
 #   call 1: carry [".whl", ".devcarry/a"]             bash studies/device_gen_study.sh setup
 #   call 2: carry [".devcarry/b", ".devcarry/data"]   M1_COMMIT=<sha> bash studies/device_gen_study.sh launch 480
+#           (gen_study.sh's variants pass through the environment: TEACHER_EVALS=0 CHAT_STEPS=117 ...)
 #   call 3…: carry [".whl"]                             bash studies/device_gen_study.sh poll 560
 #   last:    carry [".whl"]                             bash studies/device_gen_study.sh collect
 # launch also runs tests/convert/test_smollm2.py (slow tests included) on this machine's CPU, a second CPU type
@@ -39,7 +40,7 @@ copy_small() {  # logs, records, summaries and comparisons: one archive (a call 
   mkdir -p "$W/res"
   cp "$G/log" "$W/res/gen.log" 2>/dev/null
   cp "$W/records.jsonl" "$W/parity.log" "$W/cpu.txt" "$W/res/" 2>/dev/null
-  (cd "$G" 2>/dev/null && cp --parents ./*.log ./*/*/summary.json ./*/*/report.md ./compare/*/compare.* "$W/res/" 2>/dev/null)
+  (cd "$G" 2>/dev/null && cp --parents ./*.log ./*/*/summary.json ./*/*/report.md ./compare*/*/compare.* "$W/res/" 2>/dev/null)
   tar czf "$OUT/res.tgz" -C "$W" res
 }
 if [ "$what" = poll ]; then
@@ -57,7 +58,7 @@ fi
 if [ "$what" = collect ]; then
   copy_small
   # the samples: one archive per model, cut under the 16 MiB a returned file may hold
-  for m in teacher staged; do
+  for m in teacher staged staged_chat; do
     [ -d "$G/$m" ] || continue
     (cd "$G" && tar czf - "$m"/*/samples.jsonl | split -b 15000000 -d - "$OUT/samples_$m.tgz.")
   done

@@ -39,28 +39,51 @@ evals() {  # name model [m1 eval options for every eval...]
   done
 }
 
-compare() {  # tag
-  local tag=$1
-  while [ ! -f "$G/done.teacher.$tag" ] || [ ! -f "$G/done.staged.$tag" ]; do sleep 5; done
-  "${M1[@]}" compare --reference "$G/teacher/$tag" --candidate "$G/staged/$tag" --out "$G/compare/$tag" >"$G/compare.$tag.log" 2>&1
-  say "compare $tag: rc $?"
+compare() {  # candidate tag
+  local cand=$1 tag=$2
+  while [ ! -f "$G/done.teacher.$tag" ] || [ ! -f "$G/done.$cand.$tag" ]; do sleep 5; done
+  "${M1[@]}" compare --reference "$G/teacher/$tag" --candidate "$G/$cand/$tag" --out "$G/compare_$cand/$tag" \
+    >"$G/compare_$cand.$tag.log" 2>&1
+  say "compare $cand $tag: rc $?"
 }
 
-say "start"
-evals teacher "$W/smollm2.gguf" --memory-budget-gb 16 &
-teacher=$!
+# Variants (environment): TEACHER_EVALS=0 skips the teacher's evals (their samples are seeded: an earlier
+# run's rows stand); PLAIN_EVALS=0 skips the 40M hybrid's; CHAT_STEPS=N > 0 adds a chat stage after the
+# 40M distillation: `m1 distill` on GSM8K training conversations (assistant tokens, chat template, the
+# end-of-turn token included) for N steps of 64, then the same evals of that model ("staged_chat").
+TEACHER_EVALS=${TEACHER_EVALS:-1}
+PLAIN_EVALS=${PLAIN_EVALS:-1}
+CHAT_STEPS=${CHAT_STEPS:-0}
+say "start (teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS)"
+if [ "$TEACHER_EVALS" = 1 ]; then
+  evals teacher "$W/smollm2.gguf" --memory-budget-gb 16 &
+  teacher=$!
+fi
 python3 studies/distill_cli.py --recipe staged --teacher "$W/smollm2.gguf" --data "$W/train_text.jsonl.gz" \
   --math500 "$W/math500.jsonl" --work "$W" --budget 3000 --eval-reserve 60 ${DISTILL_EXTRA:-} >"$G/distill.log" 2>&1
 say "distill: rc $? ($(grep -c RECORD "$G/distill.log") records)"
 touch "$G/done.distill"
+cands=()
 if [ -f "$W/staged/run/final/config.json" ]; then
-  evals staged "$W/staged/run/final" --memory-budget-gb 24 &
-  staged=$!
-  for e in "${EVALS[@]}"; do compare "${e%% *}"; done
-  wait "$staged"
+  [ "$PLAIN_EVALS" = 1 ] && cands+=("staged:$W/staged/run/final")
+  if [ "$CHAT_STEPS" -gt 0 ]; then
+    "${M1[@]}" distill --teacher "$W/smollm2.gguf" --student "$W/staged/run/final" --data "$W/gsm8k_train.jsonl" \
+      --data-format gsm8k --max-length 512 --per-device-batch-size 64 --max-steps "$CHAT_STEPS" --learning-rate 1e-4 \
+      --warmup-steps 0.05 --adam-beta2 0.95 --weight-decay 0 --lr-scheduler cosine --loss forward_kl \
+      --loss-chunk-size 4096 --save-steps 100 --logging-steps 10 --out "$W/staged/chat" --resume --report-to \
+      $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${CHAT_EXTRA:-} >"$G/chat.log" 2>&1
+    say "chat stage: rc $?"
+    [ -f "$W/staged/chat/final/config.json" ] && cands+=("staged_chat:$W/staged/chat/final")
+  fi
 else
   say "no final staged model: evals skipped"
 fi
-wait "$teacher"
+for c in "${cands[@]}"; do  # one candidate at a time: each has the GPU beside the teacher's evals at most
+  evals "${c%%:*}" "${c#*:}" --memory-budget-gb 24
+done
+if [ "$TEACHER_EVALS" = 1 ]; then
+  for c in "${cands[@]}"; do for e in "${EVALS[@]}"; do compare "${c%%:*}" "${e%% *}"; done; done
+  wait "$teacher"
+fi
 say "end"
 touch "$G/done.all"
