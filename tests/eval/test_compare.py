@@ -71,6 +71,19 @@ def test_greedy_measures_from_two_runs(tmp_path):
     assert g["prefix_tokens"][0] == (16 + 3 + 2 + 4) / 4
     assert g["reference_tokens"] == (16 + 4 + 7 + 7) / 4
     assert "tokens before the first difference" in format_compare(res)
+    assert e["completions"]["reference"] == {"truncated": 0.0, "no_answer": 0.25, "mean_tokens": 34 / 4}
+
+
+def test_completion_measures_count_truncation_and_missing_answers(tmp_path):
+    rows = [{"problem_id": "p0", "sample": 0, "text": "abc", "answer": "1", "correct": True, "finish_reason": "stop"},
+            {"problem_id": "p0", "sample": 1, "text": "abcabcabc", "answer": None, "correct": False, "finish_reason": "length"},
+            {"problem_id": "p1", "sample": 0, "text": "ab", "answer": None, "correct": False, "finish_reason": "length"},
+            {"problem_id": "p1", "sample": 1, "text": "a", "answer": "0", "correct": True, "finish_reason": "stop"}]
+    r = _write_run(tmp_path / "ref", rows, 2, 0.7)
+    c = _write_run(tmp_path / "cand", [dict(x, finish_reason="stop") for x in rows], 2, 0.7)
+    e = compare_runs(r, c)["benchmarks"]["toy"]["completions"]
+    assert e["reference"] == {"truncated": 0.5, "no_answer": 0.5, "mean_tokens": 15 / 4}
+    assert e["candidate"]["truncated"] == 0.0
 
 
 def test_sampled_share_of_pass_at_k(tmp_path):

@@ -11,7 +11,9 @@ module reads the two `samples.jsonl` files (nothing is regenerated):
   candidate's text follows the reference's before the first token that differs;
 - sampled runs (n >= 2): pass@k and maj@k of each at k = 1, 2, 4 ... n, and the candidate's
   share of the reference's (candidate / reference), each with a 95% paired-bootstrap
-  interval over problems.
+  interval over problems;
+- both: how each model's completions end (the share that hit the token limit, the share with
+  no answer, the mean length), where a distilled model that loops shows first.
 
 Only problems with at least n samples in both runs are compared (n: the smaller run's).
 """
@@ -115,6 +117,15 @@ def is_greedy(*configs: dict) -> bool:
     return all((c.get("sampling") or {}).get("temperature", 1) == 0 for c in configs)
 
 
+def completion_measures(by_problem: dict[str, list[dict]], n: int) -> dict:
+    """How a model's first n samples a problem end: the share that hit the token limit (a model that
+    loops shows here first), the share with no answer found, and the mean length in tokens."""
+    rows = [r for rs in by_problem.values() for r in rs[:n]]
+    return {"truncated": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
+            "no_answer": sum(r["answer"] is None for r in rows) / len(rows),
+            "mean_tokens": sum(r["num_tokens"] for r in rows) / len(rows)}
+
+
 def compare_runs(reference: Path, candidate: Path, tokenizer=None) -> dict:
     """Every benchmark both runs hold: greedy measures when both sampled at temperature 0,
     sampled measures when both have n >= 2 samples a problem."""
@@ -133,7 +144,9 @@ def compare_runs(reference: Path, candidate: Path, tokenizer=None) -> dict:
         ids = [i for i in ref_by if i in cand_by and len(ref_by[i]) >= n and len(cand_by[i]) >= n]
         if not ids:
             raise UserError(f"{b}: no problem has {n} samples in both runs")
-        entry: dict = {"problems": len(ids), "n": n, "greedy": greedy}
+        entry: dict = {"problems": len(ids), "n": n, "greedy": greedy,
+                       "completions": {"reference": completion_measures({i: ref_by[i] for i in ids}, n),
+                                       "candidate": completion_measures({i: cand_by[i] for i in ids}, n)}}
         if greedy:
             entry["greedy_measures"] = compare_greedy({i: ref_by[i][0] for i in ids}, {i: cand_by[i][0] for i in ids}, tokenizer)
         if n >= 2:
@@ -154,6 +167,13 @@ def format_compare(result: dict) -> str:
              "Values in % with 95% paired-bootstrap intervals over problems; share = candidate / reference.", ""]
     for b, e in result["benchmarks"].items():
         lines += [f"## {b}", "", f"{e['problems']} problems, n = {e['n']}" + (", greedy" if e["greedy"] else ""), ""]
+        c = e.get("completions")
+        if c:
+            r, k = c["reference"], c["candidate"]
+            lines += ["| completions | reference | candidate |", "|---|---|---|",
+                      f"| hit the token limit | {100 * r['truncated']:.1f} | {100 * k['truncated']:.1f} |",
+                      f"| no answer found | {100 * r['no_answer']:.1f} | {100 * k['no_answer']:.1f} |",
+                      f"| mean tokens | {r['mean_tokens']:.1f} | {k['mean_tokens']:.1f} |", ""]
         g = e.get("greedy_measures")
         if g:
             lines += ["| measure | value |", "|---|---|",
