@@ -170,3 +170,8 @@ def test_eval_rejects_bad_engine_sizes(tmp_path, tiny_dir, problems, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0]
     assert not (tmp_path / "o").exists()
+    # data-parallel workers would silently ignore the engine's sizes: refused, one line
+    assert main(["eval", "--model", str(tiny_dir), "--benchmark", str(problems), "--out", str(tmp_path / "o"),
+                 "--data-parallel", "2", "--max-batch-size", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data-parallel" in err[0]

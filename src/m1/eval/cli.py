@@ -68,6 +68,10 @@ def validate(args, models: list[str]) -> None:
         raise field_error("--requests-per-call", f"must be 0 (automatic) or more, got {args.requests_per_call}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
         raise field_error("--memory-budget-gb", f"must be positive, got {args.memory_budget_gb}")
+    sized = args.max_batch_size != 256 or args.requests_per_call or args.memory_budget_gb is not None
+    if sized and args.data_parallel > 1:
+        raise field_error("--data-parallel", "--max-batch-size, --requests-per-call and --memory-budget-gb size one "
+                                             "process's engine; data-parallel workers use the defaults (drop them)")
     if args.limit is not None and args.limit < 1:
         raise field_error("--limit", f"must be at least 1, got {args.limit}")
     if args.temperature < 0:
