@@ -14,6 +14,8 @@ from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig, load_
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH_SIZE = 256  # the engine's slots unless --max-batch-size says otherwise (data-parallel workers: always)
+
 
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--benchmark", action="append", required=True,
@@ -37,7 +39,7 @@ def _common(ap: argparse.ArgumentParser) -> None:
                     help="strict: the last \\boxed{} (else #### or a closing 'the answer is ...'); lenient: also a number "
                          "that a closing statement states ('... is 9.', 'so x = 5') when the gold is a number, for "
                          "models that do not box")
-    ap.add_argument("--max-batch-size", type=int, default=256,
+    ap.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
                     help="engine backend: sequences decoded together (the engine's slots)")
     ap.add_argument("--requests-per-call", type=int, default=0,
                     help="chunks of samples handed to the generator at once; the engine batches them continuously and "
@@ -68,8 +70,10 @@ def validate(args, models: list[str]) -> None:
         raise field_error("--requests-per-call", f"must be 0 (automatic) or more, got {args.requests_per_call}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
         raise field_error("--memory-budget-gb", f"must be positive, got {args.memory_budget_gb}")
-    sized = args.max_batch_size != 256 or args.requests_per_call or args.memory_budget_gb is not None
-    if sized and args.data_parallel > 1:
+    from m1.eval.parallel import dist_env
+
+    sized = args.max_batch_size != MAX_BATCH_SIZE or args.requests_per_call or args.memory_budget_gb is not None
+    if sized and (args.data_parallel > 1 or dist_env() is not None):
         raise field_error("--data-parallel", "--max-batch-size, --requests-per-call and --memory-budget-gb size one "
                                              "process's engine; data-parallel workers use the defaults (drop them)")
     if args.limit is not None and args.limit < 1:

@@ -27,21 +27,25 @@ from pathlib import Path
 
 from m1.errors import UserError, field_error, require_path
 from m1.eval.grader import answers_equivalent
-from m1.eval.metrics import (equivalence_groups, k_values, maj_at_k, mean_interval, paired_difference_interval,
-                             pass_at_k, ratio_interval)
-from m1.eval.samples import group_by_problem, read_samples
+from m1.eval.metrics import k_values, mean_interval, paired_difference_interval, ratio_interval
+from m1.eval.samples import group_by_problem, read_samples, scores_at_k
 
 logger = logging.getLogger(__name__)
 
 
-def _run(path: Path, name: str) -> tuple[dict, list[dict]]:
-    """summary.json's config and the rows of samples.jsonl of one `m1 eval` output directory."""
+def _config(path: Path, name: str) -> dict:
+    """summary.json's config of one `m1 eval` output directory ({} before its run has finished)."""
     require_path(path, "directory", name)
+    summary = path / "summary.json"
+    return json.loads(summary.read_text()).get("config", {}) if summary.exists() else {}
+
+
+def _run(path: Path, name: str) -> tuple[dict, list[dict]]:
+    """The config and the rows of samples.jsonl of one `m1 eval` output directory."""
+    config = _config(path, name)
     rows = read_samples(path / "samples.jsonl")
     if not rows:
         raise field_error(name, f"{path / 'samples.jsonl'} has no samples (is {path} an m1 eval output directory?)")
-    summary = path / "summary.json"
-    config = json.loads(summary.read_text()).get("config", {}) if summary.exists() else {}
     return config, rows
 
 
@@ -97,14 +101,10 @@ def compare_sampled(ref: dict[str, list[dict]], cand: dict[str, list[dict]], n: 
     scores: dict[str, dict[str, dict[int, list[float]]]] = {m: {"ref": {}, "cand": {}} for m in out}
     for side, runs in (("ref", ref), ("cand", cand)):
         for i in ids:
-            rs = runs[i][:n]
-            c = sum(r["correct"] for r in rs)
-            answers = [r["answer"] for r in rs]
-            correct = [r["correct"] for r in rs]
-            groups = equivalence_groups(answers)
+            passes, majs = scores_at_k(runs[i][:n], k_values(n))
             for k in k_values(n):
-                scores["pass@k"][side].setdefault(k, []).append(pass_at_k(n, c, k))
-                scores["maj@k"][side].setdefault(k, []).append(maj_at_k(answers, correct, k, groups=groups))
+                scores["pass@k"][side].setdefault(k, []).append(passes[k])
+                scores["maj@k"][side].setdefault(k, []).append(majs[k])
     for metric, by in scores.items():
         for k in k_values(n):
             a, b = by["cand"][k], by["ref"][k]
@@ -210,8 +210,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                     help="tokenizer (directory, hub id or .gguf) for the tokens before the first difference of greedy texts; "
                          "default: the reference run's model")
     args = ap.parse_args(argv)
-    ref_cfg, _ = _run(args.reference, "--reference")
-    cand_cfg, _ = _run(args.candidate, "--candidate")
+    ref_cfg = _config(args.reference, "--reference")
+    cand_cfg = _config(args.candidate, "--candidate")
     tok_source = args.tokenizer or ref_cfg.get("model")
     tokenizer = None
     if tok_source and is_greedy(ref_cfg, cand_cfg):  # only greedy texts are compared token by token

@@ -64,6 +64,18 @@ def per_problem(rows: list[dict], n: int, score: str, k: int | None = None) -> d
     return out
 
 
+def scores_at_k(rows: list[dict], ks: list[int], groups: list[int | None] | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    """pass@k and maj@k of one problem's samples (`rows`, all of them) at each k: the per-problem
+    values that summaries average and `m1 compare` pairs across models. `groups`: the answers'
+    equivalence groups, when the caller has them already."""
+    n = len(rows)
+    c = sum(r["correct"] for r in rows)
+    answers = [r["answer"] for r in rows]
+    correct = [r["correct"] for r in rows]
+    groups = equivalence_groups(answers) if groups is None else groups
+    return ({k: pass_at_k(n, c, k) for k in ks}, {k: maj_at_k(answers, correct, k, groups=groups) for k in ks})
+
+
 def summarize_samples(rows: list[dict], n: int) -> dict:
     """pass@1, pass@k and maj@k over k = 1, 2, 4 ... n, each with its 95% interval (problems
     bootstrapped), verify@k, tokens, timing."""
@@ -76,24 +88,20 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
     ks = k_values(n)
     pass1 = [sum(r["correct"] for r in rs[:n]) / n for rs in complete.values()]
     mean, lo, hi = mean_interval(pass1)
-    pass_k = {k: 0.0 for k in ks}
-    maj_k = {k: 0.0 for k in ks}
-    pass_rows: dict[int, list[float]] = {k: [] for k in ks}  # per problem, for the intervals
+    pass_rows: dict[int, list[float]] = {k: [] for k in ks}  # per problem: the means and their intervals
     maj_rows: dict[int, list[float]] = {k: [] for k in ks}
     ver_k = {k: 0.0 for k in ks}
     wvote_k = {k: 0.0 for k in ks}
     has_ver = all("verifier_score" in r for rs in complete.values() for r in rs)
     for rs in complete.values():
         rs = rs[:n]
-        c = sum(r["correct"] for r in rs)
         answers = [r["answer"] for r in rs]
         correct = [r["correct"] for r in rs]
         groups = equivalence_groups(answers)
+        passes, majs = scores_at_k(rs, ks, groups)
         for k in ks:
-            pass_rows[k].append(pass_at_k(n, c, k))
-            maj_rows[k].append(maj_at_k(answers, correct, k, groups=groups))
-            pass_k[k] += pass_rows[k][-1]
-            maj_k[k] += maj_rows[k][-1]
+            pass_rows[k].append(passes[k])
+            maj_rows[k].append(majs[k])
             if has_ver:
                 scores = [r["verifier_score"] for r in rs]
                 ver_k[k] += verify_at_k(scores, correct, k)
@@ -105,8 +113,8 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
         "problems": P,
         "n": n,
         "pass@1": {"mean": mean, "ci95": [lo, hi]},
-        "pass@k": {str(k): v / P for k, v in pass_k.items()},
-        "maj@k": {str(k): v / P for k, v in maj_k.items()},
+        "pass@k": {str(k): sum(v) / P for k, v in pass_rows.items()},
+        "maj@k": {str(k): sum(v) / P for k, v in maj_rows.items()},
         "pass@k_ci95": {str(k): list(mean_interval(v)[1:]) for k, v in pass_rows.items()},
         "maj@k_ci95": {str(k): list(mean_interval(v)[1:]) for k, v in maj_rows.items()},
         "mean_tokens": sum(r["num_tokens"] for r in all_rows) / len(all_rows),
