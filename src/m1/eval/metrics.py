@@ -7,6 +7,7 @@ once per problem, so each subset costs only a count.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -138,9 +139,17 @@ def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) ->
         raise ValueError("no values")
     n = len(values)
     mean = sum(values) / n
-    rng = random.Random(seed)
-    boots = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    boots = sorted(sum(values[i] for i in idx) / n for idx in _bootstrap_draws(n, n_boot, seed))
     return mean, boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
+
+
+@functools.lru_cache(maxsize=8)
+def _bootstrap_draws(n: int, n_boot: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """The problem indices of each bootstrap draw. They depend only on (n, n_boot, seed), so a
+    summary's many intervals over the same problems (pass@k and maj@k at every k) share one set
+    of draws instead of drawing 2,000 x n random indices for each."""
+    rng = random.Random(seed)
+    return tuple(tuple(rng.randrange(n) for _ in range(n)) for _ in range(n_boot))
 
 
 def paired_difference_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
@@ -174,12 +183,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     def ratio(sa: float, sb: float) -> float:
         return sa / sb if sb > 0 else (math.inf if sa > 0 else 1.0)
 
-    rng = random.Random(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        boots.append(ratio(sum(a[i] for i in idx), sum(b[i] for i in idx)))
-    boots.sort()
+    boots = sorted(ratio(sum(a[i] for i in idx), sum(b[i] for i in idx)) for idx in _bootstrap_draws(n, n_boot, seed))
     return ratio(sum(a), sum(b)), boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
 
 
