@@ -4,7 +4,8 @@
 # copies what has finished to $OUT.
 #   call 1: carry [".whl", ".devcarry/a"]             bash studies/device_gen_study.sh setup
 #   call 2: carry [".devcarry/b", ".devcarry/data"]   M1_COMMIT=<sha> bash studies/device_gen_study.sh launch 480
-#           (gen_study.sh's variants pass through the environment: TEACHER_EVALS=0 CHAT_STEPS=117 ...)
+#           (gen_study.sh's variants pass through the environment: TEACHER_EVALS=0 CHAT_STEPS=117 ...;
+#            STUDY=recipe_study.sh runs done-means 1's distillations instead)
 #   call 3…: carry [".whl"]                             bash studies/device_gen_study.sh poll 560
 #   last:    carry [".whl"]                             bash studies/device_gen_study.sh collect
 #   any time after launch: carry [".whl", ".whl-parity"]  bash studies/device_gen_study.sh parity 400
@@ -29,8 +30,8 @@ if [ "$what" = launch ]; then
   export PYTHONPATH="/tmp/site:$W/code/src"
   cd "$W/code" || exit 1
   lscpu | grep -E 'Model name|^CPU\(s\)' >"$W/cpu.txt"
-  setsid nohup bash studies/gen_study.sh </dev/null >"$W/gen_study.out" 2>&1 &
-  echo "launched"
+  setsid nohup bash "studies/${STUDY:-gen_study.sh}" </dev/null >"$W/gen_study.out" 2>&1 &
+  echo "launched studies/${STUDY:-gen_study.sh}"
   cd - >/dev/null || exit 1
   what=poll
   shift
