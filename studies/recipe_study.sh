@@ -29,10 +29,21 @@ run() {  # name budget [distill_cli options...]
   say "$name: rc $? ($(grep -c RECORD "$G/$name.log") records; $(grep 'distill call' "$G/$name.log" | tail -1))"
 }
 
-say "start (small runs at $SMALL tokens)"
-run m1-paper "$M1_BUDGET" --recipe m1-paper --tokens 40e6 --eval-reserve 90
-run "staged-5M" 420 --recipe staged --tokens "$SMALL"
-run "staged-head-5M" 420 --recipe staged --tokens "$SMALL" --shape head
-run "staged-auto6-5M" 600 --recipe staged --tokens "$SMALL" --attention-layers auto:6
+small() {
+  run "staged-5M" 420 --recipe staged --tokens "$SMALL"
+  run "staged-head-5M" 420 --recipe staged --tokens "$SMALL" --shape head
+  run "staged-auto6-5M" 600 --recipe staged --tokens "$SMALL" --attention-layers auto:6
+}
+# Each distillation peaks at about 40 GB: two at once only where the GPU has room (an H200's 139 GB).
+mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+say "start (small runs at $SMALL tokens; GPU memory ${mem:-none} MiB)"
+if [ "${mem:-0}" -gt 100000 ]; then
+  small &
+  run m1-paper "$M1_BUDGET" --recipe m1-paper --tokens 40e6 --eval-reserve 90
+  wait
+else
+  run m1-paper "$M1_BUDGET" --recipe m1-paper --tokens 40e6 --eval-reserve 90
+  small
+fi
 say "end"
 touch "$G/done.all"
