@@ -3,6 +3,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from m1.eval.cli import eval_main, scaling_main
 from m1.eval.generation import HFGenerator
@@ -170,8 +171,34 @@ def test_eval_rejects_bad_engine_sizes(tmp_path, tiny_dir, problems, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0]
     assert not (tmp_path / "o").exists()
-    # data-parallel workers would silently ignore the engine's sizes: refused, one line
-    assert main(["eval", "--model", str(tiny_dir), "--benchmark", str(problems), "--out", str(tmp_path / "o"),
-                 "--data-parallel", "2", "--max-batch-size", "64"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--data-parallel" in err[0]
+
+
+def test_data_parallel_workers_get_the_engine_sizes(tmp_path, tiny_dir, problems, monkeypatch):
+    """--max-batch-size, --requests-per-call and --memory-budget-gb reach each data-parallel worker's
+    `load_generator`, as they reach one process's (they were once dropped there silently)."""
+    import m1.eval.generation as generation
+    import m1.eval.parallel as parallel
+    from m1.cli import main
+
+    passed, loaded = [], []
+
+    def fake_run_parallel(cfg, backend, data_parallel, generator_kwargs=None):
+        passed.append((data_parallel, generator_kwargs))
+        parallel.run_shard(cfg, backend, 0, data_parallel, "cpu", generator_kwargs)  # one rank, in this process
+
+    class Stop(Exception):
+        pass
+
+    def fake_load_generator(backend, model, **kw):
+        loaded.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(parallel, "run_parallel", fake_run_parallel)
+    monkeypatch.setattr(generation, "load_generator", fake_load_generator)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # run_shard's per-rank threads: not this test's business
+    with pytest.raises(Stop):
+        main(["eval", "--model", str(tiny_dir), "--benchmark", str(problems), "--out", str(tmp_path / "o"), "--backend", "engine",
+              "--data-parallel", "2", "--max-batch-size", "64", "--memory-budget-gb", "3", "--chunk-size", "4", "--n", "8"])
+    want = {"max_batch_size": 64, "requests_per_call": 32, "memory_budget_gb": 3.0}  # 2 x 64 slots / chunks of 4
+    assert passed == [(2, want)]
+    assert loaded == [{"device": "cpu", **want}]

@@ -14,7 +14,7 @@ from m1.eval.benchmarks import BENCHMARKS, DEFAULT_TEMPLATE, PromptConfig, load_
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_SIZE = 256  # the engine's slots unless --max-batch-size says otherwise (data-parallel workers: always)
+MAX_BATCH_SIZE = 256  # the engine's slots unless --max-batch-size says otherwise (each data-parallel worker's too)
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -48,8 +48,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--memory-budget-gb", type=float, default=None,
                     help="engine backend: GiB for its KV cache and state (default: 90%% of free GPU memory, 4 on a CPU)")
     ap.add_argument("--data-parallel", type=int, default=1,
-                    help="worker processes, each with its own generator (one GPU each when there are enough, else CPU); "
-                         "problems split by index mod N, results merged. Under torchrun, the world size is used")
+                    help="worker processes, each with its own generator (one GPU each when there are enough, else CPU), sized "
+                         "by the three options above; problems split by index mod N, results merged. Under torchrun, the world "
+                         "size is used")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -70,12 +71,6 @@ def validate(args, models: list[str]) -> None:
         raise field_error("--requests-per-call", f"must be 0 (automatic) or more, got {args.requests_per_call}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
         raise field_error("--memory-budget-gb", f"must be positive, got {args.memory_budget_gb}")
-    from m1.eval.parallel import dist_env
-
-    sized = args.max_batch_size != MAX_BATCH_SIZE or args.requests_per_call or args.memory_budget_gb is not None
-    if sized and (args.data_parallel > 1 or dist_env() is not None):
-        raise field_error("--data-parallel", "--max-batch-size, --requests-per-call and --memory-budget-gb size one "
-                                             "process's engine; data-parallel workers use the defaults (drop them)")
     if args.limit is not None and args.limit < 1:
         raise field_error("--limit", f"must be at least 1, got {args.limit}")
     if args.temperature < 0:
@@ -118,11 +113,15 @@ def requests_per_call(args) -> int:
     return max(1, -(-2 * args.max_batch_size // min(args.chunk_size, args.n)))
 
 
+def generator_kwargs(args) -> dict:
+    """`load_generator`'s sizes from the options: the same for one process and for each data-parallel worker."""
+    return dict(max_batch_size=args.max_batch_size, requests_per_call=requests_per_call(args), memory_budget_gb=args.memory_budget_gb)
+
+
 def _generator(args, model: str):
     from m1.eval.generation import load_generator
 
-    return load_generator(args.backend, model, max_batch_size=args.max_batch_size, requests_per_call=requests_per_call(args),
-                          memory_budget_gb=args.memory_budget_gb)
+    return load_generator(args.backend, model, **generator_kwargs(args))
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -146,7 +145,7 @@ def _eval(args) -> int:
     from m1.eval.verifiers import load_verifier
 
     if args.data_parallel > 1 or dist_env() is not None:
-        summaries = run_parallel(_config(args, args.model, args.out), args.backend, args.data_parallel)
+        summaries = run_parallel(_config(args, args.model, args.out), args.backend, args.data_parallel, generator_kwargs(args))
         if summaries is None:  # a torchrun rank other than 0: rank 0 merges and reports
             return 0
     else:
@@ -186,7 +185,7 @@ def _scaling(args) -> int:
     for i, model in enumerate(args.model):
         name = f"{i}_{Path(model).name}"
         if parallel:
-            summaries = run_parallel(_config(args, model, args.out / name), args.backend, args.data_parallel)
+            summaries = run_parallel(_config(args, model, args.out / name), args.backend, args.data_parallel, generator_kwargs(args))
             if summaries is None:  # a torchrun rank other than 0: it only generates
                 continue
         else:

@@ -121,8 +121,11 @@ def merge_shards(cfg: EvalConfig, world: int, order: dict | None = None) -> dict
     return summaries
 
 
-def run_shard(cfg: EvalConfig, backend: str, rank: int, world: int, device: str) -> None:
-    """One rank: load its generator on ``device`` and evaluate its share of the problems."""
+def run_shard(cfg: EvalConfig, backend: str, rank: int, world: int, device: str, generator_kwargs: dict | None = None) -> None:
+    """One rank: load its generator on ``device`` and evaluate its share of the problems.
+
+    ``generator_kwargs`` (`load_generator`'s sizes: ``max_batch_size``, ``requests_per_call``,
+    ``memory_budget_gb``) size each rank's engine as one process's would be sized."""
     import torch
 
     from m1.eval.generation import load_generator
@@ -133,19 +136,19 @@ def run_shard(cfg: EvalConfig, backend: str, rank: int, world: int, device: str)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     else:
         torch.cuda.set_device(torch.device(device))
-    gen, tok = load_generator(backend, cfg.model, device=device)
+    gen, tok = load_generator(backend, cfg.model, device=device, **(generator_kwargs or {}))
     verifier = load_verifier(cfg.verifier, getattr(gen, "model", None), tok, cfg.prompt)
     shard_cfg = dataclasses.replace(cfg, out=shard_dir(cfg.out, rank, world))
     logger.info("rank %d/%d on %s: %s", rank, world, device, shard_cfg.out)
     run_eval(shard_cfg, gen, tok, verifier, shard=(rank, world))
 
 
-def _spawned(rank: int, cfg: EvalConfig, backend: str, world: int) -> None:
+def _spawned(rank: int, cfg: EvalConfig, backend: str, world: int, generator_kwargs: dict | None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
-    run_shard(cfg, backend, rank, world, rank_device(rank, world))
+    run_shard(cfg, backend, rank, world, rank_device(rank, world), generator_kwargs)
 
 
-def run_parallel(cfg: EvalConfig, backend: str, data_parallel: int = 1) -> dict[str, dict] | None:
+def run_parallel(cfg: EvalConfig, backend: str, data_parallel: int = 1, generator_kwargs: dict | None = None) -> dict[str, dict] | None:
     """Evaluate with N ranks; the merged summaries on rank 0 / the parent, None on other ranks.
 
     Under torchrun (``WORLD_SIZE`` > 1) this process is one rank and ``data_parallel`` must
@@ -165,7 +168,7 @@ def run_parallel(cfg: EvalConfig, backend: str, data_parallel: int = 1) -> dict[
         if rank == 0:
             seed_shards(cfg, world, order)
         dist.barrier()
-        run_shard(cfg, backend, rank, world, rank_device(local_rank, world))
+        run_shard(cfg, backend, rank, world, rank_device(local_rank, world), generator_kwargs)
         dist.barrier()
         return merge_shards(cfg, world, order) if rank == 0 else None
 
@@ -177,5 +180,5 @@ def run_parallel(cfg: EvalConfig, backend: str, data_parallel: int = 1) -> dict[
     order = _problem_order(cfg)
     seed_shards(cfg, data_parallel, order)
     # spawn (not fork): each worker starts clean, with its own CUDA context and grader process
-    mp.spawn(_spawned, args=(cfg, backend, data_parallel), nprocs=data_parallel, join=True)
+    mp.spawn(_spawned, args=(cfg, backend, data_parallel, generator_kwargs), nprocs=data_parallel, join=True)
     return merge_shards(cfg, data_parallel, order)
