@@ -36,7 +36,7 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 python3 -c "import fla; print('fla-core', getattr(fla, '__version__', '?'))" 2>/dev/null || echo "fla-core: not importable"
 
 # 1. GPU tests: every test file that touches CUDA; -m gpu keeps only the GPU tests of mixed files.
-FILES=$(ls tests/ops/*_gpu.py tests/engine/*_gpu.py tests/ops/test_fused.py 2>/dev/null)
+FILES=$(ls tests/ops/*_gpu.py tests/engine/*_gpu.py tests/convert/*_gpu.py tests/ops/test_fused.py 2>/dev/null)
 echo "gpu_check: tests in: $FILES"
 timeout 300 python3 -m pytest -n 6 -m gpu -q -rfEs -p no:cacheprovider --timeout 240 --junitxml="$OUT/gpu_tests.xml" $FILES
 TEST_RC=$?

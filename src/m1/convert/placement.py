@@ -39,7 +39,8 @@ def _swap_in_attention(student, teacher, i: int):
     """Make layer i of `student` an attention layer with the teacher's weights; return the undo function."""
     layer = student.model.layers[i]
     mixer = layer.mamba
-    attn = Attention(student.config, i).to(next(student.parameters()).dtype)
+    ref = next(student.parameters())
+    attn = Attention(student.config, i).to(device=ref.device, dtype=ref.dtype)
     copy_attention(decoder_of(teacher).layers[i].self_attn, attn)
     del layer.mamba
     layer.self_attn = attn
@@ -68,7 +69,9 @@ def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config
     tokens_per_step = cfg.fit_batch * min(cfg.fit_seq_len or calibration_ids.shape[1], calibration_ids.shape[1])
     steps = max(cfg.fit_max_steps, math.ceil(min_fit_tokens / tokens_per_step))
     t0 = time.monotonic()
-    student = convert_from_transformer(teacher, [], init="attention", seed=cfg.seed, **shape).eval()
+    device = next(teacher.parameters()).device  # fit and rank where the teacher is (a GPU if the caller put it there)
+    student = convert_from_transformer(teacher, [], init="attention", seed=cfg.seed, **shape).to(device).eval()
+    fit_ids, held = fit_ids.to(device), held.to(device)
     rep = calibrate(student, teacher, fit_ids, None, replace(cfg, inputs="teacher", fit_max_steps=steps, fit_seconds=float("inf")))
     base = token_kl(teacher, student, held)
     rows = []
