@@ -83,7 +83,7 @@ class CalibrationConfig:
 # met issue 19's zero-shot targets on a 2-core AMD EPYC (docs/distill_study.md, "Two windows a step"), but
 # on tiny models its fit ended worse than the copy on held-out rows (tests/convert: two tests failed), so it
 # is not the default.
-CPU_DEFAULTS: dict = dict(num_sequences=16, distance_rows=4, fit_seconds=170.0, fit_seq_len=128, fit_lr=3e-2)
+CPU_DEFAULTS: dict = dict(num_sequences=16, distance_rows=4, fit_seconds=200.0, fit_batch=2, fit_seq_len=128, fit_lr=3e-2)
 
 
 @dataclass
@@ -94,6 +94,7 @@ class LayerReport:
     rel_mse_closed_form: float
     rel_mse_fit: float
     fit_steps: int
+    fit_kept_step: int = -1  # the fit step whose state was kept (best on the held-out rows; 0: the closed form's); -1: not recorded
 
 
 @dataclass
@@ -164,13 +165,19 @@ def fit_output_closed_form(mixer, x: torch.Tensor, y: torch.Tensor, attn_inner_r
 
 
 def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float, seed: int, seconds: float | None = None,
-              seq_len: int | None = None) -> int:
+              seq_len: int | None = None, held: tuple[torch.Tensor, torch.Tensor] | None = None, checks: int = 4) -> tuple[int, int]:
     """Step 3: Adam on the relative MSE between the mixer's output and the attention output.
 
     The step count is `steps`, or fewer when `seconds` is given: the first steps are timed
     and the plan shrinks to what fits. The learning rate warms up over the first tenth of
     the plan and decays linearly to zero at its end (full-size Adam steps straight away
-    were measured to undo the closed-form fit). Returns the steps run.
+    were measured to undo the closed-form fit).
+
+    With `held` (rows the fit does not train on), the mixer is scored on them before the fit
+    and at `checks` evenly spaced points of the plan, and ends in the best-scoring state: a fit
+    that overshoots (a high learning rate on few rows, as on a CPU) can never leave the mixer
+    worse on unseen rows than it found it. Returns (steps run, the step whose state was kept;
+    0 means the starting state).
     """
     params = [p for p in mixer.parameters()]
     was = [p.requires_grad for p in params]
@@ -181,6 +188,12 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
     plan = steps
     start = time.monotonic()
     done = 0
+    best_step, best_score, best_state = 0, None, None
+    check_s = 0.0  # the time budget pays for the checks too
+    if held is not None:
+        best_score, best_state = _eval_rel_mse(mixer, *held), _snapshot(mixer)
+        check_s = time.monotonic() - start
+        start = time.monotonic()
     while done < plan:
         warm = max(1, plan // 10)
         for group in opt.param_groups:
@@ -197,10 +210,26 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
         done += 1
         if seconds is not None and done == 3:
             per_step = (time.monotonic() - start) / done
-            plan = max(done, min(steps, int(seconds / per_step)))
+            plan = max(done, min(steps, int((seconds - check_s * (1 + checks)) / per_step)))
+        if held is not None and (done == plan or done % max(1, plan // max(checks, 1)) == 0):
+            score = _eval_rel_mse(mixer, *held)
+            if score < best_score:
+                best_step, best_score, best_state = done, score, _snapshot(mixer)
+    if best_state is not None and best_step != done:
+        _restore(mixer, best_state)
     for p, w in zip(params, was):
         p.requires_grad_(w)
-    return done
+    return done, best_step if held is not None else done
+
+
+def _snapshot(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@torch.no_grad()
+def _restore(module, state: dict[str, torch.Tensor]) -> None:
+    for name, t in module.state_dict(keep_vars=True).items():
+        t.copy_(state[name])
 
 
 def _windows(x: torch.Tensor, y: torch.Tensor, length: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,14 +364,14 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
         if cfg.closed_form:
             fit_output_closed_form(mixer, xf, yf, _attn_inner_rms(tdecoder.layers[i].self_attn, yf), cfg.ridge)
         rel_cf = _eval_rel_mse(mixer, xh, yh)
-        steps = 0
+        steps = kept = 0
         if cfg.fit_seconds > 0 and cfg.fit_max_steps > 0:
             left = len(layers) - k
             per_layer = max(0.0, t1 + fit_budget - time.monotonic()) / left
-            steps = fit_mixer(mixer, xf, yf, cfg.fit_max_steps, cfg.fit_batch, cfg.fit_lr, cfg.seed + i,
-                              None if math.isinf(per_layer) else per_layer, cfg.fit_seq_len)
+            steps, kept = fit_mixer(mixer, xf, yf, cfg.fit_max_steps, cfg.fit_batch, cfg.fit_lr, cfg.seed + i,
+                                    None if math.isinf(per_layer) else per_layer, cfg.fit_seq_len, held=(xh, yh) if n_hold else None)
         rel_fit = _eval_rel_mse(mixer, xh, yh)
-        report.layers.append(LayerReport(i, [round(v, 2) for v in dist], rel_copy, rel_cf, rel_fit, steps))
+        report.layers.append(LayerReport(i, [round(v, 2) for v in dist], rel_copy, rel_cf, rel_fit, steps, kept))
         bar.set_postfix(layer=i, rel_mse=f"{rel_copy:.2f}->{rel_fit:.3f}", steps=steps, refresh=False)
         log.debug("layer %d: rel MSE copy %.3f, closed form %.3f, fitted %.3f (%d steps)", i, rel_copy, rel_cf, rel_fit, steps)
     report.seconds["fit"] = time.monotonic() - t1
