@@ -261,19 +261,19 @@ def test_fit_keeps_its_best_state_on_held_out_rows():
     start = {k: v.clone() for k, v in mixer.state_dict().items()}
     before = _eval_rel_mse(mixer, xh, yh)
 
-    steps, kept = fit_mixer(mixer, xf, yf, 40, 2, 3.0, seed=0, seq_len=16)  # no held rows: the plain fit
+    steps, kept, _ = fit_mixer(mixer, xf, yf, 40, 2, 3.0, seed=0, seq_len=16)  # no held rows: the plain fit
     plain = _eval_rel_mse(mixer, xh, yh)
     assert (steps, kept) == (40, 40) and plain > before  # lr 3.0 wrecks the mixer
     mixer.load_state_dict(start)
-    steps, kept = fit_mixer(mixer, xf, yf, 40, 2, 3.0, seed=0, seq_len=16, held=(xh, yh))
+    steps, kept, score = fit_mixer(mixer, xf, yf, 40, 2, 3.0, seed=0, seq_len=16, held=(xh, yh))
     guarded = _eval_rel_mse(mixer, xh, yh)
-    assert steps == 40 and kept < 40 and guarded <= before
+    assert steps == 40 and kept < 40 and guarded <= before and score == pytest.approx(guarded, rel=1e-5)
     if kept == 0:
         assert all(torch.equal(v, start[k]) for k, v in mixer.state_dict().items())
 
     mixer.load_state_dict(start)
-    steps, kept = fit_mixer(mixer, xf, yf, 40, 2, 3e-2, seed=0, seq_len=16, held=(xh, yh))
-    assert kept > 0 and _eval_rel_mse(mixer, xh, yh) < before
+    steps, kept, score = fit_mixer(mixer, xf, yf, 40, 2, 3e-2, seed=0, seq_len=16, held=(xh, yh), held_score=before)
+    assert kept > 0 and _eval_rel_mse(mixer, xh, yh) == pytest.approx(score, rel=1e-5) and score < before
 
 
 def test_sampled_calibration_text_stops_at_enough_tokens():

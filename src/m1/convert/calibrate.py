@@ -165,7 +165,8 @@ def fit_output_closed_form(mixer, x: torch.Tensor, y: torch.Tensor, attn_inner_r
 
 
 def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float, seed: int, seconds: float | None = None,
-              seq_len: int | None = None, held: tuple[torch.Tensor, torch.Tensor] | None = None, checks: int = 4) -> tuple[int, int]:
+              seq_len: int | None = None, held: tuple[torch.Tensor, torch.Tensor] | None = None, checks: int = 3,
+              held_score: float | None = None, held_seconds: float | None = None) -> tuple[int, int, float | None]:
     """Step 3: Adam on the relative MSE between the mixer's output and the attention output.
 
     The step count is `steps`, or fewer when `seconds` is given: the first steps are timed
@@ -176,8 +177,10 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
     With `held` (rows the fit does not train on), the mixer is scored on them before the fit
     and at `checks` evenly spaced points of the plan, and ends in the best-scoring state: a fit
     that overshoots (a high learning rate on few rows, as on a CPU) can never leave the mixer
-    worse on unseen rows than it found it. Returns (steps run, the step whose state was kept;
-    0 means the starting state).
+    worse on unseen rows than it found it. A caller that has already scored the starting state
+    passes `held_score` (and `held_seconds`, what that scoring took) so it is not paid twice:
+    on a 2-core CPU each check costs about 8 Adam steps of the head-sized shape. Returns (steps
+    run, the step whose state was kept with 0 the starting state, the kept state's held score).
     """
     params = [p for p in mixer.parameters()]
     was = [p.requires_grad for p in params]
@@ -191,9 +194,14 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
     best_step, best_score, best_state = 0, None, None
     check_s = 0.0  # the time budget pays for the checks too
     if held is not None:
-        best_score, best_state = _eval_rel_mse(mixer, *held), _snapshot(mixer)
-        check_s = time.monotonic() - start
+        if held_score is None:
+            held_score = _eval_rel_mse(mixer, *held)
+            held_seconds = time.monotonic() - start
+        best_score, best_state = held_score, _snapshot(mixer)
+        check_s = held_seconds or 0.0
         start = time.monotonic()
+    checks = max(1, checks)
+    marks = {max(1, round(plan * j / checks)) for j in range(1, checks + 1)}
     while done < plan:
         warm = max(1, plan // 10)
         for group in opt.param_groups:
@@ -210,8 +218,9 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
         done += 1
         if seconds is not None and done == 3:
             per_step = (time.monotonic() - start) / done
-            plan = max(done, min(steps, int((seconds - check_s * (1 + checks)) / per_step)))
-        if held is not None and (done == plan or done % max(1, plan // max(checks, 1)) == 0):
+            plan = max(done, min(steps, int((seconds - check_s * checks) / per_step)))
+            marks = {max(1, round(plan * j / checks)) for j in range(1, checks + 1)}  # at j/checks of the plan, the last at its end
+        if held is not None and done in marks:
             score = _eval_rel_mse(mixer, *held)
             if score < best_score:
                 best_step, best_score, best_state = done, score, _snapshot(mixer)
@@ -219,7 +228,7 @@ def fit_mixer(mixer, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, l
         _restore(mixer, best_state)
     for p, w in zip(params, was):
         p.requires_grad_(w)
-    return done, best_step if held is not None else done
+    return done, (best_step if held is not None else done), best_score
 
 
 def _snapshot(module) -> dict[str, torch.Tensor]:
@@ -363,14 +372,20 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
             set_decay_from_distance(mixer, dist, head_dim)
         if cfg.closed_form:
             fit_output_closed_form(mixer, xf, yf, _attn_inner_rms(tdecoder.layers[i].self_attn, yf), cfg.ridge)
+        t_eval = time.monotonic()
         rel_cf = _eval_rel_mse(mixer, xh, yh)
+        t_eval = time.monotonic() - t_eval
         steps = kept = 0
+        rel_fit = rel_cf
         if cfg.fit_seconds > 0 and cfg.fit_max_steps > 0:
             left = len(layers) - k
             per_layer = max(0.0, t1 + fit_budget - time.monotonic()) / left
-            steps, kept = fit_mixer(mixer, xf, yf, cfg.fit_max_steps, cfg.fit_batch, cfg.fit_lr, cfg.seed + i,
-                                    None if math.isinf(per_layer) else per_layer, cfg.fit_seq_len, held=(xh, yh) if n_hold else None)
-        rel_fit = _eval_rel_mse(mixer, xh, yh)
+            steps, kept, score = fit_mixer(mixer, xf, yf, cfg.fit_max_steps, cfg.fit_batch, cfg.fit_lr, cfg.seed + i,
+                                           None if math.isinf(per_layer) else per_layer, cfg.fit_seq_len,
+                                           held=(xh, yh) if n_hold else None, held_score=rel_cf if n_hold else None,
+                                           held_seconds=t_eval)
+            # with held rows the kept state's score is the held-out number; without, score the (training) rows
+            rel_fit = score if n_hold else _eval_rel_mse(mixer, xh, yh)
         report.layers.append(LayerReport(i, [round(v, 2) for v in dist], rel_copy, rel_cf, rel_fit, steps, kept))
         bar.set_postfix(layer=i, rel_mse=f"{rel_copy:.2f}->{rel_fit:.3f}", steps=steps, refresh=False)
         log.debug("layer %d: rel MSE copy %.3f, closed form %.3f, fitted %.3f (%d steps)", i, rel_copy, rel_cf, rel_fit, steps)
