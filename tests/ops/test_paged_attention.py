@@ -57,11 +57,13 @@ def test_cpu_sdpa_path_equals_reference(dtype, atol, heads, kv_heads):
 @pytest.mark.parametrize("blocks", [
     pytest.param([1, 2, 3, 4], id="a-range-in-order"),
     pytest.param([3, 1, 4, 2], id="a-range-permuted"),
-    pytest.param([5, 1, 4, 2], id="scattered"),
+    pytest.param([5, 1, 4, 2], id="a-range-with-a-gap"),  # rows 1..5 attended on the view, row 3 idle
+    pytest.param([0, 5, 2, 3], id="scattered"),  # gaps over a quarter of the batch: gathered
 ])
 def test_cpu_sdpa_path_on_one_block_per_sequence_equals_reference(blocks):
-    """One block per row (the engine's CPU layout): a range of blocks, in any order, is attended as a
-    view of the pool (no gather); any other set is gathered. Both equal the reference, with `max_len`
+    """One block per row (the engine's CPU layout): a range of blocks, in any order and with gaps of at
+    most a quarter of the batch (finished sequences), is attended as a view of the pool (no gather); any
+    other set is gathered. Both equal the reference, with `max_len`
     cutting the positions read."""
     g = torch.Generator().manual_seed(2)
     q, k, v, _ = _case(g, torch.float32, b=4, H=6, KVH=2, d=16, bs=48, nblocks=6, cols=1)
@@ -83,3 +85,31 @@ def test_contiguous_range():
     assert contiguous_range(torch.tensor([3, 3, 4])) is None  # not a permutation (3 repeated, 5 missing)
     assert contiguous_range(torch.tensor([4, 3, 3])) is None
     assert contiguous_range(torch.tensor([], dtype=torch.long)) is None
+
+
+def test_covering_range():
+    from m1.ops.slots import covering_range
+
+    assert covering_range(torch.tensor([3, 4, 5]), 0) == (3, 3)
+    assert covering_range(torch.tensor([7, 3, 5]), 2) == (3, 5)  # 4 and 6 idle
+    assert covering_range(torch.tensor([7, 3, 5]), 1) is None
+    assert covering_range(torch.tensor([3, 5, 3]), 5) is None  # a block named twice
+    assert covering_range(torch.tensor([], dtype=torch.long), 4) is None
+
+
+def test_cpu_sdpa_path_reads_the_pool_in_place_across_gaps(monkeypatch):
+    """With a few finished rows' blocks missing from a busy range, the CPU path gathers nothing
+    (`index_select` never sees the pool) and still equals the reference."""
+    import m1.ops.paged_attention as PA
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v, _ = _case(g, torch.float32, b=8, H=6, KVH=2, d=16, bs=32, nblocks=12, cols=1)
+    tables = torch.tensor([9, 0, 1, 2, 3, 5, 6, 7], dtype=torch.int32)[:, None]  # 4 and 8 idle
+    lens = torch.tensor([1, 5, 32, 17, 9, 30, 2, 31]).int()
+    seen = []
+    real = torch.index_select
+    monkeypatch.setattr(torch, "index_select", lambda t, *a, **kw: seen.append(t.shape) or real(t, *a, **kw))
+    out = PA.paged_decode_sdpa(q, k, v, tables, lens, 0.25, max_blocks=1, max_len=33, workspace=Workspace())
+    monkeypatch.undo()
+    assert k.shape not in seen
+    torch.testing.assert_close(out, paged_decode_ref(q, k, v, tables, lens, 0.25), rtol=0, atol=1e-5)

@@ -31,6 +31,21 @@ def contiguous_range(ids: torch.Tensor) -> tuple[int, torch.Tensor | None] | Non
     return lo, order
 
 
+def covering_range(ids: torch.Tensor, max_extra: int) -> tuple[int, int] | None:
+    """(lo, span) if the ids (b,) are distinct and all lie in lo .. lo + span - 1 with span <= b + max_extra,
+    else None. A read-only op can then work on that view of the pool, idle rows included: when a few
+    sequences have finished, their blocks leave gaps in an otherwise busy range, and computing a few idle
+    rows costs less than gathering every busy one. Reads the ids on the host: for CPU tensors."""
+    b = ids.numel()
+    if b == 0:
+        return None
+    host = ids.tolist()
+    lo, hi = min(host), max(host)
+    if hi - lo + 1 > b + max_extra or len(set(host)) != b:
+        return None
+    return lo, hi - lo + 1
+
+
 def inverse(order: torch.Tensor) -> torch.Tensor:
     """The permutation that undoes `order` (rows in pool order -> the caller's order)."""
     return torch.argsort(order)
