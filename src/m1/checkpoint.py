@@ -8,6 +8,7 @@ checkpoint or the new one, never a mixture.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -53,13 +54,50 @@ def _is_gguf(source) -> bool:
     return isinstance(source, (str, Path)) and str(source).lower().endswith(".gguf")
 
 
+_GGUF_READERS: dict[tuple, object] = {}  # the last GGUF file parsed: (path, size, mtime) -> gguf.GGUFReader
+
+
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within this context transformers' GGUF loading parses a file once, not once per use.
+
+    Why: transformers builds a `gguf.GGUFReader` (which parses every metadata field) for the
+    config, again for the weights and again for the tokenizer, and rebuilds gguf's tensor-name
+    table for every module. On SmolLM2-135M (a 49K-token vocabulary) on 2 CPU cores that is
+    about 6 s per parse and 5 s of tables, most of the 23 s `m1 convert` spent loading. The
+    reader is only read (its fields and memory-mapped tensors), and the table is a pure function
+    of (architecture, layer count), so both are cached: the reader for the last file, keyed by
+    its size and modification time so a rewritten file is parsed again.
+    """
+    import gguf
+
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    def reader(path, *args, **kwargs):
+        if args or kwargs:  # another mode than transformers' read-only one: not shared
+            return real_reader(path, *args, **kwargs)
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _GGUF_READERS:
+            _GGUF_READERS.clear()
+            _GGUF_READERS[key] = real_reader(path)
+        return _GGUF_READERS[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=8)(real_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+
+
 def load_tokenizer(source):
     """The tokenizer of a checkpoint directory, hub id or `.gguf` file."""
     from transformers import AutoTokenizer
 
     if _is_gguf(source):
         p = Path(source)
-        return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        with _gguf_parsed_once():
+            return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     return AutoTokenizer.from_pretrained(str(source))
 
 
@@ -88,7 +126,8 @@ def load_causal_lm(source, dtype=None):
         except ImportError:
             raise UserError(f"{text}: loading a .gguf file needs the gguf package ({GGUF_INSTALL}, or pip install 'm1[gguf]')") from None
         p = Path(text).expanduser()
-        loaded = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+        with _gguf_parsed_once():
+            loaded = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
         model = AutoModelForCausalLM.from_config(loaded.config, dtype=dtype)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config

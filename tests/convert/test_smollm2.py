@@ -48,6 +48,33 @@ def test_teacher_shape(teacher):
 
 
 @torch.no_grad()
+def test_gguf_file_is_parsed_once_for_weights_and_tokenizer(monkeypatch):
+    """transformers parses a GGUF file for the config, the weights and the tokenizer; m1's loaders
+    share one parse (m1.checkpoint._gguf_parsed_once) and leave gguf as they found it. The weights
+    still equal gguf's own dequantisation of the file."""
+    import gguf
+    import numpy as np
+
+    import m1.checkpoint as ck
+
+    parses = []
+    real = gguf.GGUFReader
+
+    def counting(path, *a, **k):
+        parses.append(str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    ck._GGUF_READERS.clear()
+    model = ck.load_causal_lm(GGUF)
+    tok = ck.load_tokenizer(GGUF)
+    assert len(parses) == 1 and gguf.GGUFReader is counting
+    assert tok("2 + 3").input_ids
+    emb = next(t for t in real(GGUF).tensors if t.name == "token_embd.weight")
+    want = torch.from_numpy(np.ascontiguousarray(gguf.dequantize(emb.data, emb.tensor_type))).float().reshape(model.config.vocab_size, -1)
+    assert torch.equal(model.model.embed_tokens.weight, want)
+
+
 def test_all_attention_conversion_reproduces_the_teacher(teacher, ids):
     from m1.convert import convert_from_transformer
 
