@@ -80,9 +80,9 @@ class CalibrationConfig:
 # closed form only KL 4.06; Adam on whole rows, batch 4, lr 1e-3: 4.04 (22 steps/layer); windows of
 # 128 tokens, batch 4: 3.78 (lr 1e-3, 87 steps), 3.27 (lr 1e-2), 3.07 (lr 3e-2). With ~100 steps a
 # layer, the learning rate is the lever; the GPU's 350+ steps keep the dataclass defaults. Batch 2 for 200 s
-# met issue 19's zero-shot targets on a 2-core AMD EPYC (docs/distill_study.md, "Two windows a step"), but
-# on tiny models its fit ended worse than the copy on held-out rows (tests/convert: two tests failed), so it
-# is not the default.
+# (more, smaller steps) met issue 19's zero-shot targets on a 2-core AMD EPYC (docs/distill_study.md, "Two
+# windows a step"); on tiny models it ended worse than the copy on held-out rows until `fit_mixer` kept its
+# best held-out state, which it now does.
 CPU_DEFAULTS: dict = dict(num_sequences=16, distance_rows=4, fit_seconds=200.0, fit_batch=2, fit_seq_len=128, fit_lr=3e-2)
 
 
