@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from m1.ops import dispatch
-from m1.ops.slots import contiguous_range, covering_range, inverse
+from m1.ops.slots import covering_range
 
 GAP_FRACTION = 0.25  # idle rows the CPU path attends over, as a fraction of the batch, rather than gather
 
@@ -60,32 +60,27 @@ def paged_decode_ref(q, k_cache, v_cache, block_tables, seq_lens, scale: float, 
 def paged_decode_sdpa(q, k_cache, v_cache, block_tables, seq_lens, scale: float, max_blocks: int | None = None,
                       workspace=None, max_len: int | None = None):
     """One SDPA call with GQA as query rows, over a view of the pool when every row's context is its
-    first block and those blocks are one contiguous range (the engine's one-block-per-sequence CPU
-    layout with every slot busy), else over a gather of the blocks (into `workspace` when given).
+    first block and those blocks fill a range of the pool but for at most `GAP_FRACTION` of the batch
+    (the engine's one-block-per-sequence CPU layout, a few sequences finished), else over a gather of
+    the blocks (into `workspace` when given).
     `max_len` (host int, > every seq_len) bounds the positions read."""
     b, h, d = q.shape
     _, bs, kvh, _ = k_cache.shape
     m = block_tables.shape[1] if max_blocks is None else min(max_blocks, block_tables.shape[1])
-    rng = contiguous_range(block_tables[:, 0]) if m == 1 else None
-    cover = covering_range(block_tables[:, 0], int(GAP_FRACTION * b)) if m == 1 and rng is None else None
+    cover = covering_range(block_tables[:, 0], int(GAP_FRACTION * b)) if m == 1 else None
     pos = None
-    if rng is not None:  # no copy: rows lo .. lo + b - 1 of the pool, rows permuted into that order
-        lo, order = rng
-        T = bs if max_len is None else min(bs, max_len)
-        k, v = k_cache[lo:lo + b, :T], v_cache[lo:lo + b, :T]
-        if order is not None:
-            q, seq_lens = q.index_select(0, order), seq_lens.index_select(0, order)
-    elif cover is not None:  # no copy: rows lo .. lo + span - 1, a few of them idle (length 1, output dropped)
+    if cover is not None:  # no copy: rows lo .. lo + span - 1 of the pool; idle ones (gaps) get length 1, output dropped
         lo, span = cover
-        order = None
-        pos = (block_tables[:, 0] - lo).long()
         T = bs if max_len is None else min(bs, max_len)
         k, v = k_cache[lo:lo + span, :T], v_cache[lo:lo + span, :T]
-        q = q.new_zeros(span, h, d).index_copy_(0, pos, q)
-        seq_lens = seq_lens.new_ones(span).index_copy_(0, pos, seq_lens)
-        b = span
+        pos = (block_tables[:, 0] - lo).long()
+        if span == b and bool((pos[1:] > pos[:-1]).all()):
+            pos = None  # already the pool's rows in order
+        else:
+            q = q.new_zeros(span, h, d).index_copy_(0, pos, q)
+            seq_lens = seq_lens.new_ones(span).index_copy_(0, pos, seq_lens)
+            b = span
     else:
-        order = None
         idx = block_tables[:, :m].reshape(-1)
         if workspace is None:
             k, v = k_cache.index_select(0, idx), v_cache.index_select(0, idx)
@@ -100,9 +95,7 @@ def paged_decode_sdpa(q, k_cache, v_cache, block_tables, seq_lens, scale: float,
     out = F.scaled_dot_product_attention(q.reshape(b, kvh, h // kvh, d), k.transpose(1, 2).to(q.dtype),
                                          v.transpose(1, 2).to(q.dtype), attn_mask=valid[:, None, None, :], scale=scale)
     out = out.reshape(b, h, d)
-    if pos is not None:
-        return out.index_select(0, pos)
-    return out if order is None else out.index_select(0, inverse(order))
+    return out if pos is None else out.index_select(0, pos)
 
 
 def _sdpa_applies(q: torch.Tensor) -> bool:
