@@ -33,3 +33,27 @@ def test_convert_calibrated_from_a_gzip_text_file(tmp_path, capsys):
     assert next(model.parameters()).device == torch.device("cpu")  # written from wherever it was calibrated
     ids = torch.randint(0, 90, (1, 12))
     assert torch.isfinite(model(ids).logits).all()
+
+
+def test_convert_auto_placement_keeps_its_ranking_beside_the_checkpoint(tmp_path, monkeypatch):
+    """`auto:K` writes placement.json and placement.png into the output. The checkpoint's atomic write replaces the
+    whole directory, so files written before it vanished: a 2026-12-06 GPU run lost its ranking this way."""
+    import m1.convert.placement as P
+
+    monkeypatch.setattr(P, "MIN_TOKENS_PER_CANDIDATE", 0)
+    teacher = save_tiny_model(tmp_path / "teacher")
+    with gzip.open(tmp_path / "calib.jsonl.gz", "wt") as f:
+        for i in range(40):
+            f.write(json.dumps({"text": " ".join(str((i * 7 + j) % 50) for j in range(30))}) + "\n")
+    out = tmp_path / "hybrid"
+    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "auto:1", "--device", "cpu",
+                  "--calibration-data", str(tmp_path / "calib.jsonl.gz"), "--calibration-sequences", "4",
+                  "--calibration-length", "32", "--calibration-seconds", "1"])
+    assert rc == 0
+    ranking = json.loads((out / "placement.json").read_text())
+    assert (out / "placement.png").stat().st_size > 0
+    n_layers = json.loads((teacher / "config.json").read_text())["num_hidden_layers"]
+    assert sorted(r["layer"] for r in ranking["ranking"]) == list(range(n_layers)) and len(ranking["chosen"]) == 1
+    model = HybridForCausalLM.from_pretrained(out)
+    assert list(model.config.attention_layers) == ranking["chosen"]
+    assert (out / "calibration.json").exists()

@@ -146,16 +146,17 @@ def cli_main(argv: list[str] | None = None) -> int:
 
         ranking = rank_attention_layers(teacher, calib_ids, spec.auto_k, ccfg, **shape)
         layers = ranking["chosen"]
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "placement.json", json.dumps(ranking, indent=2))
-        plot_ranking(ranking, args.out / "placement.png")
         extra["placement"] = ranking
-        print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'})")
+        log.info("measured placement: attention kept at %s", layers)
     model, report = convert_with_report(teacher, layers, init=args.init, calibration_ids=calib_ids, calibration=ccfg, seed=args.seed, **shape)
     model = model.to("cpu", getattr(torch, args.dtype))  # written from wherever it was calibrated
     t = time.monotonic()
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
+    if "placement" in extra:  # after the checkpoint: its atomic write replaces the whole directory
+        atomic_write_text(args.out / "placement.json", json.dumps(extra["placement"], indent=2))
+        plot_ranking(extra["placement"], args.out / "placement.png")
+        print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'}, plot in placement.png)")
     phases["write"] = time.monotonic() - t
     if report is not None:
         report.seconds.update(phases)
