@@ -12,7 +12,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl fla-core==0.6.0
 #   (fla-core is pure Python: if no manylinux wheel matches, drop the --platform flags.)
-# Then: run(command="bash studies/gpu_check.sh", carry=[".whl"], timeout_s=540).
+# Then: run(command="M1_COMMIT=<sha> bash studies/gpu_check.sh", carry=[".whl"], timeout_s=540).
 # Commit the log and JSON of each run that changes GPU code (studies/results/gpu_check_<date>/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,11 @@ LOG="$OUT/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 T0=$(date +%s)
-echo "gpu_check: $(date -u +%FT%TZ) commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+# The device's copy of .git can lag the working tree it was sent (a 2026-12-06 run recorded the session's first
+# commit): pass M1_COMMIT=$(git rev-parse --short HEAD) from here, as the study scripts do.
+COMMIT=${M1_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+export COMMIT
+echo "gpu_check: $(date -u +%FT%TZ) commit $COMMIT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 SITE=""
@@ -74,7 +78,7 @@ for f in sorted(glob.glob(os.path.join(out, "bench", "reasoning_*.json"))):
         bench.append({k: r.get(k) for k in ("model", "kv_policy", "batch", "requests", "tokens_per_s", "roofline_fraction",
                                             "ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "preemptions", "seconds")})
 rec = dict(kind="gpu_check", date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           commit=subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None,
+           commit=os.environ.get("COMMIT") or None,
            device=subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip() or None,
            pytest_exit=test_rc, bench_exit=bench_rc, tests=tests, bench=bench,
            bench_skipped=bench_rc == -1, passed=test_rc == 0 and bench_rc in (0, -1))
