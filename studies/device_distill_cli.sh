@@ -4,7 +4,8 @@
 #
 # The teacher GGUF (98 MB) is more than one call carries beside the wheels, so it travels in two
 # parts (`split -b 58000000 -d SmolLM2-135M-Instruct.Q4_1.gguf gguf.part.`) under the ignored
-# .devcarry/ folder, with the data (studies/build_train_text.py, MATH500, GSM8K test):
+# .devcarry/ folder, with the data (studies/build_train_text.py's output; MATH500 and GSM8K test from
+# ../shared/data/benchmarks; GSM8K train from ../shared/data/train, for gen_study.sh's chat stage):
 #   call 1: carry [".whl", ".devcarry/a"]             bash studies/device_distill_cli.sh setup
 #   call 2: carry [".devcarry/b", ".devcarry/data"]   M1_COMMIT=<sha> bash studies/device_distill_cli.sh staged 560
 #   call 3…: no carry                                  M1_COMMIT=<sha> bash studies/device_distill_cli.sh staged 560

@@ -173,6 +173,20 @@ def test_eval_rejects_bad_engine_sizes(tmp_path, tiny_dir, problems, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_eval_refuses_a_memory_budget_the_machine_does_not_have(tmp_path, tiny_dir, problems, capsys, monkeypatch):
+    """A budget above the CPU's available memory used to be allocated until the kernel killed the run (exit 137,
+    no message); now it is one line naming the option."""
+    import m1.engine.cache as C
+    from m1.cli import main
+
+    monkeypatch.setattr(C, "device_memory_bytes", lambda device: 2**30)
+    rc = main(["eval", "--model", str(tiny_dir), "--benchmark", str(problems), "--out", str(tmp_path / "o"), "--memory-budget-gb", "2"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("m1 eval: error")]  # beside the weight loader's bar
+    assert rc == 2 and "Traceback" not in err and len(errors) == 1
+    assert "memory_budget_gb: 2.00 GiB is more than this machine's available memory (1.00 GiB)" in errors[0]
+
+
 def test_data_parallel_workers_get_the_engine_sizes(tmp_path, tiny_dir, problems, monkeypatch):
     """--max-batch-size, --requests-per-call and --memory-budget-gb reach each data-parallel worker's
     `load_generator`, as they reach one process's (they were once dropped there silently)."""

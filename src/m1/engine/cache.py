@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from m1.errors import field_error
 from m1.layers.attention import Attention
 from m1.layers.mamba2 import Mamba2Mixer
 
@@ -61,14 +62,40 @@ def state_bytes_per_slot(config, dtype: torch.dtype) -> int:
     return len(config.mamba_layers) * per_layer
 
 
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The most a cache on `device` could hold: a CUDA device's total memory, a CPU's available memory
+    (Linux's MemAvailable); None where it cannot be read. A budget above it can never be allocated: on a
+    CPU the kernel kills the process part-way through filling the pools, with no message."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_budget_fits(budget_bytes: int, device: torch.device) -> None:
+    """Raise a user error, before anything is allocated, when `budget_bytes` exceeds what `device` has."""
+    cap = device_memory_bytes(device)
+    if cap is not None and budget_bytes > cap:
+        where = f"{device.type} device's total memory" if device.type == "cuda" else "machine's available memory"
+        raise field_error("memory_budget_gb", f"{budget_bytes / 2**30:.2f} GiB is more than this {where} "
+                          f"({cap / 2**30:.2f} GiB); lower it")
+
+
 def plan_cache(config, dtype: torch.dtype, max_batch_size: int, max_model_len: int, budget_bytes: int, block_size: int) -> CacheLayout:
     """Split `budget_bytes` into slot states and KV blocks; raise if even the states do not fit."""
     per_tok = kv_bytes_per_token(config, dtype)
     per_slot = state_bytes_per_slot(config, dtype)
     state = per_slot * (max_batch_size + 1)
     if state > budget_bytes:
-        raise ValueError(
-            f"memory_budget_gb: the Mamba states of {max_batch_size} slots need {state / 2**30:.2f} GiB, "
+        raise field_error(
+            "memory_budget_gb", f"the Mamba states of {max_batch_size} slots need {state / 2**30:.2f} GiB, "
             f"more than the budget of {budget_bytes / 2**30:.2f} GiB; lower max_batch_size or raise the budget"
         )
     max_blocks_per_seq = math.ceil(max_model_len / block_size)
@@ -77,7 +104,7 @@ def plan_cache(config, dtype: torch.dtype, max_batch_size: int, max_model_len: i
         useful = max_batch_size * max_blocks_per_seq + 1  # more than this can never be in use
         num_blocks = min((budget_bytes - state) // per_block, useful)
         if num_blocks < 2:
-            raise ValueError(f"memory_budget_gb: {budget_bytes / 2**30:.3f} GiB leaves no room for a single KV block")
+            raise field_error("memory_budget_gb", f"{budget_bytes / 2**30:.3f} GiB leaves no room for a single KV block")
     else:
         num_blocks, per_block = 1, 0
     layout = CacheLayout(

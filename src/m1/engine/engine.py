@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from m1.engine.cache import EngineCache, kv_bytes_per_token, plan_cache, state_bytes_per_slot
+from m1.engine.cache import EngineCache, check_budget_fits, kv_bytes_per_token, plan_cache, state_bytes_per_slot
 from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
 from m1.engine.runner import DecodeGraphs, ModelRunner
 from m1.engine.sampler import sample, sample_key
@@ -144,6 +144,7 @@ class Engine:
 
     def _budget_bytes(self, gb: float | None, max_batch_size: int) -> int:
         if gb is not None:
+            check_budget_fits(int(gb * 2**30), self.device)
             return int(gb * 2**30)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
