@@ -1,5 +1,6 @@
 """The tests' one factory of tiny models, and what goes with them (a character tokenizer, a toy benchmark)."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -74,3 +75,25 @@ def write_problems(path: Path, n: int = 3) -> Path:
         for i in range(n):
             f.write(json.dumps({"id": f"p{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n")
     return path
+
+
+def write_calibration_text(path: Path, rows: int = 40) -> Path:
+    """A gzip JSONL of number sequences that `tiny_tokenizer` encodes: calibration text for `m1 convert` tests."""
+    with gzip.open(path, "wt") as f:
+        for i in range(rows):
+            f.write(json.dumps({"text": " ".join(str((i * 7 + j) % 50) for j in range(30))}) + "\n")
+    return path
+
+
+def convert_with_auto_placement(tmp_path: Path, device: str, seconds: float) -> Path:
+    """`m1 convert --attention-layers auto:1` on `save_tiny_model`'s teacher, calibrated on `write_calibration_text`;
+    the output folder. The caller sets `m1.convert.placement.MIN_TOKENS_PER_CANDIDATE` (0: tiny text)."""
+    from m1.cli import main as m1_main
+
+    teacher = save_tiny_model(tmp_path / "teacher")
+    calib = write_calibration_text(tmp_path / "calib.jsonl.gz")
+    out = tmp_path / "hybrid"
+    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "auto:1", "--device", device, "--calibration-data", str(calib),
+                  "--calibration-sequences", "4", "--calibration-length", "32", "--calibration-seconds", str(seconds)])
+    assert rc == 0
+    return out

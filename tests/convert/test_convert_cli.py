@@ -3,23 +3,20 @@ on a GPU machine the same test converts on the GPU, the path `m1 convert --devic
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import torch
 
 from m1.cli import main as m1_main
 from m1.modeling import HybridForCausalLM
-from tests.helpers import save_tiny_model
+from tests.helpers import convert_with_auto_placement, save_tiny_model, write_calibration_text
 
 
 def test_convert_calibrated_from_a_gzip_text_file(tmp_path, capsys):
     teacher = save_tiny_model(tmp_path / "teacher")
-    with gzip.open(tmp_path / "calib.jsonl.gz", "wt") as f:
-        for i in range(40):
-            f.write(json.dumps({"text": " ".join(str((i * 7 + j) % 50) for j in range(30))}) + "\n")
+    calib = write_calibration_text(tmp_path / "calib.jsonl.gz")
     out = tmp_path / "hybrid"
-    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "1", "--calibration-data", str(tmp_path / "calib.jsonl.gz"),
+    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "1", "--calibration-data", str(calib),
                   "--calibration-sequences", "4", "--calibration-length", "32", "--calibration-seconds", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -41,18 +38,10 @@ def test_convert_auto_placement_keeps_its_ranking_beside_the_checkpoint(tmp_path
     import m1.convert.placement as P
 
     monkeypatch.setattr(P, "MIN_TOKENS_PER_CANDIDATE", 0)
-    teacher = save_tiny_model(tmp_path / "teacher")
-    with gzip.open(tmp_path / "calib.jsonl.gz", "wt") as f:
-        for i in range(40):
-            f.write(json.dumps({"text": " ".join(str((i * 7 + j) % 50) for j in range(30))}) + "\n")
-    out = tmp_path / "hybrid"
-    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "auto:1", "--device", "cpu",
-                  "--calibration-data", str(tmp_path / "calib.jsonl.gz"), "--calibration-sequences", "4",
-                  "--calibration-length", "32", "--calibration-seconds", "1"])
-    assert rc == 0
+    out = convert_with_auto_placement(tmp_path, "cpu", 1)
     ranking = json.loads((out / "placement.json").read_text())
     assert (out / "placement.png").stat().st_size > 0
-    n_layers = json.loads((teacher / "config.json").read_text())["num_hidden_layers"]
+    n_layers = json.loads((tmp_path / "teacher" / "config.json").read_text())["num_hidden_layers"]
     assert sorted(r["layer"] for r in ranking["ranking"]) == list(range(n_layers)) and len(ranking["chosen"]) == 1
     model = HybridForCausalLM.from_pretrained(out)
     assert list(model.config.attention_layers) == ranking["chosen"]

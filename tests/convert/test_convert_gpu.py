@@ -5,7 +5,6 @@ the teacher's device) for 11 minutes, then failed on the first held-out KL with 
 tests pin the GPU path; they are skipped without CUDA and run in studies/gpu_check.sh.
 """
 
-import gzip
 import json
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import m1.convert.placement as P
 from m1.convert.calibrate import CalibrationConfig
-from tests.helpers import save_tiny_model, tiny_llama
+from tests.helpers import convert_with_auto_placement, tiny_llama
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -38,19 +37,10 @@ def test_placement_ranks_on_the_teachers_gpu(monkeypatch):
 
 
 def test_convert_auto_placement_on_the_gpu(tmp_path, monkeypatch):
-    from m1.cli import main as m1_main
     from m1.modeling import HybridForCausalLM
 
     monkeypatch.setattr(P, "MIN_TOKENS_PER_CANDIDATE", 0)
-    teacher = save_tiny_model(tmp_path / "teacher")
-    with gzip.open(tmp_path / "calib.jsonl.gz", "wt") as f:
-        for i in range(40):
-            f.write(json.dumps({"text": " ".join(str((i * 7 + j) % 50) for j in range(30))}) + "\n")
-    out = tmp_path / "hybrid"
-    rc = m1_main(["convert", str(teacher), str(out), "--attention-layers", "auto:1", "--device", "cuda",
-                  "--calibration-data", str(tmp_path / "calib.jsonl.gz"), "--calibration-sequences", "4",
-                  "--calibration-length", "32", "--calibration-seconds", "2"])
-    assert rc == 0
+    out = convert_with_auto_placement(tmp_path, "cuda", 2)
     ranking = json.loads((out / "placement.json").read_text())
     model = HybridForCausalLM.from_pretrained(out)
     assert list(model.config.attention_layers) == ranking["chosen"] and len(ranking["chosen"]) == 1

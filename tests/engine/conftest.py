@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from m1.convert import convert_from_transformer
+from m1.engine import SamplingParams
 from tests.helpers import tiny_llama
 
 VOCAB = 97
@@ -63,3 +64,17 @@ def full_logits(model, prompt, completion):
 def prompts_of(lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def slot_churn():
+    """The slot-cleanliness workload: 100 requests (mixed lengths, n of 1 to 3 forked, a stop token on every
+    fourth) and 3 probes (greedy, n = 2 sampled, top-p). Returns (prompts, params, probe prompts, probe params)."""
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.randint(1, 40, (100,), generator=g).tolist()
+    maxes = torch.randint(1, 10, (100,), generator=g).tolist()
+    params = [SamplingParams(n=1 + i % 3, temperature=1.0, max_tokens=m, seed=i, stop_token_ids=[i % VOCAB] if i % 4 == 0 else [])
+              for i, m in enumerate(maxes)]
+    probe_params = [SamplingParams(temperature=0, max_tokens=16, ignore_eos=True),
+                    SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=3, ignore_eos=True),
+                    SamplingParams(temperature=0.7, top_p=0.9, max_tokens=16, seed=4, ignore_eos=True)]
+    return prompts_of(lengths, seed=8), params, prompts_of([17, 5, 33], seed=9), probe_params

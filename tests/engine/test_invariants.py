@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from m1.engine import Engine, SamplingParams
-from tests.engine.conftest import KINDS, VOCAB, prompts_of
+from tests.engine.conftest import KINDS, prompts_of, slot_churn
 
 
 def _engine(model, **kw):
@@ -62,18 +62,10 @@ def test_slots_are_clean_after_100_requests(models, kind):
     slots, then probes: the same outputs as on a fresh engine, so nothing a slot held leaks into its
     next sample (Mamba conv/SSM state, KV blocks, per-slot decode inputs)."""
     model = models[kind]
-    g = torch.Generator().manual_seed(7)
-    lengths = torch.randint(1, 40, (100,), generator=g).tolist()
-    maxes = torch.randint(1, 10, (100,), generator=g).tolist()
-    params = [SamplingParams(n=1 + i % 3, temperature=1.0, max_tokens=m, seed=i, stop_token_ids=[i % VOCAB] if i % 4 == 0 else [])
-              for i, m in enumerate(maxes)]
-    probes = prompts_of([17, 5, 33], seed=9)
-    probe_params = [SamplingParams(temperature=0, max_tokens=16, ignore_eos=True),
-                    SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=3, ignore_eos=True),
-                    SamplingParams(temperature=0.7, top_p=0.9, max_tokens=16, seed=4, ignore_eos=True)]
+    prompts, params, probes, probe_params = slot_churn()
     fresh = _engine(model, max_batch_size=2).generate(probes, probe_params, use_tqdm=False)
     used = _engine(model, max_batch_size=2)
-    outs = used.generate(prompts_of(lengths, seed=8), params, use_tqdm=False)
+    outs = used.generate(prompts, params, use_tqdm=False)
     assert all(c.finish_reason in ("stop", "length") for o in outs for c in o.outputs)
     assert any(c.finish_reason == "stop" for o in outs for c in o.outputs)
     _same(used.generate(probes, probe_params, use_tqdm=False), fresh)
