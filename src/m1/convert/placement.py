@@ -69,6 +69,8 @@ def rank_attention_layers(teacher, calibration_ids: torch.Tensor, k: int, config
     tokens_per_step = cfg.fit_batch * min(cfg.fit_seq_len or calibration_ids.shape[1], calibration_ids.shape[1])
     steps = max(cfg.fit_max_steps, math.ceil(min_fit_tokens / tokens_per_step))
     t0 = time.monotonic()
+    log.info("placement: fitting all %d layers as Mamba candidates, %d steps each (>= %d tokens a mixer; the calibration "
+             "time budget does not bound this phase), then ranking them", teacher.config.num_hidden_layers, steps, min_fit_tokens)
     device = next(teacher.parameters()).device  # fit and rank where the teacher is (a GPU if the caller put it there)
     student = convert_from_transformer(teacher, [], init="attention", seed=cfg.seed, **shape).to(device).eval()
     fit_ids, held = fit_ids.to(device), held.to(device)
