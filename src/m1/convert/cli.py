@@ -140,22 +140,21 @@ def cli_main(argv: list[str] | None = None) -> int:
         calib_ids = calibration_text(teacher, tok, args.calibration_data, ccfg).to(device)
         phases["calibration_text"] = time.monotonic() - t
     layers = list(spec.layers) if spec.layers is not None else None
-    extra = {}
+    ranking = None
     if spec.auto_k:
         from m1.convert.placement import plot_ranking, rank_attention_layers
 
         ranking = rank_attention_layers(teacher, calib_ids, spec.auto_k, ccfg, **shape)
         layers = ranking["chosen"]
-        extra["placement"] = ranking
         log.info("measured placement: attention kept at %s", layers)
     model, report = convert_with_report(teacher, layers, init=args.init, calibration_ids=calib_ids, calibration=ccfg, seed=args.seed, **shape)
     model = model.to("cpu", getattr(torch, args.dtype))  # written from wherever it was calibrated
     t = time.monotonic()
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
-    if "placement" in extra:  # after the checkpoint: its atomic write replaces the whole directory
-        atomic_write_text(args.out / "placement.json", json.dumps(extra["placement"], indent=2))
-        plot_ranking(extra["placement"], args.out / "placement.png")
+    if ranking is not None:  # after the checkpoint: its atomic write replaces the whole directory
+        atomic_write_text(args.out / "placement.json", json.dumps(ranking, indent=2))
+        plot_ranking(ranking, args.out / "placement.png")
         print(f"measured placement: attention kept at {layers} (ranking in {args.out / 'placement.json'}, plot in placement.png)")
     phases["write"] = time.monotonic() - t
     if report is not None:
