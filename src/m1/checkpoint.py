@@ -118,7 +118,7 @@ def load_causal_lm(source, dtype=None):
 
     dtype = dtype or torch.float32
     text = str(source)
-    if not Path(text).expanduser().exists() and not _hub_like(text):
+    if not Path(text).expanduser().exists() and not hub_like(text):
         raise UserError(f"model path {text!r} does not exist")
     if _is_gguf(source):
         try:
@@ -141,6 +141,6 @@ def load_causal_lm(source, dtype=None):
     return AutoModelForCausalLM.from_pretrained(text, dtype=dtype, use_safetensors=True)
 
 
-def _hub_like(text: str) -> bool:
+def hub_like(text: str) -> bool:
     """'name' or 'owner/name' with no leading '.', '/' or '~' and no .gguf suffix may be a hub id."""
     return text.count("/") <= 1 and not text.startswith((".", "/", "~")) and not _is_gguf(text)

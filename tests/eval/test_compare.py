@@ -129,6 +129,17 @@ def test_cli_bad_directory_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--reference" in err[0] and "does not exist" in err[0]
 
 
+def test_cli_reference_model_missing_here_is_one_line(tmp_path, capsys):
+    """Runs copied from another machine name a model path that is not here: the error says where the
+    tokenizer came from and what to pass, in one line (it used to be transformers' 'Repo id must be...')."""
+    rows = [{"problem_id": "0", "sample": 0, "answer": "0", "correct": True, "text": "ab"}]
+    r = _write_run(tmp_path / "r", rows, n=1, temperature=0.0, model="/elsewhere/teacher.gguf")
+    c = _write_run(tmp_path / "c", rows, n=1, temperature=0.0)
+    assert main(["compare", "--reference", str(r), "--candidate", str(c), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tokenizer" in err[0] and "does not exist" in err[0] and "reference run's model" in err[0]
+
+
 def test_a_model_against_itself_through_m1_eval(tmp_path):
     """Two greedy `m1 eval` runs of one model agree everywhere and keep all of its pass@1."""
     model = save_tiny_model(tmp_path / "model")

@@ -215,12 +215,15 @@ def cli_main(argv: list[str] | None = None) -> int:
     tok_source = args.tokenizer or ref_cfg.get("model")
     tokenizer = None
     if tok_source and is_greedy(ref_cfg, cand_cfg):  # only greedy texts are compared token by token
-        from m1.checkpoint import load_tokenizer
+        from m1.checkpoint import hub_like, load_tokenizer
 
+        whence = "" if args.tokenizer else " (the reference run's model; pass --tokenizer where it is not on this machine)"
+        if not Path(str(tok_source)).expanduser().exists() and not hub_like(str(tok_source)):
+            raise field_error("--tokenizer", f"{tok_source!r} does not exist{whence}")
         try:
             tokenizer = load_tokenizer(tok_source)
         except (OSError, ValueError) as e:
-            raise field_error("--tokenizer", f"cannot load a tokenizer from {tok_source!r}: {e}") from None
+            raise field_error("--tokenizer", f"cannot load a tokenizer from {tok_source!r}{whence}: {e}") from None
     result = compare_runs(args.reference, args.candidate, tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps(result, indent=2))
