@@ -109,6 +109,10 @@ def test_sampled_share_of_pass_at_k(tmp_path):
         assert v["share"][0] == pytest.approx(cand_k / ref_k)
     assert e["pass@k"]["1"]["share"][0] == pytest.approx(0.25 / 0.625)
     assert e["maj@k"]["4"]["reference"][0] == 0.5  # p0's majority right, p1's wrong
+    # both golds are "0": a guess from the other problem's gold always hits, so the reference is at chance
+    assert e["chance"]["pass@k"] == {"1": 1.0, "2": 1.0, "4": 1.0} and e["chance"]["constant_accuracy"] == 1.0
+    md = format_compare(compare_runs(r, c))
+    assert "| pass@k k | reference | candidate | share | chance |" in md and "at or below chance at k = 1, 2, 4" in md
 
 
 def test_compare_skips_problems_missing_samples_and_rejects_disjoint_runs(tmp_path):

@@ -157,3 +157,41 @@ def test_summary_intervals_of_pass_and_maj_at_k():
     assert s["pass@k"]["1"] == 0.5 and s["pass@k"]["4"] == 1.0 and s["maj@k"]["4"] == 0.5
     assert s["pass@k_ci95"]["1"] == [0.25, 0.75]  # two problems: the bootstrap draws p0 twice, p1 twice, or one each
     assert s["pass@k_ci95"]["4"] == [1.0, 1.0] and s["maj@k_ci95"]["4"] == [0.0, 1.0]
+    assert "chance" not in s  # rows without golds: no chance line
+    for r in rows:
+        r["gold"] = "1" if r["problem_id"] == "p0" else "5"
+    s = summarize_samples(rows, 4)
+    assert s["chance"] == {"pass@k": {"1": 0.0, "2": 0.0, "4": 0.0}, "constant_answer": "1", "constant_accuracy": 0.5}
+
+
+def test_guessing_pass_at_k_pins_the_closed_form_and_matches_simulated_guessing():
+    """Each guess is drawn from the other problems' golds: "1" twice, "2", "3" gives one problem in
+    two a 1/3 chance a guess; a simulated guesser lands on the same numbers."""
+    import random
+
+    from m1.eval.metrics import guessing_pass_at_k
+
+    got = guessing_pass_at_k(["1", "1", "2", "3"], [1, 2])
+    assert got[1] == pytest.approx(1 / 6) and got[2] == pytest.approx(2 * (1 - (2 / 3) ** 2) / 4)
+    assert guessing_pass_at_k(["7"], [1, 4]) == {1: 0.0, 4: 0.0}
+    assert guessing_pass_at_k(["a", "b", "c"], [8]) == {8: 0.0}  # no answer repeats: guessing never hits
+
+    rng = random.Random(0)
+    golds = [str(rng.choice([1, 2, 2, 3, 5, 8, 13, 40, 41])) for _ in range(30)]
+    k, trials, hits = 4, 4000, 0
+    for _ in range(trials):
+        i = rng.randrange(len(golds))
+        others = golds[:i] + golds[i + 1:]
+        hits += any(rng.choice(others) == golds[i] for _ in range(k))
+    assert hits / trials == pytest.approx(guessing_pass_at_k(golds, [k])[k], abs=0.03)
+
+
+def test_report_shows_the_chance_column_and_line(tmp_path):
+    from m1.eval.report import write_report
+
+    s = {"problems": 2, "n": 2, "pass@1": {"mean": 0.5, "ci95": [0.0, 1.0]}, "pass@k": {"1": 0.5, "2": 0.75},
+         "maj@k": {"1": 0.5, "2": 0.5}, "mean_tokens": 3, "truncated_frac": 0.0, "no_answer_frac": 0.0, "samples_per_s": 1.0,
+         "chance": {"pass@k": {"1": 0.125, "2": 0.25}, "constant_answer": "5", "constant_accuracy": 0.5}}
+    text = write_report({"toy": s}, tmp_path, "t").read_text()
+    assert "| k | pass@k | maj@k | chance pass@k |" in text and "| 2 | 75.0 | 50.0 | 25.0 |" in text
+    assert "always answering '5' scores 50.0%" in text and (tmp_path / "curves.png").exists()

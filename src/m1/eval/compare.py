@@ -27,7 +27,7 @@ from pathlib import Path
 
 from m1.errors import UserError, field_error, require_path
 from m1.eval.grader import answers_equivalent
-from m1.eval.metrics import k_values, mean_interval, paired_difference_interval, ratio_interval
+from m1.eval.metrics import constant_answer_baseline, guessing_pass_at_k, k_values, mean_interval, paired_difference_interval, ratio_interval
 from m1.eval.samples import group_by_problem, read_samples, scores_at_k
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,12 @@ def compare_runs(reference: Path, candidate: Path, tokenizer=None) -> dict:
         entry: dict = {"problems": len(ids), "n": n, "greedy": greedy,
                        "completions": {"reference": completion_measures({i: ref_by[i] for i in ids}, n),
                                        "candidate": completion_measures({i: cand_by[i] for i in ids}, n)}}
+        golds = [ref_by[i][0].get("gold") for i in ids]
+        if None not in golds:
+            golds = [str(g) for g in golds]
+            constant, constant_acc = constant_answer_baseline(golds)
+            entry["chance"] = {"pass@k": {str(k): v for k, v in guessing_pass_at_k(golds, k_values(n)).items()},
+                               "constant_answer": constant, "constant_accuracy": constant_acc}
         if greedy:
             entry["greedy_measures"] = compare_greedy({i: ref_by[i][0] for i in ids}, {i: cand_by[i][0] for i in ids}, tokenizer)
         if n >= 2:
@@ -188,13 +194,26 @@ def format_compare(result: dict) -> str:
                 lines.append(f"| tokens before the first difference | {p[0]:.1f} ({p[1]:.1f}-{p[2]:.1f}) of "
                              f"{g['reference_tokens']:.1f} (reference's mean length) |")
             lines.append("")
+        ch = e.get("chance")
+        if ch:
+            lines += [f"Chance: always answering {ch['constant_answer']!r} scores {100 * ch['constant_accuracy']:.1f}%; "
+                      "k guesses drawn from the other problems' gold answers score the *chance* column "
+                      "(`m1.eval.metrics.guessing_pass_at_k`)."]
+            below = [k for k, v in e.get("pass@k", {}).items() if v["reference"][0] <= ch["pass@k"][k]]
+            if below:
+                lines.append(f"**The reference is at or below chance at k = {', '.join(below)}:** there the share compares "
+                             "how two models guess, not what they can do.")
+            lines.append("")
         for metric in ("pass@k", "maj@k"):
             if metric not in e:
                 continue
-            lines += [f"| {metric} k | reference | candidate | share |", "|---|---|---|---|"]
+            chance_col = metric == "pass@k" and ch is not None
+            lines += [f"| {metric} k | reference | candidate | share |" + (" chance |" if chance_col else ""),
+                      "|---|---|---|---|" + ("---|" if chance_col else "")]
             for k, v in e[metric].items():
                 s = v["share"]
-                lines.append(f"| {k} | {_pct(v['reference'])} | {_pct(v['candidate'])} | {s[0]:.3f} ({s[1]:.3f}-{s[2]:.3f}) |")
+                lines.append(f"| {k} | {_pct(v['reference'])} | {_pct(v['candidate'])} | {s[0]:.3f} ({s[1]:.3f}-{s[2]:.3f}) |"
+                             + (f" {100 * ch['pass@k'][k]:.1f} |" if chance_col else ""))
             lines.append("")
     return "\n".join(lines)
 

@@ -20,6 +20,9 @@ def plot_curves(summaries: dict[str, dict], path: Path) -> None:
             if key in s:
                 ks = [int(k) for k in s[key]]
                 ax.plot(ks, [s[key][str(k)] for k in ks], marker="o", label=key)
+        if s.get("chance"):  # guessing from the benchmark's answers (m1.eval.metrics.guessing_pass_at_k)
+            ks = [int(k) for k in s["chance"]["pass@k"]]
+            ax.plot(ks, [s["chance"]["pass@k"][str(k)] for k in ks], linestyle="--", color="grey", label="chance pass@k")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k (samples)")
         ax.set_ylabel("accuracy")
@@ -52,11 +55,16 @@ def write_report(summaries: dict[str, dict], out: Path, title: str) -> Path:
                   f"(95% CI {100 * p1['ci95'][0]:.1f}-{100 * p1['ci95'][1]:.1f}), mean tokens {s['mean_tokens']:.0f}, "
                   f"{100 * s['truncated_frac']:.1f}% truncated, {100 * s['no_answer_frac']:.1f}% without an answer, "
                   f"{s['samples_per_s']:.2f} samples/s.", ""]
+        chance = s.get("chance")
+        if chance:
+            lines += [f"Chance: always answering {chance['constant_answer']!r} scores {100 * chance['constant_accuracy']:.1f}%; "
+                      "k guesses drawn from the other problems' gold answers score the *chance pass@k* column.", ""]
         keys = [k for k in ("pass@k", "maj@k", "verify@k") if k in s]
-        lines.append("| k | " + " | ".join(keys) + " |")
-        lines.append("|---|" + "---|" * len(keys))
+        lines.append("| k | " + " | ".join(keys) + (" | chance pass@k" if chance else "") + " |")
+        lines.append("|---|" + "---|" * (len(keys) + bool(chance)))
         for k in s["pass@k"]:
-            lines.append(f"| {k} | " + " | ".join(_cell(s, key, k) for key in keys) + " |")
+            cells = [_cell(s, key, k) for key in keys] + ([f"{100 * chance['pass@k'][k]:.1f}"] if chance else [])
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
         lines.append("")
     path = out / "report.md"
     path.write_text("\n".join(lines))
