@@ -70,7 +70,10 @@ def test_greedy_measures_from_two_runs(tmp_path):
     # shared characters: 16 (identical), 4 ("so "+"7"/"8" -> "so " = 3), "no idea"/"none" -> "no" = 2, "x = " = 4
     assert g["prefix_tokens"][0] == (16 + 3 + 2 + 4) / 4
     assert g["reference_tokens"] == (16 + 4 + 7 + 7) / 4
-    assert "tokens before the first difference" in format_compare(res)
+    md = format_compare(res)
+    assert "tokens before the first difference" in md
+    # every gold is "0" (_write_run): one guess always hits, so the greedy reference is flagged
+    assert "One guess scores 100.0%." in md and "at or below chance at k = 1 (greedy)" in md
     assert e["completions"]["reference"] == {"truncated": 0.0, "no_answer": 0.25, "mean_tokens": 34 / 4}
 
 

@@ -199,7 +199,12 @@ def format_compare(result: dict) -> str:
             lines += [f"Chance: always answering {ch['constant_answer']!r} scores {100 * ch['constant_accuracy']:.1f}%; "
                       "k guesses drawn from the other problems' gold answers score the *chance* column "
                       "(`m1.eval.metrics.guessing_pass_at_k`)."]
+            if "pass@k" not in e:  # greedy, n = 1: the one guess
+                lines[-1] += f" One guess scores {100 * ch['pass@k']['1']:.1f}%."
             below = [k for k, v in e.get("pass@k", {}).items() if v["reference"][0] <= ch["pass@k"][k]]
+            g = e.get("greedy_measures")
+            if g and g["reference_accuracy"][0] <= max(ch["constant_accuracy"], ch["pass@k"]["1"]):
+                below.append("1 (greedy)")
             if below:
                 lines.append(f"**The reference is at or below chance at k = {', '.join(below)}:** there the share compares "
                              "how two models guess, not what they can do.")
