@@ -59,6 +59,7 @@ class CalibrationConfig:
     ridge: float = 1e-3  # ridge strength, relative to the mean feature power
     inputs: str = "teacher"  # what each mixer reads while fitted: "teacher" (teacher-forced) or "student" (its own stream; measured worse on SmolLM2)
     seed: int = 0
+    warm_up: bool | None = None  # run the fit's kernels once before its clock starts (None: on CUDA, where Triton compiles them on first use)
 
     @classmethod
     def for_device(cls, device, **overrides) -> "CalibrationConfig":
@@ -254,6 +255,36 @@ def _device(module) -> torch.device:
     return next(module.parameters()).device
 
 
+def warm_up_kernels(mixer, x: torch.Tensor, y: torch.Tensor, cfg: CalibrationConfig) -> float:
+    """One forward and backward of `mixer` at the fit's shape and one scoring forward, untimed by the
+    fit; the mixer's parameters are left exactly as they were. Returns the seconds it took.
+
+    Why: on CUDA the first call of each kernel compiles it (Triton, fla-core's autotuning). That once
+    took 57 s inside the fit's 60 s budget (an H100 shared with an eval, 2026-12-07): the first layer's
+    three timed steps looked 20 s long, so every layer was planned at 3 Adam steps and the converted
+    hybrid's held-out KL was 2.45 instead of about 1.6. Compiling first keeps the budget for fitting.
+    Nothing random is drawn, so a warmed run fits exactly as an unwarmed one would on the same steps.
+    """
+    t = time.monotonic()
+    dev = _device(mixer)
+    params = list(mixer.parameters())
+    was = [(p.requires_grad, p.grad) for p in params]
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = None
+    xb, yb = x[: cfg.fit_batch], y[: cfg.fit_batch]
+    if cfg.fit_seq_len is not None and cfg.fit_seq_len < x.shape[1]:
+        xb, yb = xb[:, : cfg.fit_seq_len], yb[:, : cfg.fit_seq_len]
+    _rel_mse(mixer(xb.to(dev)), yb.to(dev)).backward()
+    for p, (req, grad) in zip(params, was):
+        p.grad = grad
+        p.requires_grad_(req)
+    _eval_rel_mse(mixer, x[:4], y[:4])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.monotonic() - t
+
+
 @torch.no_grad()
 def _eval_rel_mse(mixer, x, y, batch: int = 4) -> float:
     num, den = 0.0, 0.0
@@ -354,6 +385,10 @@ def calibrate(student, teacher, input_ids: torch.Tensor, attention_mask: torch.T
 
     if cfg.inputs not in ("teacher", "student"):
         raise ValueError(f"CalibrationConfig.inputs must be 'teacher' or 'student', got {cfg.inputs!r}")
+    if cfg.warm_up if cfg.warm_up is not None else _device(student).type == "cuda":
+        x0, y0, _ = io[layers[0]]
+        report.seconds["warm_up"] = warm_up_kernels(student.model.layers[layers[0]].mamba, x0, y0, cfg)
+        log.info("calibration: kernels warmed up in %.1fs (outside the %gs fitting budget)", report.seconds["warm_up"], cfg.fit_seconds)
     t1 = time.monotonic()
     head_dim = student.config.head_dim
     stream = _StudentStream(student, input_ids) if cfg.inputs == "student" else None
