@@ -19,7 +19,11 @@ mkdir -p "$G"
 M1=(python3 -m m1.cli)
 say() { echo "[$(date -u +%H:%M:%S)] $*" >>"$G/log"; }
 
+# Two-digit additions first: the one benchmark here where the teacher is above chance (studies/addition_problems.py)
+python3 studies/addition_problems.py "$W/addition.jsonl" --n 500 --seed 0
 EVALS=(
+  "add_greedy --benchmark $W/addition.jsonl --n 1 --temperature 0 --max-tokens 256"
+  "add_t07 --benchmark $W/addition.jsonl --n 16 --temperature 0.7 --max-tokens 256"
   "gsm8k_greedy --benchmark gsm8k --n 1 --temperature 0 --max-tokens 512"
   "gsm8k_t07 --benchmark gsm8k --limit 500 --n 64 --temperature 0.7 --max-tokens 512"
   "math500_t07 --benchmark math500 --n 16 --temperature 0.7 --max-tokens 1024"
@@ -51,10 +55,25 @@ compare() {  # candidate tag
 # run's rows stand); PLAIN_EVALS=0 skips the 40M hybrid's; CHAT_STEPS=N > 0 adds a chat stage after the
 # 40M distillation: `m1 distill` on GSM8K training conversations (assistant tokens, chat template, the
 # end-of-turn token included) for N steps of 64, then the same evals of that model ("staged_chat").
+# CHAT_DATA=gsm8k (default) trains that stage on GSM8K's gold solutions; CHAT_DATA=teacher on the teacher's own
+# answers to the same training prompts (CHAT_SAMPLES of them a prompt at T 0.7, sampled beside the distillation,
+# kept where the teacher ended its turn: studies/teacher_responses.py). The gold solutions taught the hybrid
+# never to stop (studies/results/gen_study_2026-12-07/).
 TEACHER_EVALS=${TEACHER_EVALS:-1}
 PLAIN_EVALS=${PLAIN_EVALS:-1}
 CHAT_STEPS=${CHAT_STEPS:-0}
-say "start (teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS)"
+CHAT_DATA=${CHAT_DATA:-gsm8k}
+say "start (teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS, chat data $CHAT_DATA)"
+chat_data=(--data "$W/gsm8k_train.jsonl" --data-format gsm8k)
+if [ "$CHAT_STEPS" -gt 0 ] && [ "$CHAT_DATA" = teacher ]; then
+  chat_data=(--data "$W/chat_teacher.jsonl" --data-format m1-messages)
+  # shellcheck disable=SC2086
+  ( "${M1[@]}" eval --model "$W/smollm2.gguf" --benchmark "$W/gsm8k_train.jsonl" --n "${CHAT_SAMPLES:-2}" --temperature 0.7 \
+      --max-tokens 512 --max-batch-size 512 --memory-budget-gb 16 --out "$G/teacher_train" ${EVAL_EXTRA:-} >"$G/teacher_train.log" 2>&1
+    python3 studies/teacher_responses.py "$G/teacher_train" "$W/gsm8k_train.jsonl" "$W/chat_teacher.jsonl" >>"$G/teacher_train.log" 2>&1
+    say "teacher answers for the chat stage: rc $? ($(tail -n 1 "$G/teacher_train.log"))" ) &
+  chat_prep=$!
+fi
 if [ "$TEACHER_EVALS" = 1 ]; then
   evals teacher "$W/smollm2.gguf" --memory-budget-gb 16 &
   teacher=$!
@@ -67,8 +86,8 @@ cands=()
 if [ -f "$W/staged/run/final/config.json" ]; then
   [ "$PLAIN_EVALS" = 1 ] && cands+=("staged:$W/staged/run/final")
   if [ "$CHAT_STEPS" -gt 0 ]; then
-    "${M1[@]}" distill --teacher "$W/smollm2.gguf" --student "$W/staged/run/final" --data "$W/gsm8k_train.jsonl" \
-      --data-format gsm8k --max-length 512 --per-device-batch-size 64 --max-steps "$CHAT_STEPS" --learning-rate 1e-4 \
+    [ -n "${chat_prep:-}" ] && wait "$chat_prep"
+    "${M1[@]}" distill --teacher "$W/smollm2.gguf" --student "$W/staged/run/final" "${chat_data[@]}" --max-length 512 --per-device-batch-size 64 --max-steps "$CHAT_STEPS" --learning-rate 1e-4 \
       --warmup-steps 0.05 --adam-beta2 0.95 --weight-decay 0 --lr-scheduler cosine --loss forward_kl \
       --loss-chunk-size 4096 --save-steps 100 --logging-steps 10 --out "$W/staged/chat" --resume --report-to \
       $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${CHAT_EXTRA:-} >"$G/chat.log" 2>&1
