@@ -342,3 +342,19 @@ def test_fuzz_grade_returns_bool_quickly(body, gold):
     r = grade("\\boxed{" + body + "}", gold)
     assert isinstance(r, bool)
     assert time.perf_counter() - t0 < NO_HANG_LIMIT_S
+
+
+def test_a_slow_starting_worker_is_waited_for_not_graded_false(tmp_path, monkeypatch):
+    """A worker still importing math-verify is not the answer's fault: the request waits for it, then gets its
+    own time limit. Before, on a busy machine, each kill made the next verdicts False whatever the answers."""
+    from m1.eval import grader_pool
+
+    slow = tmp_path / "slow_worker.py"
+    slow.write_text(f"import runpy, time\ntime.sleep(2.0)\nrunpy.run_path({grader_pool._WORKER_SCRIPT!r}, run_name='__main__')\n")
+    monkeypatch.setattr(grader_pool, "_WORKER_SCRIPT", str(slow))
+    pool = grader_pool.VerifyPool()
+    try:
+        assert pool.compare("\\frac{1}{2}", "\\frac{2}{4}", timeout=0.5) is True
+        assert pool.compare("\\frac{1}{2}", "\\frac{1}{3}", timeout=0.5) is False
+    finally:
+        pool.close()

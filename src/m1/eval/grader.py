@@ -48,12 +48,12 @@ def answers_equivalent(gold: str | None, pred: str | None, timeout: float = TIME
     fast = _fast_verdict(gold, pred)
     if fast is not None:
         return fast
+    if is_pathological(gold) or is_pathological(pred):  # before the list and chain rules, which call math-verify too
+        return False
     if _lists_match(gold, pred, timeout):
         return True
     if _same_lhs_chains_match(gold, pred, timeout):
         return True
-    if is_pathological(gold) or is_pathological(pred):
-        return False
     return _math_verify_cached(gold, pred, timeout)
 
 

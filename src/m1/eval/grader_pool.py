@@ -30,6 +30,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _WORKER_SCRIPT = str(Path(__file__).with_name("_mv_worker.py"))
+START_LIMIT_S = 60.0  # how long a request waits for a worker to import math-verify before its own time limit starts
 
 
 class _Worker:
@@ -69,6 +70,16 @@ class _Worker:
             for _ in self._lines():
                 pass  # only stale replies can be here; drop them
         return self.ready
+
+    def wait_ready(self, deadline: float) -> bool:
+        """Block until the child has imported math-verify (or died, or `deadline` passed); True if ready."""
+        fd = self.proc.stdout.fileno()
+        while not self.poll_ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                return False
+            select.select([fd], [], [], min(remaining, 0.5))
+        return True
 
     def request(self, payload: dict, deadline: float) -> dict | None:
         """Send one request and wait for its reply until `deadline`; None on timeout or death."""
@@ -148,18 +159,21 @@ class VerifyPool:
         self._give(_Worker())
 
     def compare(self, gold: str, pred: str, timeout: float) -> bool | None:
-        """math-verify's verdict, or None if it did not finish within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+        """math-verify's verdict, or None if it did not finish within `timeout` seconds.
+
+        The time limit starts once the worker is ready: a worker still importing math-verify (a
+        loaded machine, or just after a kill) is waited for, up to `START_LIMIT_S`. Before, a
+        request that met a starting worker was graded False after `timeout`: on a busy 2-core
+        machine every timeout made the next few verdicts False whatever the answers (2026-12-07).
+        """
         w = self._take()
-        reply = w.request({"gold": gold, "pred": pred}, deadline)
+        if not w.wait_ready(time.monotonic() + START_LIMIT_S):
+            w.kill()
+            logger.warning("math-verify worker did not start within %.0fs; graded False (gold=%.80r pred=%.80r)", START_LIMIT_S, gold, pred)
+            return None
+        reply = w.request({"gold": gold, "pred": pred}, time.monotonic() + timeout)
         with self._lock:
             self.requests += 1
-        if reply is None and not w.ready and w.proc.poll() is None:
-            # Still importing (a loaded machine, or just after a kill): keep it, its late reply
-            # to this request is skipped. Killing it would only restart the slow start-up.
-            self._give(w)
-            logger.warning("math-verify worker still starting after %.1fs; graded False (gold=%.80r pred=%.80r)", timeout, gold, pred)
-            return None
         if reply is None:
             w.kill()
             with self._lock:
