@@ -358,3 +358,13 @@ def test_a_slow_starting_worker_is_waited_for_not_graded_false(tmp_path, monkeyp
         assert pool.compare("\\frac{1}{2}", "\\frac{1}{3}", timeout=0.5) is False
     finally:
         pool.close()
+
+
+def test_long_ratio_chains_are_screened_and_short_ratios_are_not():
+    """Looping samples end in answers like "1:1:1:...:5:1" that cost math-verify its whole time limit (a 32,000-sample
+    comparison spent most of 12 minutes on them, 2026-12-07); real ratios are short."""
+    from m1.eval.answer import is_pathological
+
+    assert is_pathological(":".join(["1"] * 40)) and is_pathological("25:25:21:21:20:22:25:28:22")
+    assert not is_pathological("3:4:5") and not is_pathological("1:2:3:4:5:6:7:8")
+    assert answers_equivalent("3:4", "3:4")

@@ -16,6 +16,7 @@ _BRACE_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\[{}]|[{}]")
 _BOXED_BARE = re.compile(r"\\boxed[ \t]+([^\s{}$]+)")
 # Longest answer we normalise and compare; anything longer is not a final answer.
 MAX_ANSWER_CHARS = 2000
+MAX_RATIO_PARTS = 8  # a ratio a:b:c:... with more parts is taken for garbage (compared as a string)
 
 
 def _last_boxed(text: str) -> str | None:
@@ -598,6 +599,8 @@ def is_pathological(s: str) -> bool:
     very long or deeply nested strings are screened out; they are compared as strings.
     """
     if len(s) > MAX_ANSWER_CHARS or s.count("{") > 200:
+        return True
+    if s.count(":") > MAX_RATIO_PARTS - 1:  # a looping model's "1:1:1:...": math-verify spends its whole time limit on one
         return True
     depth = 0
     for ch in s:
