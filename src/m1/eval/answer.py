@@ -17,6 +17,7 @@ _BOXED_BARE = re.compile(r"\\boxed[ \t]+([^\s{}$]+)")
 # Longest answer we normalise and compare; anything longer is not a final answer.
 MAX_ANSWER_CHARS = 2000
 MAX_RATIO_PARTS = 8  # a ratio a:b:c:... with more parts is taken for garbage (compared as a string)
+_RATIO_CHAIN = re.compile(r"^\s*[\w.\\{}]+(?:\s*:\s*[\w.\\{}]+){%d,}\s*$" % MAX_RATIO_PARTS)  # the whole answer is such a chain
 
 
 def _last_boxed(text: str) -> str | None:
@@ -600,7 +601,7 @@ def is_pathological(s: str) -> bool:
     """
     if len(s) > MAX_ANSWER_CHARS or s.count("{") > 200:
         return True
-    if s.count(":") > MAX_RATIO_PARTS - 1:  # a looping model's "1:1:1:...": math-verify spends its whole time limit on one
+    if _RATIO_CHAIN.match(s):  # a looping model's "1:1:1:...": math-verify spends its whole time limit on one
         return True
     depth = 0
     for ch in s:
