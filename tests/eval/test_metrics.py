@@ -195,3 +195,22 @@ def test_report_shows_the_chance_column_and_line(tmp_path):
     text = write_report({"toy": s}, tmp_path, "t").read_text()
     assert "| k | pass@k | maj@k | chance pass@k |" in text and "| 2 | 75.0 | 50.0 | 25.0 |" in text
     assert "always answering '5' scores 50.0%" in text and (tmp_path / "curves.png").exists()
+
+
+def test_answer_groups_over_threads_equal_the_serial_groups():
+    """Problems spread over threads give exactly the groups one thread gives, on answers that need math-verify
+    (fractions in LaTeX, equivalent forms, garbage) as well as plain numbers."""
+    import random
+
+    from m1.eval.metrics import equivalence_groups
+    from m1.eval.samples import answer_groups
+
+    rng = random.Random(0)
+    pool = ["\\frac{1}{2}", "0.5", "\\frac{2}{4}", "x+1", "1+x", "\\sqrt{2}", "2^{1/2}", "3", "3.0", None, "2n + 2m", "7"]
+    by = {str(p): [{"answer": rng.choice(pool)} for _ in range(6)] for p in range(12)}
+    serial = answer_groups(by, 6, threads=1)
+    assert answer_groups(by, 6, threads=4) == serial
+    assert serial == {p: equivalence_groups([r["answer"] for r in rs]) for p, rs in by.items()}
+    # the groups are real: 1/2, 0.5 and 2/4 share one
+    g = answer_groups({"a": [{"answer": a} for a in ["\\frac{1}{2}", "0.5", "\\frac{2}{4}", "7"]]}, 4)["a"]
+    assert g[0] == g[1] == g[2] != g[3]

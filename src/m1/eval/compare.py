@@ -28,7 +28,7 @@ from pathlib import Path
 from m1.errors import UserError, field_error, require_path
 from m1.eval.grader import answers_equivalent
 from m1.eval.metrics import constant_answer_baseline, guessing_pass_at_k, k_values, mean_interval, paired_difference_interval, ratio_interval
-from m1.eval.samples import group_by_problem, read_samples, scores_at_k
+from m1.eval.samples import answer_groups, group_by_problem, read_samples, scores_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ def compare_sampled(ref: dict[str, list[dict]], cand: dict[str, list[dict]], n: 
     out: dict[str, dict] = {"pass@k": {}, "maj@k": {}}
     scores: dict[str, dict[str, dict[int, list[float]]]] = {m: {"ref": {}, "cand": {}} for m in out}
     for side, runs in (("ref", ref), ("cand", cand)):
+        groups = answer_groups({i: runs[i] for i in ids}, n)
         for i in ids:
-            passes, majs = scores_at_k(runs[i][:n], k_values(n))
+            passes, majs = scores_at_k(runs[i][:n], k_values(n), groups[i])
             for k in k_values(n):
                 scores["pass@k"][side].setdefault(k, []).append(passes[k])
                 scores["maj@k"][side].setdefault(k, []).append(majs[k])
