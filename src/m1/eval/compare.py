@@ -27,7 +27,7 @@ from pathlib import Path
 
 from m1.errors import UserError, field_error, require_path
 from m1.eval.grader import answers_equivalent
-from m1.eval.metrics import constant_answer_baseline, guessing_pass_at_k, k_values, mean_interval, paired_difference_interval, ratio_interval
+from m1.eval.metrics import chance_baseline, k_values, mean_interval, paired_difference_interval, ratio_interval
 from m1.eval.samples import answer_groups, group_by_problem, read_samples, scores_at_k
 
 logger = logging.getLogger(__name__)
@@ -148,12 +148,9 @@ def compare_runs(reference: Path, candidate: Path, tokenizer=None) -> dict:
         entry: dict = {"problems": len(ids), "n": n, "greedy": greedy,
                        "completions": {"reference": completion_measures({i: ref_by[i] for i in ids}, n),
                                        "candidate": completion_measures({i: cand_by[i] for i in ids}, n)}}
-        golds = [ref_by[i][0].get("gold") for i in ids]
-        if None not in golds:
-            golds = [str(g) for g in golds]
-            constant, constant_acc = constant_answer_baseline(golds)
-            entry["chance"] = {"pass@k": {str(k): v for k, v in guessing_pass_at_k(golds, k_values(n)).items()},
-                               "constant_answer": constant, "constant_accuracy": constant_acc}
+        chance = chance_baseline([ref_by[i][0].get("gold") for i in ids], k_values(n))
+        if chance is not None:
+            entry["chance"] = chance
         if greedy:
             entry["greedy_measures"] = compare_greedy({i: ref_by[i][0] for i in ids}, {i: cand_by[i][0] for i in ids}, tokenizer)
         if n >= 2:

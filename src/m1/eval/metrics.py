@@ -219,6 +219,17 @@ def guessing_pass_at_k(golds: Sequence[str], ks: Sequence[int]) -> dict[int, flo
     return {k: sum(1.0 - (1.0 - q) ** k for q in qs) / P for k in ks}
 
 
+def chance_baseline(golds: Sequence[str | None], ks: Sequence[int]) -> dict | None:
+    """The chance line of a run (None when a gold is missing): `guessing_pass_at_k` at each k, keyed
+    by str(k), and the constant answer with its accuracy. `m1 eval` and `m1 compare` both report it."""
+    if not golds or any(g is None for g in golds):
+        return None
+    golds = [str(g) for g in golds]
+    constant, accuracy = constant_answer_baseline(golds)
+    return {"pass@k": {str(k): v for k, v in guessing_pass_at_k(golds, ks).items()},
+            "constant_answer": constant, "constant_accuracy": accuracy}
+
+
 def k_values(n: int) -> list[int]:
     """1, 2, 4, ... up to n (n itself included)."""
     ks, k = [], 1

@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from m1.eval.metrics import constant_answer_baseline, equivalence_groups, guessing_pass_at_k, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k, weighted_vote_at_k
+from m1.eval.metrics import chance_baseline, equivalence_groups, k_values, maj_at_k, mean_interval, pass_at_k, verify_at_k, weighted_vote_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +146,9 @@ def summarize_samples(rows: list[dict], n: int) -> dict:
         "gen_time_s": gen_time,
         "samples_per_s": len(all_rows) / gen_time if gen_time > 0 else float("inf"),
     }
-    golds = [rs[0].get("gold") for rs in complete.values()]
-    if None not in golds:  # what guessing scores on these problems (see guessing_pass_at_k)
-        constant, constant_acc = constant_answer_baseline([str(g) for g in golds])
-        out["chance"] = {"pass@k": {str(k): v for k, v in guessing_pass_at_k([str(g) for g in golds], ks).items()},
-                         "constant_answer": constant, "constant_accuracy": constant_acc}
+    chance = chance_baseline([rs[0].get("gold") for rs in complete.values()], ks)
+    if chance is not None:
+        out["chance"] = chance
     if has_ver:
         out["verify@k"] = {str(k): v / P for k, v in ver_k.items()}
         out["weighted_vote@k"] = {str(k): v / P for k, v in wvote_k.items()}
