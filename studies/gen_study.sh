@@ -28,6 +28,9 @@ EVALS=(
   "gsm8k_t07 --benchmark gsm8k --limit 500 --n 64 --temperature 0.7 --max-tokens 512"
   "math500_t07 --benchmark math500 --n 16 --temperature 0.7 --max-tokens 1024"
 )
+# EVAL_SET=lean keeps the additions and GSM8K greedy: the sampled GSM8K and MATH500 runs cost most of a session's
+# GPU time and the 135M teacher is at chance on them (results/gen_study_2026-12-07/)
+[ "${EVAL_SET:-all}" = lean ] && EVALS=("${EVALS[@]:0:3}")
 
 evals() {  # name model [m1 eval options for every eval...]
   local name=$1 model=$2
@@ -63,7 +66,7 @@ TEACHER_EVALS=${TEACHER_EVALS:-1}
 PLAIN_EVALS=${PLAIN_EVALS:-1}
 CHAT_STEPS=${CHAT_STEPS:-0}
 CHAT_DATA=${CHAT_DATA:-gsm8k}
-say "start (teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS, chat data $CHAT_DATA)"
+say "start (evals ${EVAL_SET:-all}: ${#EVALS[@]}, teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS, chat data $CHAT_DATA)"
 chat_data=(--data "$W/gsm8k_train.jsonl" --data-format gsm8k)
 if [ "$CHAT_STEPS" -gt 0 ] && [ "$CHAT_DATA" = teacher ]; then
   chat_data=(--data "$W/chat_teacher.jsonl" --data-format m1-messages)
