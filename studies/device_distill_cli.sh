@@ -3,7 +3,7 @@
 # (studies/distill_cli.py). State lives in /tmp/m1cli, which survives between back-to-back calls.
 #
 # The teacher GGUF (98 MB) is more than one call carries beside the wheels, so it travels in two
-# parts (`split -b 58000000 -d SmolLM2-135M-Instruct.Q4_1.gguf gguf.part.`) under the ignored
+# parts (`split -b 56000000 -d SmolLM2-135M-Instruct.Q4_1.gguf gguf.part.`) under the ignored
 # .devcarry/ folder, with the data (studies/build_train_text.py's output; MATH500 and GSM8K test from
 # ../shared/data/benchmarks; GSM8K train from ../shared/data/train, for gen_study.sh's chat stage):
 #   call 1: carry [".whl", ".devcarry/a"]             bash studies/device_distill_cli.sh setup
