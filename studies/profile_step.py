@@ -11,7 +11,8 @@ It writes one JSON record per (model, batch, context):
 - the step time and its roofline fraction (`m1.bench.fixed.step_bytes` over the copy bandwidth);
 - kernel time per kind (GEMM, attention, Mamba, norm, sampling, elementwise, copy, other) per step;
 - the ten slowest kernels;
-- the gap between the eager profile's kernel time and its wall time (launch overhead the graph removes).
+- the gap between the eager profile's kernel time and its wall time (launch overhead the graph removes);
+- the graph step with its rows split into 1, 2, ... nano-batches on their own streams (`--nano-batches`).
 
     python3 studies/profile_step.py --out DIR                      # GPU: m1-3b b560 and llama-3.2-3b b128, context 2048
     python3 studies/profile_step.py --tiny --device cpu --out DIR  # CPU smoke run (operator time instead of kernels)
@@ -72,7 +73,14 @@ def profile(args, name: str, batch: int, env) -> dict:
     rec: dict = {"model": name, "batch": batch, "context": args.context, "device": env.device, "method": "profile",
                  "engine": "cuda-graphs" if engine.graphs else "eager"}
     if cuda:
-        step_s = timer.time(batch, args.context, steps=args.steps)
+        by_nano = {}
+        for k in args.nano_batches:  # the same rows and data, graphs recaptured with k nano-batches
+            engine.graphs.nano_batches, engine.graphs.nano_min_rows = k, 1
+            engine.graphs.clear()
+            by_nano[k] = timer.time(batch, args.context, steps=args.steps)
+        engine.graphs.nano_batches = 1
+        step_s = by_nano.get(1, min(by_nano.values()))
+        rec["step_ms_by_nano_batches"] = {str(k): round(v * 1e3, 4) for k, v in by_nano.items()}
     else:  # no events on a CPU: wall time of the eager step
         slots = engine.place_rows(batch, args.context - 4, math.ceil((args.context + args.steps + 8) / engine.layout.block_size))
         engine.decode_step(slots)
@@ -131,6 +139,8 @@ def main() -> None:
     p.add_argument("--memory-gb", type=float, default=60.0, help="the engine's cache budget")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke runs)")
+    p.add_argument("--nano-batches", type=int, nargs="+", default=[1, 2],
+                   help="time the graph step split into each of these many nano-batches (Engine's nano_batches)")
     p.add_argument("--commit", default=None)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -144,8 +154,8 @@ def main() -> None:
         rec.update(commit=args.commit, date=env.date, versions=env.versions)
         records.append(rec)
         (args.out / "profile_step.json").write_text(json.dumps(records, indent=1))
-        print(json.dumps({k: rec[k] for k in ("model", "batch", "step_ms", "roofline_fraction", "eager_step_ms",
-                                               "kernel_ms_per_step", "kernel_ms_by_kind")}))
+        print(json.dumps({k: rec.get(k) for k in ("model", "batch", "step_ms", "step_ms_by_nano_batches", "roofline_fraction",
+                                                   "eager_step_ms", "kernel_ms_per_step", "kernel_ms_by_kind")}))
 
 
 if __name__ == "__main__":

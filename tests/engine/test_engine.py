@@ -230,3 +230,10 @@ def test_cpu_fast_paths_equal_the_references(models, kind):
         for a, b in zip(g.outputs, w.outputs):
             assert a.token_ids == b.token_ids
             assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+
+
+def test_nano_batches_must_be_positive():
+    from tests.engine.conftest import make_model
+
+    with pytest.raises(ValueError, match="nano_batches"):
+        Engine(make_model("hybrid"), max_batch_size=2, max_model_len=32, nano_batches=0)

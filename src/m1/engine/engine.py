@@ -68,6 +68,10 @@ class Engine:
         (see `m1.engine.scheduler`). `stats.preemptions` counts preemptions; the log gets one
         summary line of them per `preemption_log_every_s` seconds (10) and one at the end of the call.
 
+    nano_batches: decode graphs of at least 256 rows split the rows into this many nano-batches on
+        separate CUDA streams, so one's GEMMs overlap another's KV and state reads (`ModelRunner.decode_nano`);
+        1 (default) keeps one stream. Same tokens either way.
+
     `stop_hook`, when set, is called as stop_hook(request_id, sample_index, n_tokens) after each
     accepted token; True ends that sample with finish_reason "stop", as an EOS would. The
     scheduler never sees it (the reasoning benchmark uses it to end completions at drawn lengths).
@@ -89,6 +93,7 @@ class Engine:
         use_cuda_graphs: bool | None = None,
         graph_buckets: Sequence[int] | None = None,
         kv_policy: str = "on_demand",
+        nano_batches: int = 1,
     ):
         if kv_policy not in KV_POLICIES:
             raise ValueError(f"kv_policy: one of {', '.join(KV_POLICIES)}, got {kv_policy!r}")
@@ -120,7 +125,9 @@ class Engine:
             raise ValueError("use_cuda_graphs: needs a CUDA model")
         buckets = {min(2**i, max_batch_size) for i in range(max_batch_size.bit_length() + 1)} | {max_batch_size}
         buckets = sorted(buckets | {b for b in (graph_buckets or []) if b <= max_batch_size})
-        self.graphs = DecodeGraphs(self.runner, buckets) if self.use_cuda_graphs else None
+        if int(nano_batches) < 1:
+            raise ValueError(f"nano_batches: must be >= 1, got {nano_batches}")
+        self.graphs = DecodeGraphs(self.runner, buckets, nano_batches=int(nano_batches)) if self.use_cuda_graphs else None
         self._param_sig: tuple[int, ...] | None = None
         eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
         eos = eos if eos is not None else cfg.eos_token_id

@@ -52,6 +52,7 @@ class ModelRunner:
         self.top_k = torch.zeros(slots, dtype=torch.long, device=dev)
         self.block_table = torch.zeros(slots, self.max_cols, dtype=torch.int32, device=dev)
         self.scratch_slot = lay.num_slots
+        self._streams: list = []  # side streams of `decode_nano`, made on first use
         # CPU decode: reused buffers for the paged-attention gather and the logits, and the sampler
         # over row chunks whose (rows, vocab) fp32 temporaries stay small (see `_sample`); None on CUDA.
         self.workspace = Workspace() if dev.type == "cpu" else None
@@ -254,6 +255,38 @@ class ModelRunner:
         self.pos.index_copy_(0, slot_ids, pos + 1)
         return new_tok, logprobs
 
+    def decode_nano(self, slot_ids: torch.Tensor, truncate: bool, parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`decode` with the rows split into `parts` nano-batches, each on its own CUDA stream.
+
+        Why: at large batch a hybrid step is a compute-bound phase (the projections' and MLPs' GEMMs)
+        followed by memory-bound ones (the KV read of paged attention, the Mamba state read and write),
+        one after the other on one stream. Independent nano-batches on separate streams let one's GEMMs
+        run while another's attention reads the cache (NanoFlow's intra-device overlap); each nano-batch
+        reads the weights once more. Rows are independent, so the tokens are those of `decode` (on a CPU,
+        or with `parts` <= 1, it is `decode`). Captured into one graph by `DecodeGraphs` (fork and join).
+        """
+        if parts <= 1 or self.device.type != "cuda" or slot_ids.numel() < 2 * parts:
+            return self.decode(slot_ids, truncate)
+        main = torch.cuda.current_stream(self.device)
+        if len(self._streams) < parts - 1:
+            self._streams = [torch.cuda.Stream(self.device) for _ in range(parts - 1)]
+        outs = []
+        for i, ids in enumerate(slot_ids.chunk(parts)):
+            if i == 0:
+                outs.append(self.decode(ids, truncate))
+                continue
+            s = self._streams[i - 1]
+            s.wait_stream(main)
+            with torch.cuda.stream(s):
+                outs.append(self.decode(ids, truncate))
+        for s in self._streams[: parts - 1]:
+            main.wait_stream(s)
+        tok, lp = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        for o in outs[1:]:  # made on a side stream, read on main (eager runs: keep the allocator from reusing them early)
+            o[0].record_stream(main)
+            o[1].record_stream(main)
+        return tok, lp
+
     def _sample(self, h, slot_ids, counter, truncate):
         """LM head + sampler for every row. With `logit_rows` set (CPU) the logits land in a reused
         workspace buffer and the sampler runs over row chunks, so its full-vocabulary temporaries
@@ -310,9 +343,11 @@ class DecodeGraphs:
     (`ModelRunner` parameter signature) and recaptures.
     """
 
-    def __init__(self, runner: ModelRunner, buckets: list[int]):
+    def __init__(self, runner: ModelRunner, buckets: list[int], nano_batches: int = 1, nano_min_rows: int = 256):
         self.runner = runner
         self.buckets = sorted(buckets)
+        self.nano_batches = nano_batches
+        self.nano_min_rows = nano_min_rows
         self.graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.pool = None
 
@@ -335,19 +370,20 @@ class DecodeGraphs:
         ids = torch.full((b,), r.scratch_slot, dtype=torch.long, device=r.device)
         # Warm-up on a side stream (allocator and Triton autotune/compile happen outside capture).
         saved = (r.tok.clone(), r.pos.clone())
+        parts = self.nano_batches if b >= self.nano_min_rows else 1
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
             for _ in range(2):
-                r.decode(ids, truncate)
+                r.decode_nano(ids, truncate, parts)
         torch.cuda.current_stream().wait_stream(s)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=self.pool):
-            tok, lp = r.decode(ids, truncate)
+            tok, lp = r.decode_nano(ids, truncate, parts)
         self.pool = g.pool()
         r.tok.copy_(saved[0])
         r.pos.copy_(saved[1])
-        log.info("captured decode graph: bucket %d, truncate=%s", b, truncate)
+        log.info("captured decode graph: bucket %d, truncate=%s, %d nano-batch%s", b, truncate, parts, "es" if parts > 1 else "")
         return g, ids, tok, lp
 
     def run(self, slot_ids: torch.Tensor, truncate: bool) -> tuple[torch.Tensor, torch.Tensor]:
