@@ -282,9 +282,10 @@ class ModelRunner:
         for s in self._streams[: parts - 1]:
             main.wait_stream(s)
         tok, lp = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-        for o in outs[1:]:  # made on a side stream, read on main (eager runs: keep the allocator from reusing them early)
-            o[0].record_stream(main)
-            o[1].record_stream(main)
+        if not torch.cuda.is_current_stream_capturing():  # eager: made on a side stream, read on main
+            for o in outs[1:]:
+                o[0].record_stream(main)
+                o[1].record_stream(main)
         return tok, lp
 
     def _sample(self, h, slot_ids, counter, truncate):
