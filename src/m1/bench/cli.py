@@ -34,6 +34,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e-batch", type=int, default=256, help="batch of the hybrids' validation run")
     ap.add_argument("--compare-batch", type=int, default=64, help="batch of the 256 + 256 run compared with transformers.generate (0 skips)")
     ap.add_argument("--baseline", nargs="*", default=["llama-3.2-3b", "m1-3b"], help="shapes run through transformers.generate")
+    ap.add_argument("--nano-batches", type=int, default=1,
+                    help="decode graphs of >= 256 rows split into this many nano-batches on CUDA streams (Engine's nano_batches)")
     ap.add_argument("--out", type=Path, default=Path("studies/results"))
     ap.add_argument("--plot-only", action="store_true", help="only redraw engine_throughput.png from the JSON in --out")
     r = ap.add_argument_group("reasoning workload (--workload reasoning)")

@@ -170,7 +170,8 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
     if name == "m1-3b-s128":
         batches = [b for b in batches if b <= args.s128_max_batch]
     max_len = PROMPT + max(args.gens) + 64
-    engine = Engine(model, max_batch_size=max(batches), max_model_len=max_len, memory_budget_gb=budget / 2**30, graph_buckets=batches)
+    engine = Engine(model, max_batch_size=max(batches), max_model_len=max_len, memory_budget_gb=budget / 2**30, graph_buckets=batches,
+                    nano_batches=args.nano_batches)
     log.info("%s: %.2f GB weights, cache budget %.1f GiB of %.1f GiB device", name, wb / 1e9, budget / 2**30, total / 2**30)
     timer = DecodeTimer(engine)
     steps: dict[int, dict[int, float]] = {}
@@ -182,7 +183,7 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
             t = timer.time(b, c)
             steps.setdefault(b, {})[c] = t
             nbytes = step_bytes(model, engine, b, c)
-            rec = record(env, name, model, batch=b, context=c, prompt_len=None, gen_len=None, tokens_per_s=b / t, step_ms=t * 1e3,
+            rec = record(env, name, model, nano_batches=args.nano_batches, batch=b, context=c, prompt_len=None, gen_len=None, tokens_per_s=b / t, step_ms=t * 1e3,
                           peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
                           roofline_fraction=nbytes / t / env.bandwidth, kind="decode_step")
             records.append(rec)
@@ -203,7 +204,7 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
         b, tps, mean_step = best
         c_mid = PROMPT + gen / 2
         nbytes = step_bytes(model, engine, b, int(c_mid))
-        integ.append(record(env, name, model, batch=b, prompt_len=PROMPT, gen_len=gen, tokens_per_s=tps, step_ms=mean_step * 1e3,
+        integ.append(record(env, name, model, nano_batches=args.nano_batches, batch=b, prompt_len=PROMPT, gen_len=gen, tokens_per_s=tps, step_ms=mean_step * 1e3,
                              peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=nbytes,
                              roofline_fraction=nbytes / mean_step / env.bandwidth, prefill_ms_per_prompt=prefill_s * 1e3,
                              kind="integrated", note="best batch; step times integrated over contexts [256, 256+gen]"))
@@ -215,7 +216,7 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
         if want and timer.fits(want, PROMPT + args.e2e_gen, 0) and want in steps:
             tps, dt = run_e2e(engine, want, args.e2e_gen)
             pred, mean_step = integrate(steps[want], want, args.e2e_gen, prefill_s)
-            e2e.append(record(env, name, model, batch=want, prompt_len=PROMPT, gen_len=args.e2e_gen, tokens_per_s=tps,
+            e2e.append(record(env, name, model, nano_batches=args.nano_batches, batch=want, prompt_len=PROMPT, gen_len=args.e2e_gen, tokens_per_s=tps,
                                step_ms=dt / args.e2e_gen * 1e3, peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9,
                                bytes_per_step=step_bytes(model, engine, want, PROMPT + args.e2e_gen // 2),
                                roofline_fraction=None, predicted_tokens_per_s=pred, agreement=tps / pred, kind="end_to_end", seconds=dt))
@@ -225,7 +226,7 @@ def bench_model(name: str, args, env: Env, out: Path) -> dict:
     if cb and timer.fits(cb, PROMPT + 256, 0):  # batch 64, 256 + 256: the comparison point for transformers.generate
         run_e2e(engine, cb, 256)  # warm-up: graph capture and Triton compiles are not part of the comparison
         tps, dt = run_e2e(engine, cb, 256)
-        e2e.append(record(env, name, model, batch=cb, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
+        e2e.append(record(env, name, model, nano_batches=args.nano_batches, batch=cb, prompt_len=PROMPT, gen_len=256, tokens_per_s=tps, step_ms=dt / 256 * 1e3,
                            peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, bytes_per_step=None, roofline_fraction=None,
                            kind="end_to_end", seconds=dt, prefill_ms_per_prompt=prefill_s * 1e3))
         log.info("%s e2e b=%d 256+256: %.0f tok/s (%.2f s)", name, cb, tps, dt)

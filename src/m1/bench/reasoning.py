@@ -155,7 +155,7 @@ def bench_reasoning(name: str, args, env: Env, out: Path, workload: ReasoningWor
     for policy in args.kv_policies:
         engine = Engine(model, max_batch_size=batch, max_model_len=workload.prompt_len + workload.max_tokens,
                         memory_budget_gb=budget / 2**30, kv_policy=policy, prefill_chunk=args.prefill_chunk,
-                        block_size=args.block_size)
+                        block_size=args.block_size, nano_batches=args.nano_batches)
         engine.generate(workload.prompts(model.config.vocab_size)[: min(4, workload.requests)],
                         _warm_params(), use_tqdm=False)  # compiles and allocator warm-up, off the clock
         engine.capture_graphs()  # every decode-graph bucket before the clock starts
@@ -164,7 +164,7 @@ def bench_reasoning(name: str, args, env: Env, out: Path, workload: ReasoningWor
         res = run_reasoning(engine, workload, lengths)
         ideal = roofline_seconds(model, engine, res["work"], args.peak_tflops * 1e12, env.bandwidth) if env.bandwidth else None
         rec = dict(run_id=args.run_id, commit=commit(), device=env.device, date=env.date, versions=env.versions, model=name,
-                   method="e2e", workload="reasoning", kv_policy=policy, batch=batch, requests=workload.requests,
+                   method="e2e", workload="reasoning", kv_policy=policy, batch=batch, nano_batches=args.nano_batches, requests=workload.requests,
                    prompt_len=workload.prompt_len, gen_len=workload.describe(lengths), tokens_per_s=res["tokens_per_s"],
                    roofline_fraction=None if ideal is None else ideal / res["seconds"], roofline_seconds=ideal,
                    seconds=res["seconds"], generated_tokens=res["generated_tokens"], ttft_p50_s=res["ttft_p50_s"],
