@@ -3,7 +3,7 @@
 import json
 
 from m1 import cli
-from m1.bench.reasoning import ReasoningWorkload, percentile
+from m1.bench.reasoning import ReasoningWorkload, best_by_model, percentile
 
 FIELDS = {"run_id", "commit", "device", "date", "versions", "model", "method", "workload", "batch", "prompt_len",
           "gen_len", "tokens_per_s", "roofline_fraction"}
@@ -38,3 +38,23 @@ def test_reasoning_workload_runs_on_cpu_with_tiny_models(tmp_path):
         assert r["ttft_p50_s"] <= r["ttft_p99_s"] and r["itl_p50_s"] is not None
         if r["kv_policy"] == "reserve":
             assert r["preemptions"] == 0
+
+
+def test_slot_sweep_runs_each_slot_count_on_the_same_requests_and_plots_the_curve(tmp_path):
+    out = tmp_path / "res"
+    argv = ["bench", "--workload", "reasoning", "--device", "cpu", "--tiny", "--models", "llama-3.2-3b", "m1-3b",
+            "--reasoning-batch", "2", "6", "--reasoning-llama-batch", "3", "--kv-policies", "on_demand",
+            "--prompt-len", "16", "--gen-mean", "16", "--gen-cap", "32", "--max-tokens", "32",
+            "--memory-gb", "0.002", "--workspace-gb", "0", "--block-size", "16", "--peak-tflops", "0.1",
+            "--bandwidth-tbs", "0.01", "--run-id", "sweep", "--out", str(out)]
+    assert cli.main(argv) == 0
+    recs = [r for f in sorted(out.glob("reasoning_*_tiny.json")) for r in json.loads(f.read_text())]
+    assert sorted((r["model"], r["batch"]) for r in recs) == [("llama-3.2-3b", 3), ("m1-3b", 2), ("m1-3b", 6)]
+    lengths = ReasoningWorkload(requests=24, prompt_len=16, gen_mean=16, gen_cap=32, max_tokens=32).lengths()
+    assert all(r["requests"] == 24 and r["generated_tokens"] == sum(lengths) for r in recs)  # 4 x the largest slot count
+    assert (out / "reasoning_slots_sweep_tiny.png").stat().st_size > 0
+    best = best_by_model(recs)
+    hybrid = [r for r in recs if r["model"] == "m1-3b"]
+    assert best[("m1-3b", "on_demand")]["tokens_per_s"] == max(r["tokens_per_s"] for r in hybrid)
+    assert best_by_model([{"model": "a", "kv_policy": "p", "tokens_per_s": t, "batch": b} for b, t in ((1, 5.0), (2, 9.0), (4, 7.0))])[
+        ("a", "p")]["batch"] == 2

@@ -43,9 +43,12 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="fixed: step times, integration and fixed-length runs; reasoning: lognormal completion lengths")
     r.add_argument("--kv-policies", nargs="+", choices=["on_demand", "reserve"], default=["on_demand", "reserve"],
                    help="engine KV policies to run, each in a fresh engine under the same budget")
-    r.add_argument("--reasoning-batch", type=int, default=1024, help="the hybrids' decode slots; requests default to 4x this")
-    r.add_argument("--reasoning-llama-batch", type=int, default=None, help="the all-attention model's slots (default: the same)")
-    r.add_argument("--requests", type=int, default=None, help="requests, all arriving at t = 0 (default 4 x --reasoning-batch)")
+    r.add_argument("--reasoning-batch", type=int, nargs="+", default=[1024],
+                   help="the hybrids' decode slots; several values sweep them (each a fresh engine, the same requests); "
+                        "requests default to 4x the largest")
+    r.add_argument("--reasoning-llama-batch", type=int, nargs="+", default=None,
+                   help="the all-attention model's slots, one or a sweep (default: the hybrids')")
+    r.add_argument("--requests", type=int, default=None, help="requests, all arriving at t = 0 (default 4 x the largest --reasoning-batch)")
     r.add_argument("--prompt-len", type=int, default=PROMPT)
     r.add_argument("--gen-mean", type=float, default=4096.0, help="mean of the lognormal completion length (before the cap)")
     r.add_argument("--gen-sigma", type=float, default=1.0, help="sigma of the lognormal's log")

@@ -140,7 +140,9 @@ def run_reasoning(engine, workload: ReasoningWorkload, lengths: list[int]) -> di
 
 
 def bench_reasoning(name: str, args, env: Env, out: Path, workload: ReasoningWorkload, lengths: list[int]) -> list[dict]:
-    """Both KV policies (`args.kv_policies`) for one model, each in a fresh engine under the same budget."""
+    """Each KV policy (`args.kv_policies`) at each slot count of the sweep for one model, each in a fresh engine
+    under the same memory budget: the slot count is the knob that trades rows a step against preemptions, so each
+    model is compared at its own best (`best_by_model`)."""
     from m1.engine import Engine
 
     dev = args.device
@@ -150,9 +152,9 @@ def bench_reasoning(name: str, args, env: Env, out: Path, workload: ReasoningWor
     if budget <= 0:
         raise ValueError(f"--memory-gb {args.memory_gb} leaves nothing for the cache after weights and workspace")
     is_llama = len(model.config.attention_layers) == model.config.num_hidden_layers
-    batch = (args.reasoning_llama_batch or args.reasoning_batch) if is_llama else args.reasoning_batch
+    batches = (args.reasoning_llama_batch or args.reasoning_batch) if is_llama else args.reasoning_batch
     records = []
-    for policy in args.kv_policies:
+    for policy, batch in [(p, b) for p in args.kv_policies for b in sorted(batches)]:
         engine = Engine(model, max_batch_size=batch, max_model_len=workload.prompt_len + workload.max_tokens,
                         memory_budget_gb=budget / 2**30, kv_policy=policy, prefill_chunk=args.prefill_chunk,
                         block_size=args.block_size, nano_batches=args.nano_batches)
@@ -199,7 +201,7 @@ def reasoning_main(args, ap) -> int:
     env = environment(bw)
     args.run_id = args.run_id or f"{env.date[:10]}-{uuid.uuid4().hex[:8]}"
     models = args.models
-    workload = ReasoningWorkload(requests=args.requests or 4 * args.reasoning_batch, prompt_len=args.prompt_len,
+    workload = ReasoningWorkload(requests=args.requests or 4 * max(args.reasoning_batch), prompt_len=args.prompt_len,
                                  gen_mean=args.gen_mean, gen_sigma=args.gen_sigma, gen_cap=args.gen_cap,
                                  max_tokens=args.max_tokens, seed=args.length_seed)
     lengths = workload.lengths()
@@ -208,7 +210,53 @@ def reasoning_main(args, ap) -> int:
     for name in models:
         records += bench_reasoning(name, args, env, args.out, workload, lengths)
     _print_reasoning(records)
+    if len(args.reasoning_batch) > 1 or len(args.reasoning_llama_batch or []) > 1:
+        path = plot_slot_sweep(records, args.out / f"reasoning_slots_{args.run_id}{'_tiny' if args.tiny else ''}.png")
+        print(f"slot sweep plot: {path}")
     return 0
+
+
+def best_by_model(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """The record of highest throughput for each (model, KV policy) over the slot counts swept."""
+    best: dict[tuple[str, str], dict] = {}
+    for r in records:
+        key = (r["model"], r["kv_policy"])
+        if key not in best or r["tokens_per_s"] > best[key]["tokens_per_s"]:
+            best[key] = r
+    return best
+
+
+def plot_slot_sweep(records: list[dict], path: Path) -> Path:
+    """Throughput against decode slots, a line per (model, KV policy), the best point of each marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    best = best_by_model(records)
+    for i, (key, top) in enumerate(sorted(best.items())):
+        pts = sorted((r["batch"], r["tokens_per_s"]) for r in records if (r["model"], r["kv_policy"]) == key)
+        style = "-" if key[1] == "on_demand" else "--"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=f"C{i // 2}", label=f"{key[0]} ({key[1]})")
+        ax.plot([top["batch"]], [top["tokens_per_s"]], "*", color=f"C{i // 2}", markersize=12)
+    ax.set_xscale("log", base=2)
+    slots = sorted({r["batch"] for r in records})
+    ax.set_xticks(slots, [str(b) for b in slots])
+    ax.minorticks_off()
+    ax.set_xlabel("decode slots (max_batch_size); star: each line's best")
+    ax.set_ylabel("generated tokens/s, tail included")
+    r0 = records[0]
+    ax.set_title(f"Reasoning workload: {r0['requests']} requests, mean {r0['gen_len']['drawn_mean']:.0f} tokens "
+                 f"({r0['device']})", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _print_reasoning(records: list[dict]) -> None:
@@ -218,13 +266,15 @@ def _print_reasoning(records: list[dict]) -> None:
         itl = [1e3 * (x or 0.0) for x in (r["itl_p50_s"], r["itl_p99_s"])]
         print(f"{r['model']:<16} {r['kv_policy']:<10} {r['batch']:<6} {r['tokens_per_s']:<10.0f} {roof:<9} "
               f"{r['ttft_p50_s']:.3f}/{r['ttft_p99_s']:.3f}    {itl[0]:.2f}/{itl[1]:.2f}      {r['preemptions']}")
-    by = {(r["model"], r["kv_policy"]): r for r in records}
+    by = best_by_model(records)  # each (model, policy) at its best slot count
     for (m, pol), r in by.items():
         if pol == "on_demand" and (m, "reserve") in by:
-            print(f"{m}: on_demand / reserve = {r['tokens_per_s'] / by[(m, 'reserve')]['tokens_per_s']:.2f}x")
+            print(f"{m}: on_demand / reserve = {r['tokens_per_s'] / by[(m, 'reserve')]['tokens_per_s']:.2f}x "
+                  f"(best slots {r['batch']} / {by[(m, 'reserve')]['batch']})")
     for (m, pol), r in by.items():
         base = by.get(("llama-3.2-3b", pol))
         if m != "llama-3.2-3b" and base:
             fr = lambda x: "n/a" if x["roofline_fraction"] is None else f"{x['roofline_fraction']:.2f}"  # noqa: E731
-            print(f"ratio {m}/llama-3.2-3b ({pol}): {r['tokens_per_s'] / base['tokens_per_s']:.2f}x "
+            print(f"ratio {m}/llama-3.2-3b ({pol}, each at its best slots: {r['batch']} / {base['batch']}): "
+                  f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x "
                   f"(roofline {m} {fr(r)}, llama {fr(base)})")
