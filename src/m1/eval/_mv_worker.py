@@ -19,6 +19,7 @@ against interval notation, compared as sets.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -42,7 +43,20 @@ def _sanitize(text: str) -> str:
     return _SUB_CMD.sub(clean, text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str, units: bool) -> tuple:
+    return tuple(_parse_uncached(text, units))
+
+
 def _parse(text: str, units: bool) -> list:
+    """math-verify's parse of `text`, memoised per worker. Why: maj@k's groups compare each new answer with
+    every group found so far, so one answer meets many others; parsing (LaTeX to sympy) is most of a
+    comparison's cost, and a looping model's 64 samples can hold 30+ distinct answers a problem. Parsed
+    sympy objects are immutable; each caller gets its own list."""
+    return list(_parse_cached(text, units))
+
+
+def _parse_uncached(text: str, units: bool) -> list:
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse
 
