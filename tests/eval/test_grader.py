@@ -260,6 +260,22 @@ def test_worker_equivalence_rules(gold, pred, want):
     assert equivalent(gold, pred) is want
 
 
+def test_worker_parses_once_per_answer_and_callers_cannot_touch_the_memo():
+    from m1.eval import _mv_worker as w
+
+    w._parse_cached.cache_clear()
+    answers = ["\\frac{1}{2}", "0.5", "x+1", "1+x", "\\sqrt{4}"]
+    for g in answers:  # every pair, as maj@k's groups meet them
+        for p in answers:
+            w.equivalent(g, p)
+    info = w._parse_cached.cache_info()
+    assert info.misses <= 2 * len(answers)  # one parse per answer and units setting, not one per pair
+    assert info.hits > info.misses
+    first = w._parse("x+1", False)
+    first.clear()
+    assert w._parse("x+1", False) and w.equivalent("x+1", "1+x")
+
+
 def test_answers_equivalent_normalises_raw_strings():
     assert answers_equivalent("\\dfrac{1}{2}", "0.5")
     assert not answers_equivalent(None, "1")
