@@ -9,12 +9,15 @@ checkpoint or the new one, never a mixture.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -97,8 +100,41 @@ def load_tokenizer(source):
     if _is_gguf(source):
         p = Path(source)
         with _gguf_parsed_once():
-            return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+            tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+            import gguf
+
+            fields = gguf.GGUFReader(str(p)).fields  # the parse just made, not a new one
+        return _special_tokens_from_gguf(tok, fields, p.name)
     return AutoTokenizer.from_pretrained(str(source))
+
+
+_GGUF_SPECIAL = (("bos", "tokenizer.ggml.bos_token_id"), ("eos", "tokenizer.ggml.eos_token_id"),
+                 ("pad", "tokenizer.ggml.padding_token_id"))
+
+
+def _special_tokens_from_gguf(tok, fields, name: str):
+    """The tokenizer's BOS, EOS and PAD set to the ids the GGUF file's metadata names, where they differ.
+
+    Why: transformers before 5.24 builds a GPT-2-style GGUF tokenizer with the BOS token as its
+    EOS (SmolLM2's file says EOS is <|im_end|>, id 2; transformers 5.17 gave <|im_start|>, id 1).
+    m1 needs >= 5.24, but the GPU image of its studies has 5.17, and the mistake travels: a
+    converted checkpoint saves the tokenizer, its completions never stop at the end of a turn, and
+    packed training text is joined with the wrong token. The file is the authority, so each
+    difference is corrected and logged; PAD only where the tokenizer has none.
+    """
+    for kind, key in _GGUF_SPECIAL:
+        field = fields.get(key)
+        if field is None:
+            continue
+        want = int(field.contents())
+        have = getattr(tok, f"{kind}_token_id")
+        if have == want or (kind == "pad" and have is not None) or not 0 <= want < len(tok):
+            continue
+        token = tok.convert_ids_to_tokens(want)
+        setattr(tok, f"{kind}_token", token)
+        log.warning("%s: the tokenizer's %s token was %s; the file's metadata says %r (id %d): using that",
+                    name, kind.upper(), "unset" if have is None else f"id {have}", token, want)
+    return tok
 
 
 def load_causal_lm(source, dtype=None):

@@ -240,3 +240,15 @@ def test_calibrated_state16_hybrid_logits_in_m1_and_transformers(calibrated16, i
     mine = ours(ids).logits
     torch.testing.assert_close(mine.double(), base, rtol=0, atol=1e-3)
     torch.testing.assert_close(theirs(ids).logits, mine, rtol=0, atol=1e-3)
+
+
+def test_gguf_tokenizer_ends_turns_at_im_end(tmp_path):
+    """The file's EOS is <|im_end|> (id 2), whatever transformers' reader makes of it (5.17 said <|im_start|>),
+    and a converted checkpoint keeps it: its completions must stop at the end of a turn."""
+    from m1.checkpoint import load_tokenizer
+
+    tok = load_tokenizer(GGUF)
+    assert (tok.eos_token, tok.eos_token_id, tok.bos_token_id, tok.pad_token_id) == ("<|im_end|>", 2, 1, 2)
+    tok.save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert (again.eos_token_id, again.bos_token_id) == (2, 1)

@@ -20,7 +20,8 @@ def make_model(kind: str, seed: int = 0):
             if not layer.is_attention:
                 layer.mamba.dt_bias.fill_(0.5)
                 layer.mamba.conv1d.weight.normal_(0, 0.5)
-    model.config.eos_token_id = None
+    model.config.eos_token_id = None  # no end token: completions run to max_tokens unless a test sets one
+    model.generation_config.eos_token_id = None
     return model
 
 

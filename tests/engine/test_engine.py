@@ -237,3 +237,29 @@ def test_nano_batches_must_be_positive():
 
     with pytest.raises(ValueError, match="nano_batches"):
         Engine(make_model("hybrid"), max_batch_size=2, max_model_len=32, nano_batches=0)
+
+
+def test_end_tokens_are_the_tokenizers_and_the_generation_configs(models, tokenizer):
+    """A completion ends at the tokenizer's EOS or at any EOS the model's generation config lists
+    (Llama 3 lists three; a GGUF tokenizer read by transformers < 5.24 named the wrong one)."""
+    import copy
+
+    from m1.engine import Engine, end_token_ids
+
+    model = copy.deepcopy(models["hybrid"])
+    prompt = [5, 9, 14]
+    free = Engine(model, tokenizer, max_batch_size=2).generate([prompt], SamplingParams(max_tokens=12, temperature=0.0))
+    ids = free[0].outputs[0].token_ids
+    assert len(ids) == 12 and free[0].outputs[0].finish_reason == "length"
+    stop_at = next(i for i in range(3, 12) if ids[i] not in ids[:i])  # the first position of its token
+    model.generation_config.eos_token_id = [96, ids[stop_at]]
+    assert end_token_ids(model, tokenizer) == {96, ids[stop_at]}
+    out = Engine(model, tokenizer, max_batch_size=2).generate([prompt], SamplingParams(max_tokens=12, temperature=0.0))[0].outputs[0]
+    assert out.finish_reason == "stop" and list(out.token_ids) == list(ids[: stop_at + 1])  # the EOS stays in token_ids
+    # the tokenizer's EOS joins them; with no generation config the model config's EOS counts
+    tok = copy.copy(tokenizer)
+    tok.eos_token_id = 7
+    assert end_token_ids(model, tok) == {7, 96, ids[stop_at]}
+    model.generation_config = None
+    model.config.eos_token_id = 3
+    assert end_token_ids(model, tok) == {3, 7}

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from m1.engine.params import CompletionOutput, RequestOutput, SamplingParams, StreamDelta
 
-__all__ = ["Engine", "EngineStats", "SamplingParams", "RequestOutput", "CompletionOutput", "StreamDelta"]
+__all__ = ["Engine", "EngineStats", "end_token_ids", "SamplingParams", "RequestOutput", "CompletionOutput", "StreamDelta"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from m1.engine.engine import Engine, EngineStats
+    from m1.engine.engine import Engine, EngineStats, end_token_ids
 
 
 def __getattr__(name: str):
-    if name in ("Engine", "EngineStats"):
+    if name in ("Engine", "EngineStats", "end_token_ids"):
         return getattr(importlib.import_module("m1.engine.engine"), name)
     raise AttributeError(f"module 'm1.engine' has no attribute {name!r}")

@@ -32,6 +32,27 @@ log = logging.getLogger(__name__)
 Prompt = str | Sequence[int]
 
 
+def _ids(value) -> set[int]:
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple, set)) else {int(value)}
+
+
+def end_token_ids(model, tokenizer=None) -> set[int]:
+    """The tokens that end a completion (unless `ignore_eos`): the tokenizer's EOS and every EOS the
+    model's generation config lists (its config's where the generation config lists none).
+
+    Why the union, as vLLM does: a chat model's turn can end in more than one way (Llama 3's
+    generation config lists <|end_of_text|>, <|eom_id|> and <|eot_id|>; its tokenizer names only
+    <|eot_id|>), and a tokenizer with a wrong EOS (transformers < 5.24 read a GGUF file's BOS as its
+    EOS) would otherwise let every completion run to `max_tokens`.
+    """
+    ids = _ids(getattr(tokenizer, "eos_token_id", None)) if tokenizer is not None else set()
+    gen = getattr(model, "generation_config", None)
+    ids |= _ids(getattr(gen, "eos_token_id", None) if gen is not None else None) or _ids(getattr(model.config, "eos_token_id", None))
+    return ids
+
+
 @dataclass
 class EngineStats:
     """Counters over the engine's life (`Engine.stats`); `last_*` are for the latest generate/stream call."""
@@ -129,11 +150,9 @@ class Engine:
             raise ValueError(f"nano_batches: must be >= 1, got {nano_batches}")
         self.graphs = DecodeGraphs(self.runner, buckets, nano_batches=int(nano_batches)) if self.use_cuda_graphs else None
         self._param_sig: tuple[int, ...] | None = None
-        eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
-        eos = eos if eos is not None else cfg.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos]))
-        log.info("engine: %s, %s, decode %s, %d layers (%d attention)", self.device, self.dtype,
-                 "CUDA graphs" if self.graphs else "eager", cfg.num_hidden_layers, len(cfg.attention_layers))
+        self.eos_ids = end_token_ids(model, tokenizer)
+        log.info("engine: %s, %s, decode %s, %d layers (%d attention), ends at tokens %s", self.device, self.dtype,
+                 "CUDA graphs" if self.graphs else "eager", cfg.num_hidden_layers, len(cfg.attention_layers), sorted(self.eos_ids))
 
     def _default_block_size(self, max_batch_size: int, budget: int) -> int:
         """64 on CUDA. On CPU, one block per sequence (max_model_len rounded up to 16) when every slot's

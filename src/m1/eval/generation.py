@@ -58,21 +58,25 @@ class HFGenerator:
     def _one(self, prompt: str, sampling: SamplingParams) -> list[Sample]:
         import torch
 
+        from m1.engine import end_token_ids
+
         enc = self.tokenizer([prompt] * sampling.n, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
-        kwargs = dict(do_sample=do_sample, max_new_tokens=sampling.max_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        ends = end_token_ids(self.model, self.tokenizer)  # the engine's stop set, so both backends end alike
+        kwargs = dict(do_sample=do_sample, max_new_tokens=sampling.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=sorted(ends) or None)
         if do_sample:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
-        eos = self.tokenizer.eos_token_id
         samples = []
         for row in new.tolist():
             ids, finish = row, "length"
-            if eos is not None and eos in row:
-                ids, finish = row[: row.index(eos)], "stop"
+            end = next((i for i, t in enumerate(row) if t in ends), None)
+            if end is not None:
+                ids, finish = row[:end], "stop"
             samples.append(Sample(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), finish))
         return samples
 
