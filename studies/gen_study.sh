@@ -60,8 +60,8 @@ compare() {  # candidate tag
 # end-of-turn token included) for N steps of 64, then the same evals of that model ("staged_chat").
 # CHAT_DATA=gsm8k (default) trains that stage on GSM8K's gold solutions; CHAT_DATA=teacher on the teacher's own
 # answers to the same training prompts (CHAT_SAMPLES of them a prompt at T 0.7, sampled beside the distillation,
-# kept where the teacher ended its turn: studies/teacher_responses.py). The gold solutions taught the hybrid
-# never to stop (studies/results/gen_study_2026-12-07/).
+# kept where the teacher ended its turn: studies/teacher_responses.py). Runs before e3f12f0 under transformers
+# 5.17 stopped hybrids at the wrong token, so none could end its turn (studies/results/gen_study_2026-12-07b/).
 TEACHER_EVALS=${TEACHER_EVALS:-1}
 PLAIN_EVALS=${PLAIN_EVALS:-1}
 CHAT_STEPS=${CHAT_STEPS:-0}
