@@ -12,7 +12,9 @@ It writes one JSON record per (model, batch, context):
 - kernel time per kind (GEMM, attention, Mamba, norm, sampling, elementwise, copy, other) per step;
 - the ten slowest kernels;
 - the gap between the eager profile's kernel time and its wall time (launch overhead the graph removes);
-- the graph step with its rows split into 1, 2, ... nano-batches on their own streams (`--nano-batches`).
+- the graph step with its rows split into 1, 2, ... nano-batches on their own streams (`--nano-batches`);
+- the graph step with the sampler's untruncated draw on its PyTorch reference (`step_ms_draw_ref`), and the
+  draw alone on (batch, vocab) logits, reference against the dispatched kernel (`draw_ms`).
 
     python3 studies/profile_step.py --out DIR                      # GPU: m1-3b b560 and llama-3.2-3b b128, context 2048
     python3 studies/profile_step.py --tiny --device cpu --out DIR  # CPU smoke run (operator time instead of kernels)
@@ -81,6 +83,25 @@ def profile(args, name: str, batch: int, env) -> dict:
         engine.graphs.nano_batches = 1
         step_s = by_nano.get(1, min(by_nano.values()))
         rec["step_ms_by_nano_batches"] = {str(k): round(v * 1e3, 4) for k, v in by_nano.items()}
+        # the same step with the sampler's untruncated draw on its PyTorch reference instead of the kernel
+        # the dispatch picks (m1.ops.sampling), and the draw alone on (batch, vocab) logits, both side by side
+        import m1.engine.sampler as sampler_module
+        from m1.ops import dispatch
+        from m1.ops.sampling import draw_ref
+
+        real = sampler_module.draw
+        sampler_module.draw = draw_ref
+        engine.graphs.clear()
+        try:
+            rec["step_ms_draw_ref"] = round(timer.time(batch, args.context, steps=args.steps) * 1e3, 4)
+        finally:
+            sampler_module.draw = real
+            engine.graphs.clear()
+        logits = torch.randn(batch, model.config.vocab_size, device="cuda")
+        temp, u = torch.full((batch,), 0.7, device="cuda"), torch.rand(batch, device="cuda")
+        rec["draw_impl"] = dispatch.chosen_name("draw", logits)
+        rec["draw_ms"] = {name: round(cuda_ms(lambda f=f: f(logits, temp, u)), 4)
+                          for name, f in (("ref", draw_ref), (rec["draw_impl"], dispatch.choose("draw", logits)))}
     else:  # no events on a CPU: wall time of the eager step
         slots = engine.place_rows(batch, args.context - 4, math.ceil((args.context + args.steps + 8) / engine.layout.block_size))
         engine.decode_step(slots)
@@ -130,6 +151,19 @@ def profile(args, name: str, batch: int, env) -> dict:
     return rec
 
 
+def cuda_ms(fn, warmup: int = 5, reps: int = 50) -> float:
+    """Mean milliseconds of fn() on the GPU, by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["m1-3b:560", "llama-3.2-3b:128"], help="NAME:BATCH")
@@ -154,7 +188,7 @@ def main() -> None:
         rec.update(commit=args.commit, date=env.date, versions=env.versions)
         records.append(rec)
         (args.out / "profile_step.json").write_text(json.dumps(records, indent=1))
-        print(json.dumps({k: rec.get(k) for k in ("model", "batch", "step_ms", "step_ms_by_nano_batches", "roofline_fraction",
+        print(json.dumps({k: rec.get(k) for k in ("model", "batch", "step_ms", "step_ms_by_nano_batches", "step_ms_draw_ref", "draw_ms", "roofline_fraction",
                                                    "eager_step_ms", "kernel_ms_per_step", "kernel_ms_by_kind")}))
 
 

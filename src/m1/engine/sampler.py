@@ -8,12 +8,15 @@ uniform per row is enough: the token is drawn by inverting the CDF of the (possi
 top-p/top-k truncated) distribution.
 
 `logprob` is log_softmax(logits / T) at the chosen token before truncation, and the
-raw log_softmax at T = 0: the quantity GRPO compares with the trainer.
+raw log_softmax at T = 0: the quantity GRPO compares with the trainer. The untruncated draw
+(no top-p, no top-k: the common case) is one op, `m1.ops.sampling.draw`, a Triton kernel on CUDA.
 """
 
 from __future__ import annotations
 
 import torch
+
+from m1.ops.sampling import draw, invert_cdf
 
 _M32 = 0xFFFFFFFF
 
@@ -42,13 +45,6 @@ def uniform(key: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def _invert_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Index i with cdf[i-1] < u * total <= cdf[i]; u > 0 so a zero-probability entry is never chosen."""
-    cdf = probs.cumsum(-1)
-    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1))
-    return idx.clamp_(max=probs.shape[-1] - 1).squeeze(1)
-
-
 def sample(
     logits: torch.Tensor,
     temperature: torch.Tensor,
@@ -64,21 +60,20 @@ def sample(
     (needed only when some row has top_p < 1 or top_k > 0); it is a Python flag so each
     captured graph has one fixed shape of work.
     """
+    u = uniform(key, counter)
+    if not truncate:  # the common case: one op over the full vocabulary (m1.ops.sampling, a kernel on CUDA)
+        return draw(logits, temperature, u)
     greedy = logits.argmax(-1)
     t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
     logp = torch.log_softmax(logits / t.unsqueeze(1), dim=-1)
-    u = uniform(key, counter)
-    if truncate:
-        sorted_logp, order = logp.sort(dim=-1, descending=True)
-        probs = sorted_logp.exp()
-        before = probs.cumsum(-1) - probs  # mass strictly above each token
-        v = probs.shape[-1]
-        rank = torch.arange(v, device=logits.device).unsqueeze(0)
-        drop = (before >= top_p.unsqueeze(1)) & (top_p < 1.0).unsqueeze(1)
-        drop |= (top_k > 0).unsqueeze(1) & (rank >= top_k.unsqueeze(1))
-        probs = probs.masked_fill(drop, 0.0)
-        drawn = order.gather(1, _invert_cdf(probs, u).unsqueeze(1)).squeeze(1)
-    else:
-        drawn = _invert_cdf(logp.exp(), u)
+    sorted_logp, order = logp.sort(dim=-1, descending=True)
+    probs = sorted_logp.exp()
+    before = probs.cumsum(-1) - probs  # mass strictly above each token
+    v = probs.shape[-1]
+    rank = torch.arange(v, device=logits.device).unsqueeze(0)
+    drop = (before >= top_p.unsqueeze(1)) & (top_p < 1.0).unsqueeze(1)
+    drop |= (top_k > 0).unsqueeze(1) & (rank >= top_k.unsqueeze(1))
+    probs = probs.masked_fill(drop, 0.0)
+    drawn = order.gather(1, invert_cdf(probs, u).unsqueeze(1)).squeeze(1)
     tokens = torch.where(temperature > 0, drawn, greedy)
     return tokens, logp.gather(1, tokens.unsqueeze(1)).squeeze(1)
