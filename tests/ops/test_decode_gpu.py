@@ -89,3 +89,21 @@ def test_decode_after_chunked_prefill_equals_full_forward(shape):
     cs[slots], ss[slots] = conv_fin, ssm_fin
     ys = [mamba2_decode_step(zx[:, i].contiguous(), cs, ss, slots, *t["params"], **t["kw"]) for i in range(T, T + K)]
     assert rel(torch.stack(ys, 1), y_all[:, T:]) <= 5e-3
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_launch_shape_does_not_change_the_step(shape):
+    """Every groups-per-program / warps pair `studies/decode_sweep.py` tries gives the default launch's bits."""
+    from m1.ops.triton.decode import mamba2_decode_step_triton
+
+    t = layer(*shape)
+    zx = t["zx"](7)
+    slots = torch.tensor([9, 0, 15, 3, 4, 11, 2], device="cuda")
+    cs0, ss0 = t["conv_state"].clone(), t["ssm_state"].clone()
+    want = mamba2_decode_step_triton(zx, cs0, ss0, slots, *t["params"], **t["kw"])
+    G = shape[2]
+    for kg in [k for k in (1, 2, 4, 8, 16, 32, 64) if G % k == 0]:
+        for warps in (2, 4, 8):
+            cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
+            got = mamba2_decode_step_triton(zx, cs, ss, slots, *t["params"], **t["kw"], groups_per_program=kg, num_warps=warps)
+            assert torch.equal(got, want) and torch.equal(cs, cs0) and torch.equal(ss, ss0), (kg, warps)

@@ -144,7 +144,10 @@ def _groups_per_program(G: int, HPG: int, P: int, N: int) -> int:
 def mamba2_decode_step_triton(
     zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
     *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
+    groups_per_program: int | None = None, num_warps: int | None = None,
 ):
+    """`groups_per_program` and `num_warps` override the launch shape (for `studies/decode_sweep.py`);
+    each program computes its elements the same way whatever the shape, so the output does not change."""
     b = zxbcdt.shape[0]
     H, P, G, N = n_heads, head_dim, n_groups, state_size
     inner = H * P
@@ -165,7 +168,9 @@ def mamba2_decode_step_triton(
     if not (W - 1 == conv_state.shape[-1] and conv_state.shape[1] == conv_dim):
         raise ValueError(f"conv_state must be (slots, {conv_dim}, {W - 1}); got {tuple(conv_state.shape)}")
     out = torch.empty(b, inner, device=zxbcdt.device, dtype=zxbcdt.dtype)
-    KG = _groups_per_program(G, HPG, P, N)
+    KG = groups_per_program or _groups_per_program(G, HPG, P, N)
+    if G % KG:
+        raise ValueError(f"groups_per_program ({KG}) must divide the group count ({G})")
     BP, BN = triton.next_power_of_2(P), triton.next_power_of_2(N)
     elems = KG * HPG * BP * BN
     _decode_kernel[(b, G // KG)](
@@ -176,6 +181,6 @@ def mamba2_decode_step_triton(
         inner, conv_dim, G,
         P=P, N=N, HPG=HPG, KG=KG, W=W, BP=BP, BN=BN,
         HAS_CONV_BIAS=conv_bias is not None, HAS_D=D is not None,
-        num_warps=8 if elems >= 8192 else 4,
+        num_warps=num_warps or (8 if elems >= 8192 else 4),
     )
     return out
