@@ -7,7 +7,7 @@ rule of thumb: about 4K state elements a program, and 4 or 8 warps.
 
 For each shape and batch this times every (groups per program, warps) pair as `kernel_bench.py` times
 the default: a CUDA graph of 8 steps over disjoint slot sets, so the state does not sit in L2. It checks
-each pair's output and new states against the default launch's, which must be bitwise equal. Ratios are
+each pair's output and new states against the default launch's (equal up to rounding: 1e-6 relative). Ratios are
 against the copy bandwidth measured in the same run.
 
     python3 studies/decode_sweep.py --commit $(git rev-parse --short HEAD) --out DIR   # about a minute
@@ -29,6 +29,10 @@ sys.path.insert(0, str(ROOT / "studies"))
 from kernel_bench import SHAPES, bench, copy_bandwidth, layer_params  # noqa: E402
 
 from m1.ops.triton.decode import _groups_per_program, mamba2_decode_step_triton  # noqa: E402
+
+
+def rel(a, b) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[dict]:
@@ -53,7 +57,8 @@ def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[di
             launch = dict(groups_per_program=kg, num_warps=warps)
             cs, ss = cs0.clone(), ss0.clone()
             got = run(cs, ss, **launch)
-            same = all(torch.equal(a, b) for a, b in zip(got, want)) and torch.equal(cs, cs_ref) and torch.equal(ss, ss_ref)
+            diff = max([rel(a, b) for a, b in zip(got, want)] + [rel(ss, ss_ref)])
+            same = diff <= 1e-6 and torch.equal(cs, cs_ref)  # a reduction's order may follow the warps
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
@@ -65,7 +70,7 @@ def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[di
             ms = bench(graph.replay) / sets
             gbs = state_bytes / (ms * 1e-3) / 1e9
             rows.append(dict(shape=shape, batch=batch, groups_per_program=kg, num_warps=warps, default=False,
-                             ms=ms, state_GBps=gbs, of_copy=gbs / copy_gbs, same_as_default=same))
+                             ms=ms, state_GBps=gbs, of_copy=gbs / copy_gbs, same_as_default=same, max_rel_diff=diff))
             print(json.dumps(rows[-1]), flush=True)
             del graph
     # the default launch, timed the same way

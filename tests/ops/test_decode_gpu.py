@@ -93,7 +93,7 @@ def test_decode_after_chunked_prefill_equals_full_forward(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_launch_shape_does_not_change_the_step(shape):
-    """Every groups-per-program / warps pair `studies/decode_sweep.py` tries gives the default launch's bits."""
+    """Every groups-per-program / warps pair `studies/decode_sweep.py` tries gives the default launch's result."""
     from m1.ops.triton.decode import mamba2_decode_step_triton
 
     t = layer(*shape)
@@ -106,4 +106,5 @@ def test_launch_shape_does_not_change_the_step(shape):
         for warps in (2, 4, 8):
             cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
             got = mamba2_decode_step_triton(zx, cs, ss, slots, *t["params"], **t["kw"], groups_per_program=kg, num_warps=warps)
-            assert torch.equal(got, want) and torch.equal(cs, cs0) and torch.equal(ss, ss0), (kg, warps)
+            # a reduction's order may follow the warp layout: equal up to rounding, the conv shift exactly
+            assert rel(got, want) <= 1e-6 and rel(ss, ss0) <= 1e-6 and torch.equal(cs, cs0), (kg, warps)
