@@ -100,7 +100,9 @@ def profile(args, name: str, batch: int, env) -> dict:
         logits = torch.randn(batch, model.config.vocab_size, device="cuda")
         temp, u = torch.full((batch,), 0.7, device="cuda"), torch.rand(batch, device="cuda")
         rec["draw_impl"] = dispatch.chosen_name("draw", logits)
-        rec["draw_ms"] = {name: round(cuda_ms(lambda f=f: f(logits, temp, u)), 4)
+        from triton.testing import do_bench
+
+        rec["draw_ms"] = {name: round(do_bench(lambda f=f: f(logits, temp, u), return_mode="median"), 4)
                           for name, f in (("ref", draw_ref), (rec["draw_impl"], dispatch.choose("draw", logits)))}
     else:  # no events on a CPU: wall time of the eager step
         slots = engine.place_rows(batch, args.context - 4, math.ceil((args.context + args.steps + 8) / engine.layout.block_size))
@@ -149,19 +151,6 @@ def profile(args, name: str, batch: int, env) -> dict:
     if cuda:
         torch.cuda.empty_cache()
     return rec
-
-
-def cuda_ms(fn, warmup: int = 5, reps: int = 50) -> float:
-    """Mean milliseconds of fn() on the GPU, by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def main() -> None:
