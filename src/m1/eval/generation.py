@@ -51,6 +51,9 @@ class HFGenerator:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
+        from m1.engine import end_token_ids
+
+        self.ends = end_token_ids(self.model, tokenizer)  # the engine's stop set, so both backends end alike
 
     def generate(self, prompts: list[str], params: list[SamplingParams]) -> list[list[Sample]]:
         return [self._one(prompt, p) for prompt, p in zip(prompts, params)]
@@ -58,12 +61,10 @@ class HFGenerator:
     def _one(self, prompt: str, sampling: SamplingParams) -> list[Sample]:
         import torch
 
-        from m1.engine import end_token_ids
-
         enc = self.tokenizer([prompt] * sampling.n, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
-        ends = end_token_ids(self.model, self.tokenizer)  # the engine's stop set, so both backends end alike
+        ends = self.ends
         kwargs = dict(do_sample=do_sample, max_new_tokens=sampling.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=sorted(ends) or None)
         if do_sample:

@@ -5,7 +5,8 @@ One program per row, two passes over its logits in blocks of BLOCK:
    and sum s of exp(x / T - m);
 2. the running sum of exp(x / T - m): the drawn token is the first whose running sum reaches u * s.
    Should rounding leave every running sum below u * s (u within rounding of 1), the last token of
-   non-zero probability is taken, which is the one the reference's clamp would give.
+   non-zero probability is taken. The reference then takes the first token at which its CDF reaches
+   its total, which can be an earlier one: both are within rounding of the CDF's end.
 The log-probability is x / T - m - log(s) at the chosen token. The vocabulary size is a compile-time
 constant: the loops need a fixed trip count under Triton 3.6's CPU interpreter, and a model's
 vocabulary does not change.
