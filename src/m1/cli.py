@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sft": ("m1.train.sft", "cli_main", "stage 2: supervised fine-tuning on reasoning traces"),
     "grpo": ("m1.train.grpo", "cli_main", "stage 3: GRPO on problems with verifiable answers"),
     "eval": ("m1.eval.cli", "eval_main", "pass@k, maj@k and verify@k on math benchmarks"),
+    "regrade": ("m1.eval.cli", "regrade_main", "grade finished m1 eval runs again with this version's grader"),
     "scaling": ("m1.eval.cli", "scaling_main", "accuracy against samples and wall-clock budget"),
     "compare": ("m1.eval.compare", "cli_main", "what a model keeps of a reference's accuracy (two m1 eval runs)"),
     "bench": ("m1.bench.cli", "cli_main", "decode throughput against a same-size transformer"),

@@ -231,6 +231,9 @@ def test_grade_correct(completion, gold):
         ("\\boxed{|x|}", "x"),
         ("\\boxed{(3, 2)}", "(2,3)"),
         ("\\boxed{1, 7}", "-7,-1,1,7"),
+        ("The answer is 15 + 43", "58"),  # the question restated, not answered (seen on a distilled hybrid)
+        ("\\boxed{3 \\times 4}", "12"),
+        ("\\boxed{1,000 - 1}", "999"),
         ("no box at all", "3"),
         ("\\boxed{}", "0"),
         ("\\boxed{3}", ""),
@@ -389,3 +392,32 @@ def test_long_ratio_chains_are_screened_and_short_ratios_are_not():
     assert is_pathological(":".join(["1"] * 40)) and is_pathological("25:25:21:21:20:22:25:28:22")
     assert not is_pathological("3:4:5") and not is_pathological("1:2:3:4:5:6:7:8")
     assert answers_equivalent("3:4", "3:4")
+
+
+@pytest.mark.parametrize(
+    "answer, want",
+    [
+        ("15 + 43", True),
+        ("3 \\times 4", True),
+        ("-2 \\cdot 7", True),
+        ("1,000 - 1", True),
+        ("10 − 3", True),
+        ("58", False),
+        ("-5", False),
+        ("\\frac{6}{3}", False),  # a closed form, left to math-verify
+        ("2^{3}", False),
+        ("x + 7", False),
+        ("15 + 43 = 58", False),  # an equation chain: its last side is the answer
+    ],
+)
+def test_unevaluated_arithmetic_is_recognised(answer, want):
+    from m1.eval.answer import is_unevaluated_arithmetic
+
+    assert is_unevaluated_arithmetic(answer) is want
+
+
+def test_a_numeric_gold_is_not_met_by_the_computation_that_gives_it():
+    assert grade("The answer is 58", "58")
+    assert grade("\\boxed{15 + 43 = 58}", "58")
+    assert not grade("The answer is 15 + 43", "58")
+    assert grade("\\boxed{\\frac{6}{3}}", "2")  # closed forms still compare by value

@@ -106,5 +106,8 @@ def test_launch_shape_does_not_change_the_step(shape):
         for warps in (2, 4, 8):
             cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
             got = mamba2_decode_step_triton(zx, cs, ss, slots, *t["params"], **t["kw"], groups_per_program=kg, num_warps=warps)
-            # a reduction's order may follow the warp layout: equal up to rounding, the conv shift exactly
-            assert rel(got, want) <= 1e-6 and rel(ss, ss0) <= 1e-6 and torch.equal(cs, cs0), (kg, warps)
+            # y = C·h is a reduction whose order follows the warp layout, and y is rounded to bf16, so a few
+            # elements may land one bf16 step apart (the H100 sweep saw rel ≤ 4.2e-5); the fp32 state update has
+            # no reduction and the conv shift is a copy
+            assert rel(got, want) <= 2e-4, (kg, warps, rel(got, want))
+            assert rel(ss, ss0) <= 1e-6 and torch.equal(cs, cs0), (kg, warps)

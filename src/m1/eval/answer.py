@@ -493,6 +493,25 @@ def _canonical_number(s: str) -> str:
     return s
 
 
+# Plain numbers joined by +, -, ×, ·, *: a sum or product left unevaluated ("15 + 43", "3 \\times 4").
+_ARITH_OPERAND = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+_ARITH_OPERATOR = r"(?:[-+*×·−]|\\times|\\cdot)"
+_UNEVALUATED = re.compile(rf"^[-+−]?\s*{_ARITH_OPERAND}(?:\s*{_ARITH_OPERATOR}\s*{_ARITH_OPERAND})+$")
+
+
+def is_unevaluated_arithmetic(s: str) -> bool:
+    """Whether an answer is plain numbers joined by arithmetic operators, with no result.
+
+    Such an answer restates the computation instead of doing it: a model that answers
+    "What is 15 + 43?" with "The answer is 15 + 43" has not added. Symbolic comparison
+    (math-verify) evaluates the sum and calls it equal to 58, so the grader asks this first
+    wherever the gold is a number. Fractions, roots and powers are not caught: `\\frac{6}{3}`
+    or `2^{3}` is a value written in closed form, which a grader that accepts closed forms
+    must keep accepting.
+    """
+    return bool(_UNEVALUATED.match(s.strip()))
+
+
 _FRAC_RE = re.compile(r"^([+-]?)\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))$")
 _SLASH_RE = re.compile(r"^([+-]?)(\d+)\s*/\s*(\d+)$")
 _NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")

@@ -1,4 +1,4 @@
-"""`m1 eval` and `m1 scaling`: their arguments, checked before any model loads, and the calls into
+"""`m1 eval`, `m1 regrade` and `m1 scaling`: their arguments, checked before any model loads, and the calls into
 the loop (`m1.eval.loop`, or `m1.eval.parallel` over several processes), the report and the
 scaling curves (`m1.eval.report`, `m1.eval.scaling`)."""
 
@@ -158,6 +158,22 @@ def _eval(args) -> int:
         if s.get("problems"):
             logger.info("%s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", b, s["pass@1"]["mean"], *s["pass@1"]["ci95"], s["problems"])
     logger.info("wrote %s", report)
+    return 0
+
+
+def regrade_main(argv: list[str] | None = None) -> int:
+    """Grade finished `m1 eval` runs again with this version's grader (`m1.eval.regrade`)."""
+    ap = _parser("m1 regrade", "Grade the samples of finished m1 eval runs again, without generating: answers, verdicts, "
+                               "summary.json and report.md are rebuilt in place.")
+    ap.add_argument("runs", nargs="+", type=Path, help="--out directories of m1 eval runs")
+    args = ap.parse_args(argv)
+    from m1.eval.regrade import regrade_run
+
+    for out in args.runs:
+        for b, s in regrade_run(out).items():
+            if s.get("problems"):
+                logger.info("%s %s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", out, b, s["pass@1"]["mean"],
+                            *s["pass@1"]["ci95"], s["problems"])
     return 0
 
 

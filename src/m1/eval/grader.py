@@ -22,6 +22,7 @@ from m1.eval.answer import (
     extract_answer,
     gold_answer,
     is_pathological,
+    is_unevaluated_arithmetic,
     last_equation_side,
     normalize_answer,
     numbers_equal,
@@ -74,6 +75,8 @@ def _fast_verdict(gold: str, pred: str) -> bool | None:
         p = as_number(rhs) if rhs is not None else None
     if p is not None:
         return numbers_equal(g, p)
+    if is_unevaluated_arithmetic(pred):
+        return False  # "15 + 43" for 58 restates the question; a numeric gold wants the number
     return None
 
 
