@@ -166,13 +166,19 @@ def regrade_main(argv: list[str] | None = None) -> int:
     ap = _parser("m1 regrade", "Grade the samples of finished m1 eval runs again, without generating: answers, verdicts, "
                                "summary.json and report.md are rebuilt in place.")
     ap.add_argument("runs", nargs="+", type=Path, help="--out directories of m1 eval runs")
+    ap.add_argument("--extraction", choices=["strict", "lenient"], default=None,
+                    help="read the answers with this extraction mode (default: each run's own); a mode other than the "
+                         "run's needs --out, so the first reading stays")
+    ap.add_argument("--out", type=Path, default=None, help="write to this directory instead of in place (one run only)")
     args = ap.parse_args(argv)
+    if args.out is not None and len(args.runs) > 1:
+        raise field_error("--out", "takes one run; regrade several runs in place, or one at a time with --out")
     from m1.eval.regrade import regrade_run
 
-    for out in args.runs:
-        for b, s in regrade_run(out).items():
+    for run in args.runs:
+        for b, s in regrade_run(run, args.out, args.extraction).items():
             if s.get("problems"):
-                logger.info("%s %s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", out, b, s["pass@1"]["mean"],
+                logger.info("%s %s: pass@1 %.3f (95%% CI %.3f-%.3f) over %d problems", args.out or run, b, s["pass@1"]["mean"],
                             *s["pass@1"]["ci95"], s["problems"])
     return 0
 

@@ -3,9 +3,13 @@
 Why: generation is the expensive part of an evaluation (GPU hours); grading is cheap. When the
 grader changes (a rule added, a false positive found), old runs must be comparable with new
 ones, so their `samples.jsonl` texts are graded again: each row's `answer` and `correct` are
-recomputed from its `text` and `gold` under the run's own extraction mode, the file is replaced
-atomically, and summary.json and report.md are rebuilt from the rows. The summary records what
-changed (`regraded`), so a reader can tell a regraded run from one graded as it ran.
+recomputed from its `text` and `gold`, and summary.json and report.md are rebuilt from the rows.
+The summary records what changed (`regraded`), so a reader can tell a regraded run from one
+graded as it ran.
+
+In place (the default) the run keeps its extraction mode and its files are replaced atomically.
+Another extraction mode (`lenient` for a model that states its answer without boxing it) goes to
+a new directory: `m1 eval` refuses to mix modes in one run, and the first reading stays.
 """
 
 from __future__ import annotations
@@ -49,10 +53,11 @@ def _replace_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def regrade_run(out: Path) -> dict[str, dict]:
-    """Regrade the run in directory `out` (samples.jsonl and summary.json, as `m1 eval` wrote
-    them); rewrite its samples, summary and report; return the new summaries."""
-    samples, summary_path = out / "samples.jsonl", out / "summary.json"
+def regrade_run(run: Path, out: Path | None = None, extraction: str | None = None) -> dict[str, dict]:
+    """Regrade the `m1 eval` run in directory `run` (samples.jsonl and summary.json); write the
+    samples, summary and report to `out` (default: `run`, in place) under `extraction` (default:
+    the run's own mode); return the new summaries."""
+    samples, summary_path = run / "samples.jsonl", run / "summary.json"
     for p in (samples, summary_path):
         if not p.is_file():
             raise UserError(f"{p}: not found (regrade takes the --out directory of an m1 eval run)")
@@ -61,7 +66,11 @@ def regrade_run(out: Path) -> dict[str, dict]:
         n, benchmarks = summary["config"]["n"], summary["config"]["benchmarks"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{summary_path}: not an m1 eval summary ({e.__class__.__name__}: {e})") from None
-    extraction = summary.get("extraction", "strict")
+    mode = extraction or summary.get("extraction", "strict")
+    out = run if out is None else out
+    if mode != summary.get("extraction", "strict") and out.resolve() == run.resolve():
+        raise UserError(f"--extraction {mode}: {run} was graded with {summary.get('extraction', 'strict')!r} extraction; "
+                        "write the other reading to a new directory with --out")
     rows = read_samples(samples)
     if not rows:
         raise UserError(f"{samples}: no samples")
@@ -69,15 +78,21 @@ def regrade_run(out: Path) -> dict[str, dict]:
     moved = {}
     for b in benchmarks:
         mine = [r for r in rows if r["benchmark"] == b]
-        moved[b] = dict(regrade_rows(mine, extraction))
+        moved[b] = dict(regrade_rows(mine, mode))
         logger.info("%s: %d samples regraded (%s extraction); verdicts false->true %d, true->false %d",
-                    b, len(mine), extraction, moved[b].get("false_to_true", 0), moved[b].get("true_to_false", 0))
-    _replace_atomically(samples, "".join(json.dumps(r) + "\n" for r in rows))
+                    b, len(mine), mode, moved[b].get("false_to_true", 0), moved[b].get("true_to_false", 0))
+    for r in rows:
+        r["extraction"] = mode
+    out.mkdir(parents=True, exist_ok=True)
+    _replace_atomically(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     summaries = {b: summarize_samples([r for r in rows if r["benchmark"] == b], n) for b in benchmarks}
     summary["benchmarks"] = summaries
+    summary["extraction"] = summary["config"]["extraction"] = mode
+    summary["config"]["out"] = str(out)
     summary.setdefault("regraded", []).append(
-        {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "changes": moved})
-    _replace_atomically(summary_path, json.dumps(summary, indent=2))
-    model = summary["config"].get("model") or out.name
-    write_report(summaries, out, f"m1 eval: {model} (regraded)")
+        {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "from": str(run),
+         "extraction": mode, "changes": moved})
+    _replace_atomically(out / "summary.json", json.dumps(summary, indent=2))
+    model = summary["config"].get("model") or run.name
+    write_report(summaries, out, f"m1 eval: {model} (regraded, {mode} extraction)")
     return summaries
