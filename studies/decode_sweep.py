@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "studies"))
 from kernel_bench import SHAPES, bench, copy_bandwidth, layer_params  # noqa: E402
 
-from m1.ops.triton.decode import _groups_per_program, mamba2_decode_step_triton  # noqa: E402
+from m1.ops.triton.decode import launch_shape, mamba2_decode_step_triton  # noqa: E402
 
 
 def rel(a, b) -> float:
@@ -47,7 +47,7 @@ def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[di
     def run(cs, ss, **launch):
         return [mamba2_decode_step_triton(zs[i], cs, ss, ids[i], *params, **kw, **launch) for i in range(sets)]
 
-    default_kg = _groups_per_program(G, H // G, P, N)
+    default_kg, default_warps = launch_shape(G, H // G, P, N)
     cs_ref, ss_ref = cs0.clone(), ss0.clone()
     want = run(cs_ref, ss_ref)
     rows = []
@@ -58,7 +58,7 @@ def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[di
             cs, ss = cs0.clone(), ss0.clone()
             got = run(cs, ss, **launch)
             diff = max([rel(a, b) for a, b in zip(got, want)] + [rel(ss, ss_ref)])
-            same = diff <= 1e-6 and torch.equal(cs, cs_ref)  # a reduction's order may follow the warps
+            same = diff <= 2e-4 and torch.equal(cs, cs_ref)  # y = C·h's order may follow the warps: a bf16 step
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
@@ -85,7 +85,7 @@ def sweep_one(shape: str, batch: int, copy_gbs: float, sets: int = 8) -> list[di
         run(cs, ss)
     ms = bench(graph.replay) / sets
     gbs = state_bytes / (ms * 1e-3) / 1e9
-    rows.append(dict(shape=shape, batch=batch, groups_per_program=default_kg, num_warps="default", default=True, ms=ms,
+    rows.append(dict(shape=shape, batch=batch, groups_per_program=default_kg, num_warps=default_warps, default=True, ms=ms,
                      state_GBps=gbs, of_copy=gbs / copy_gbs, same_as_default=True))
     print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -1,6 +1,7 @@
 """CPU tests of the fused decode step's reference and its dispatch."""
 
 import functools
+import json
 import math
 
 import pytest
@@ -167,3 +168,58 @@ def test_forward_only_impls_are_skipped_when_gradients_are_needed():
             dispatch.choose(op, x)
     finally:
         dispatch._REGISTRY.pop(op)
+
+
+@pytest.mark.parametrize(
+    "G, HPG, P, N, want",
+    [
+        (192, 1, 16, 16, (8, 2)),  # m1-3b: 8 groups of 256 state elements, 2 warps (H100 sweep, 2026-12-07)
+        (24, 1, 128, 128, (1, 4)),  # m1-3b-s128: one 128 x 128 group, 4 warps
+        (3, 3, 64, 64, (1, 4)),  # SmolLM2 head-sized: 3 heads of 64 x 64 in a group already exceed 2,048
+        (6, 1, 16, 16, (2, 2)),  # groups must divide G: 6 stops at 2
+    ],
+)
+def test_decode_launch_shape(G, HPG, P, N, want):
+    """The launch `studies/decode_sweep.py` found fastest, pinned so a change to the rule shows here."""
+    pytest.importorskip("triton")
+    from m1.ops.triton.decode import launch_shape
+
+    assert launch_shape(G, HPG, P, N) == want
+
+
+_INTERPRET_DECODE = r"""
+import json, math, torch
+from m1.ops.decode import mamba2_decode_step_ref
+from m1.ops.triton.decode import launch_shape, mamba2_decode_step_triton
+errs = {}
+for H, P, G, N in [(16, 16, 16, 16), (4, 32, 2, 64)]:
+    g = torch.Generator().manual_seed(H + N)
+    r = lambda *s: torch.randn(*s, generator=g)
+    inner, conv_dim = H * P, H * P + 2 * G * N
+    kw = dict(n_heads=H, head_dim=P, n_groups=G, state_size=N, eps=1e-5, dt_limit=(0.0, math.inf))
+    params = (r(conv_dim, 4) * 0.5, r(conv_dim) * 0.1, r(H) - 1.0, -torch.exp(r(H) * 0.5), r(H), 1.0 + 0.1 * r(inner))
+    cs, ss, zx, slots = r(6, conv_dim, 3), r(6, H, P, N), r(3, inner + conv_dim + H), torch.tensor([4, 0, 2])
+    cs1, ss1, cs2, ss2 = cs.clone(), ss.clone(), cs.clone(), ss.clone()
+    y1 = mamba2_decode_step_ref(zx, cs1, ss1, slots, *params, **kw)
+    y2 = mamba2_decode_step_triton(zx, cs2, ss2, slots, *params, **kw)
+    rel = lambda p, q: ((p - q).norm() / q.norm()).item()
+    errs[f"{H}x{P}/{G}x{N} launch {launch_shape(G, H // G, P, N)}"] = [rel(y2, y1), rel(ss2, ss1), float(torch.equal(cs2, cs1))]
+print(json.dumps(errs))
+"""
+
+
+def test_decode_kernel_matches_reference_under_interpreter():
+    """The fused step at its default launch (several groups a program, and one group of 2 heads) equals the
+    reference step on fresh inputs, on the CPU through Triton's interpreter."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-c", _INTERPRET_DECODE], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    errs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(errs) == 2
+    for name, (y_err, state_err, conv_equal) in errs.items():
+        assert y_err < 1e-5 and state_err < 1e-5 and conv_equal == 1.0, (name, errs)

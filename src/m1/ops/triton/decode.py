@@ -133,12 +133,25 @@ def _decode_kernel(
     tl.store(out_ptr + bi.to(tl.int64) * s_out_b + ch_x, out.to(out_ptr.dtype.element_ty), mask=mask_hp)
 
 
-def _groups_per_program(G: int, HPG: int, P: int, N: int) -> int:
-    """Enough heads per program for ~4K state elements, a power of two dividing G."""
+LAUNCH_ELEMENTS = 2048  # state elements a program should hold at least, where whole groups allow
+
+
+def launch_shape(G: int, HPG: int, P: int, N: int) -> tuple[int, int]:
+    """(groups per program, warps) of the decode step's launch.
+
+    Groups are added (a power of two dividing G) until a program holds `LAUNCH_ELEMENTS` state
+    elements; 2 warps up to that size, 4 above. From `studies/decode_sweep.py` on an H100
+    (`studies/results/engine_2026-12-07/`), batch 256 / 560, as a fraction of copy bandwidth:
+    m1-3b (192 groups of 16 x 16) 8 groups and 2 warps 0.57 / 0.62, against 0.52 / 0.57 for the
+    earlier 16 groups and 4 warps; m1-3b-s128 (24 groups of 128 x 128) 1 group and 4 warps
+    0.87 / 0.87, against 0.64 / 0.65 for 8 warps. Fewer, fuller programs left state loads
+    waiting; more warps on a 128 x 128 group split its rows too thinly.
+    """
     kg = 1
-    while kg * 2 <= G and G % (kg * 2) == 0 and kg * HPG * P * N < 4096:
+    while kg * 2 <= G and G % (kg * 2) == 0 and kg * HPG * P * N < LAUNCH_ELEMENTS:
         kg *= 2
-    return kg
+    elems = kg * HPG * triton.next_power_of_2(P) * triton.next_power_of_2(N)
+    return kg, (2 if elems <= LAUNCH_ELEMENTS else 4)
 
 
 def mamba2_decode_step_triton(
@@ -146,8 +159,9 @@ def mamba2_decode_step_triton(
     *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
     groups_per_program: int | None = None, num_warps: int | None = None,
 ):
-    """`groups_per_program` and `num_warps` override the launch shape (for `studies/decode_sweep.py`);
-    each program computes its elements the same way whatever the shape, so the output does not change."""
+    """`groups_per_program` and `num_warps` override `launch_shape` (for `studies/decode_sweep.py`). Each
+    program computes its elements the same way whatever the shape; only the order of y = C·h's sum
+    may follow the warps, so y can move by a bf16 rounding step."""
     b = zxbcdt.shape[0]
     H, P, G, N = n_heads, head_dim, n_groups, state_size
     inner = H * P
@@ -168,11 +182,11 @@ def mamba2_decode_step_triton(
     if not (W - 1 == conv_state.shape[-1] and conv_state.shape[1] == conv_dim):
         raise ValueError(f"conv_state must be (slots, {conv_dim}, {W - 1}); got {tuple(conv_state.shape)}")
     out = torch.empty(b, inner, device=zxbcdt.device, dtype=zxbcdt.dtype)
-    KG = groups_per_program or _groups_per_program(G, HPG, P, N)
+    default_kg, default_warps = launch_shape(G, HPG, P, N)
+    KG = groups_per_program or default_kg
     if G % KG:
         raise ValueError(f"groups_per_program ({KG}) must divide the group count ({G})")
     BP, BN = triton.next_power_of_2(P), triton.next_power_of_2(N)
-    elems = KG * HPG * BP * BN
     _decode_kernel[(b, G // KG)](
         zxbcdt, conv_state, ssm_state, slot_ids, weight, conv_bias if conv_bias is not None else weight,
         dt_bias, A, D if D is not None else A, norm_weight, out,
@@ -181,6 +195,6 @@ def mamba2_decode_step_triton(
         inner, conv_dim, G,
         P=P, N=N, HPG=HPG, KG=KG, W=W, BP=BP, BN=BN,
         HAS_CONV_BIAS=conv_bias is not None, HAS_D=D is not None,
-        num_warps=num_warps or (8 if elems >= 8192 else 4),
+        num_warps=num_warps or default_warps,
     )
     return out
