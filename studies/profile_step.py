@@ -97,9 +97,11 @@ def profile(args, name: str, batch: int, env) -> dict:
         finally:
             sampler_module.draw = real
             engine.graphs.clear()
-        logits = torch.randn(batch, model.config.vocab_size, device="cuda")
+        # in the LM head's dtype, as the engine hands them over (the draw upcasts as it reads)
+        logits = torch.randn(batch, model.config.vocab_size, device="cuda").to(model.lm_head.weight.dtype)
         temp, u = torch.full((batch,), 0.7, device="cuda"), torch.rand(batch, device="cuda")
         rec["draw_impl"] = dispatch.chosen_name("draw", logits)
+        rec["draw_logits_dtype"] = str(logits.dtype)
         from triton.testing import do_bench
 
         rec["draw_ms"] = {name: round(do_bench(lambda f=f: f(logits, temp, u), return_mode="median"), 4)

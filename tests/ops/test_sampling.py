@@ -37,6 +37,13 @@ for v in (1000, 5003, 9000):  # one block, a partial second block, three blocks
                     lp=float((lp - at_tok).abs().max()), lp_same=float((lp - rlp)[tok == rtok].abs().max()),
                     dtype=[str(tok.dtype), str(lp.dtype)], masked_ok=bool((tok[3] >= v // 2).item()),
                     greedy5=int(tok[5]), peak=int(tok[4])))
+# logits as the LM head writes them on a GPU (bf16): the kernel upcasts as it loads, so it draws exactly what it
+# draws from the fp32 copy
+x16 = (torch.randn(24, 5003, generator=g) * 3).to(torch.bfloat16)
+temp = torch.tensor([0.0, 0.7, 1.0, 1.3] * 6)
+u = torch.rand(24, generator=g).clamp(1e-7, 1 - 1e-7)
+(a, la), (b32, lb) = draw_triton(x16, temp, u), draw_triton(x16.float(), temp, u)
+res.append(dict(bf16_same=bool(torch.equal(a, b32) and torch.equal(la, lb))))
 print(json.dumps(res))
 """
 
@@ -56,7 +63,9 @@ def test_triton_draw_matches_the_reference_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     res = subprocess.run([sys.executable, "-c", _INTERPRET], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    for r in json.loads(res.stdout.strip().splitlines()[-1]):
+    *rows, bf16 = json.loads(res.stdout.strip().splitlines()[-1])
+    assert bf16 == {"bf16_same": True}
+    for r in rows:
         assert r["same"] >= r["rows"] - 1 and all(gap < 1e-5 for gap in r["gaps"]), r
         assert r["lp"] < 1e-4 and r["lp_same"] < 1e-4, r
         assert r["dtype"] == ["torch.int64", "torch.float32"], r
@@ -78,3 +87,19 @@ def test_cpu_dispatches_to_the_reference():
 
     assert dispatch.chosen_name("draw", torch.zeros(2, 4)) == "ref"
     assert [i.name for i in dispatch._REGISTRY["draw"]] == ["triton", "ref"]
+
+
+def test_reduced_precision_logits_draw_as_their_fp32_copy():
+    """The runner hands the LM head's logits over as they are (bf16 on a GPU); both sampler paths compute in
+    fp32, so the tokens and log-probabilities are those of the fp32 copy, exactly."""
+    from m1.engine.sampler import sample
+
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(12, 300, generator=g) * 3).to(torch.bfloat16)
+    temp = torch.tensor([0.0, 0.7, 1.0] * 4)
+    top_p, top_k = torch.tensor([1.0, 0.9, 1.0] * 4), torch.tensor([0, 0, 20] * 4)
+    key, counter = torch.arange(12) * 7919, torch.full((12,), 5)
+    for truncate in (False, True):
+        a = sample(x, temp, top_p, top_k, key, counter, truncate)
+        b = sample(x.float(), temp, top_p, top_k, key, counter, truncate)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].dtype == torch.float32

@@ -47,3 +47,15 @@ def test_cuda_dispatches_to_the_kernel():
     assert dispatch.chosen_name("draw", x) == "triton"
     tok, lp = draw(x, torch.zeros(2, device="cuda"), torch.full((2,), 0.5, device="cuda"))
     assert tok.tolist() == [0, 0] and torch.allclose(lp, torch.full((2,), -torch.log(torch.tensor(8.0)).item(), device="cuda"))
+
+
+def test_bf16_logits_draw_as_their_fp32_copy():
+    """The engine passes the LM head's bf16 logits straight to the kernel, which upcasts as it loads."""
+    from m1.ops.triton.sampling import draw_triton
+
+    g = torch.Generator(device="cuda").manual_seed(11)
+    x = (torch.randn(560, 128256, device="cuda", generator=g) * 4).to(torch.bfloat16)
+    temp = torch.tensor([0.0, 0.7, 1.0], device="cuda").repeat(187)[:560]
+    u = torch.rand(560, device="cuda", generator=g).clamp(1e-7, 1 - 1e-7)
+    (a, la), (b, lb) = draw_triton(x, temp, u), draw_triton(x.float(), temp, u)
+    assert torch.equal(a, b) and torch.equal(la, lb)

@@ -297,7 +297,7 @@ class ModelRunner:
         temp, top_p, top_k, key = self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids]
         head = self.model.lm_head
         if self.logit_rows is None:
-            return sample(head(h).float(), temp, top_p, top_k, key, counter, truncate)
+            return sample(head(h), temp, top_p, top_k, key, counter, truncate)  # the draw upcasts as it reads
         logits = self.workspace.get("logits", (b, head.out_features), h.dtype, h.device)
         if head.bias is None:  # what the Linear computes (mm / addmm), into the reused buffer
             torch.mm(h, head.weight.t(), out=logits)

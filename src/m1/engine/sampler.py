@@ -54,7 +54,8 @@ def sample(
     counter: torch.Tensor,
     truncate: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (b, V) fp32; per-row temperature/top_p (float), top_k/key/counter (int64).
+    """logits (b, V), any float dtype (computed in fp32); per-row temperature/top_p (float),
+    top_k/key/counter (int64).
 
     Returns (tokens (b,) int64, logprobs (b,) fp32). `truncate` selects the sorted path
     (needed only when some row has top_p < 1 or top_k > 0); it is a Python flag so each
@@ -63,6 +64,7 @@ def sample(
     u = uniform(key, counter)
     if not truncate:  # the common case: one op over the full vocabulary (m1.ops.sampling, a kernel on CUDA)
         return draw(logits, temperature, u)
+    logits = logits.float()
     greedy = logits.argmax(-1)
     t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
     logp = torch.log_softmax(logits / t.unsqueeze(1), dim=-1)

