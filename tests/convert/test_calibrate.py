@@ -276,6 +276,37 @@ def test_fit_keeps_its_best_state_on_held_out_rows():
     assert kept > 0 and _eval_rel_mse(mixer, xh, yh) == pytest.approx(score, rel=1e-5) and score < before
 
 
+def test_a_fit_whose_steps_slow_down_keeps_to_its_seconds(monkeypatch):
+    """Steps that take four times longer after the first 20 (a machine that slows mid-fit): the plan made from
+    the first three steps is cut when it is timed again, so the fit ends within its seconds (plus one timing
+    interval of slow steps) instead of running 3.4 s of a 1 s budget, and its learning rate still decays."""
+    from m1.convert import calibrate as C
+
+    teacher, calib, held, copy, student = _calibration_case()
+    from m1.convert.capture import capture_attention_io
+
+    x, y, _ = capture_attention_io(teacher, calib, None, [0], batch=4, progress=False)[0]
+    mixer = student.model.layers[0].mamba
+    clock = {"t": 0.0, "steps": 0}
+
+    def tick(*_):
+        clock["steps"] += 1
+        clock["t"] += 0.01 if clock["steps"] <= 20 else 0.04
+
+    monkeypatch.setattr(C.time, "monotonic", lambda: clock["t"])
+    hook = mixer.register_forward_hook(tick)
+    lrs = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (lrs.append(self.param_groups[0]["lr"]), real_step(self, *a, **k))[1])
+    try:
+        steps, _, _ = C.fit_mixer(mixer, x, y, 1000, 2, 1e-3, seed=0, seconds=1.0, seq_len=16)
+    finally:
+        hook.remove()
+    assert clock["t"] <= 1.0 + C.REPLAN_EVERY * 0.04 + 1e-9, clock
+    assert 30 <= steps < 100  # 100: the first plan, at 0.01 s a step
+    assert lrs[-1] < 0.2 * max(lrs)  # the schedule decays to the new end
+
+
 def test_sampled_calibration_text_stops_at_enough_tokens():
     """Sampling ends all samples once rows x length tokens exist (not when every sample is done) and repeats per seed."""
     from m1.convert import calibration_data as CD
