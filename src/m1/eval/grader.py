@@ -149,6 +149,13 @@ def final_answer(completion: str | None, gold: object, lenient: bool = False) ->
     return extract_answer(completion, lenient=lenient and as_number(gold_answer(gold)) is not None)
 
 
+def answer_and_verdict(completion: str | None, gold: str, lenient: bool = False) -> tuple[str | None, bool]:
+    """A samples.jsonl row's `answer` and `correct`: how `m1 eval` grades a sample as it runs and
+    how `m1 regrade` grades it again, so the two cannot drift apart."""
+    ans = final_answer(completion, gold, lenient=lenient)
+    return ans, answers_equivalent(gold, ans)
+
+
 def warm_up(workers: int = 1) -> None:
     """Start math-verify workers now, so the first slow-path `grade` pays no start-up."""
     get_pool().warm_up(workers)

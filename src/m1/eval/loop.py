@@ -30,7 +30,7 @@ from m1.engine.params import SamplingParams
 from m1.errors import UserError
 from m1.eval.benchmarks import PromptConfig, build_prompt, load_benchmark
 from m1.eval.generation import EngineGenerator, Generator
-from m1.eval.grader import answers_equivalent, final_answer, warm_up
+from m1.eval.grader import answer_and_verdict, warm_up
 from m1.eval.samples import read_samples, summarize_samples
 
 logger = logging.getLogger(__name__)
@@ -140,9 +140,9 @@ def run_eval(cfg: EvalConfig, generator: Generator, tokenizer, verifier=None,
                 for (p, c0, _, missing), samples in zip(call, outs):
                     for i in missing:
                         s = samples[i - c0]
-                        ans = final_answer(s.text, p.gold, lenient=lenient)
+                        ans, ok = answer_and_verdict(s.text, p.gold, lenient)
                         row = {"benchmark": bench, "problem_id": p.id, "sample": i, "gold": p.gold, "answer": ans,
-                               "correct": answers_equivalent(p.gold, ans), "extraction": cfg.extraction,
+                               "correct": ok, "extraction": cfg.extraction,
                                "num_tokens": s.num_tokens,
                                "finish_reason": s.finish_reason, "gen_time_s": dt, "text": s.text}
                         if verifier is not None:

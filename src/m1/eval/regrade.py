@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from m1.errors import UserError
-from m1.eval.grader import answers_equivalent, final_answer, warm_up
+from m1.eval.grader import answer_and_verdict, warm_up
 from m1.eval.report import write_report
 from m1.eval.samples import read_samples, summarize_samples
 
@@ -37,8 +37,7 @@ def regrade_rows(rows: list[dict], extraction: str) -> Counter:
     lenient = extraction == "lenient"
     moved: Counter = Counter()
     for r in tqdm(rows, desc="regrading", disable=len(rows) < 1000):
-        ans = final_answer(r.get("text"), r["gold"], lenient=lenient)
-        ok = answers_equivalent(r["gold"], ans)
+        ans, ok = answer_and_verdict(r.get("text"), r["gold"], lenient)
         if ans != r.get("answer"):
             moved["answer_changed"] += 1
         if ok != bool(r.get("correct")):
@@ -66,10 +65,11 @@ def regrade_run(run: Path, out: Path | None = None, extraction: str | None = Non
         n, benchmarks = summary["config"]["n"], summary["config"]["benchmarks"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{summary_path}: not an m1 eval summary ({e.__class__.__name__}: {e})") from None
-    mode = extraction or summary.get("extraction", "strict")
+    graded_with = summary.get("extraction", "strict")
+    mode = extraction or graded_with
     out = run if out is None else out
-    if mode != summary.get("extraction", "strict") and out.resolve() == run.resolve():
-        raise UserError(f"--extraction {mode}: {run} was graded with {summary.get('extraction', 'strict')!r} extraction; "
+    if mode != graded_with and out.resolve() == run.resolve():
+        raise UserError(f"--extraction {mode}: {run} was graded with {graded_with!r} extraction; "
                         "write the other reading to a new directory with --out")
     rows = read_samples(samples)
     if not rows:
