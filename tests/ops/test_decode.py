@@ -192,25 +192,25 @@ import json, math, torch
 from m1.ops.decode import mamba2_decode_step_ref
 from m1.ops.triton.decode import launch_shape, mamba2_decode_step_triton
 errs = {}
-for H, P, G, N in [(16, 16, 16, 16), (4, 32, 2, 64)]:
-    g = torch.Generator().manual_seed(H + N)
+for H, P, G, N, W in [(16, 16, 16, 16, 4), (4, 32, 2, 64, 4), (4, 16, 4, 16, 3), (4, 16, 2, 16, 2)]:
+    g = torch.Generator().manual_seed(H + N + W)
     r = lambda *s: torch.randn(*s, generator=g)
     inner, conv_dim = H * P, H * P + 2 * G * N
     kw = dict(n_heads=H, head_dim=P, n_groups=G, state_size=N, eps=1e-5, dt_limit=(0.0, math.inf))
-    params = (r(conv_dim, 4) * 0.5, r(conv_dim) * 0.1, r(H) - 1.0, -torch.exp(r(H) * 0.5), r(H), 1.0 + 0.1 * r(inner))
-    cs, ss, zx, slots = r(6, conv_dim, 3), r(6, H, P, N), r(3, inner + conv_dim + H), torch.tensor([4, 0, 2])
+    params = (r(conv_dim, W) * 0.5, r(conv_dim) * 0.1, r(H) - 1.0, -torch.exp(r(H) * 0.5), r(H), 1.0 + 0.1 * r(inner))
+    cs, ss, zx, slots = r(6, conv_dim, W - 1), r(6, H, P, N), r(3, inner + conv_dim + H), torch.tensor([4, 0, 2])
     cs1, ss1, cs2, ss2 = cs.clone(), ss.clone(), cs.clone(), ss.clone()
     y1 = mamba2_decode_step_ref(zx, cs1, ss1, slots, *params, **kw)
     y2 = mamba2_decode_step_triton(zx, cs2, ss2, slots, *params, **kw)
     rel = lambda p, q: ((p - q).norm() / q.norm()).item()
-    errs[f"{H}x{P}/{G}x{N} launch {launch_shape(G, H // G, P, N)}"] = [rel(y2, y1), rel(ss2, ss1), float(torch.equal(cs2, cs1))]
+    errs[f"{H}x{P}/{G}x{N} width {W} launch {launch_shape(G, H // G, P, N)}"] = [rel(y2, y1), rel(ss2, ss1), float(torch.equal(cs2, cs1))]
 print(json.dumps(errs))
 """
 
 
 def test_decode_kernel_matches_reference_under_interpreter():
-    """The fused step at its default launch (several groups a program, and one group of 2 heads) equals the
-    reference step on fresh inputs, on the CPU through Triton's interpreter."""
+    """The fused step at its default launch (several groups a program, and one group of 2 heads; conv widths 4, 3
+    and 2) equals the reference step on fresh inputs, on the CPU through Triton's interpreter."""
     pytest.importorskip("triton")
     import os
     import subprocess
@@ -220,6 +220,6 @@ def test_decode_kernel_matches_reference_under_interpreter():
     res = subprocess.run([sys.executable, "-c", _INTERPRET_DECODE], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     errs = json.loads(res.stdout.strip().splitlines()[-1])
-    assert len(errs) == 2
+    assert len(errs) == 4
     for name, (y_err, state_err, conv_equal) in errs.items():
         assert y_err < 1e-5 and state_err < 1e-5 and conv_equal == 1.0, (name, errs)
