@@ -3,9 +3,10 @@
 One program per row, two passes over its logits in blocks of BLOCK:
 1. the argmax of the raw logits (the first of equal maxima, as torch.argmax), and the online max m
    and sum s of exp(x / T - m);
-2. the running sum of exp(x / T - m): the drawn token is the first whose running sum reaches u * s.
-   Should rounding leave every running sum below u * s (u within rounding of 1), the last token of
-   non-zero probability is taken. The reference then takes the first token at which its CDF reaches
+2. (sampled rows only) the running sum of exp(x / T - m): the drawn token is the first whose running sum
+   reaches u * s. A block is summed first and scanned (a cumsum, the costly part) only if the running sum
+   reaches u * s within it; the blocks after it are not read. Should rounding leave every running sum below
+   u * s (u within rounding of 1), a third pass takes the last token of non-zero probability. The reference then takes the first token at which its CDF reaches
    its total, which can be an earlier one: both are within rounding of the CDF's end.
 The log-probability is x / T - m - log(s) at the chosen token. The vocabulary size is a compile-time
 constant: the loops need a fixed trip count under Triton 3.6's CPU interpreter, and a model's
@@ -51,21 +52,29 @@ def _draw_kernel(logits_ptr, temp_ptr, u_ptr, tok_ptr, logp_ptr, stride, V: tl.c
     c = tl.zeros([], tl.float32)
     pick = tl.zeros([], tl.int64)
     found = tl.zeros([], tl.int32)
-    last = tl.zeros([], tl.int64)
-    for start in range(0, V, BLOCK):
-        idx = start + offs
-        mask = idx < V
-        x = tl.load(base + idx, mask=mask, other=float("-inf")).to(tl.float32)
-        p = tl.exp(x / t - m)
-        cum = tl.cumsum(p, 0) + c
-        n_below = tl.sum(((cum < target) & mask).to(tl.int32), 0)
-        n_valid = tl.sum(mask.to(tl.int32), 0)
-        hit = (found == 0) & (n_below < n_valid)
-        pick = tl.where(hit, start + n_below.to(tl.int64), pick)
-        found = tl.where(hit, 1, found)
-        last = tl.maximum(last, tl.max(tl.where((p > 0) & mask, idx.to(tl.int64), 0), 0))
-        c = c + tl.sum(p, 0)
-    pick = tl.where(found == 1, pick, last)
+    if sampled:  # a greedy row has its token from pass 1
+        for start in range(0, V, BLOCK):
+            if found == 0:  # blocks after the drawn token are not read
+                idx = start + offs
+                mask = idx < V
+                x = tl.load(base + idx, mask=mask, other=float("-inf")).to(tl.float32)
+                p = tl.exp(x / t - m)
+                block_sum = tl.sum(p, 0)
+                if c + block_sum >= target:  # the running sum reaches the target in this block: scan it
+                    cum = tl.cumsum(p, 0) + c
+                    n_below = tl.sum(((cum < target) & mask).to(tl.int32), 0)
+                    n_valid = tl.sum(mask.to(tl.int32), 0)
+                    hit = n_below < n_valid
+                    pick = tl.where(hit, start + n_below.to(tl.int64), pick)
+                    found = tl.where(hit, 1, 0).to(tl.int32)
+                c = c + block_sum
+        if found == 0:  # rounding left every running sum below the target: the last token of non-zero probability
+            for start in range(0, V, BLOCK):
+                idx = start + offs
+                mask = idx < V
+                x = tl.load(base + idx, mask=mask, other=float("-inf")).to(tl.float32)
+                p = tl.exp(x / t - m)
+                pick = tl.maximum(pick, tl.max(tl.where((p > 0) & mask, idx.to(tl.int64), 0), 0))
 
     tok = tl.where(sampled, pick, best_i)
     x_tok = tl.load(base + tok).to(tl.float32)
