@@ -2,24 +2,27 @@
 # On the GPU machine: issue 20's engine measurements at this tree, in calls of at most 10 minutes, each
 # writing JSON under $OUT. No wheels needed (the image's torch, Triton and transformers).
 #   bash studies/device_engine.sh sweep    # decode launch sweep; with .devcarry/prev_decode.py carried (an
-#                                          # earlier src/m1/ops/triton/decode.py), the same sweep of that kernel
+#                                          # earlier src/m1/ops/triton/decode.py), the same sweep of that kernel (m1-3b)
 #                                          # beside it; then the decode and sampling GPU tests   (~3 min)
 #   bash studies/device_engine.sh profile  # step profiles: context 2,048 (m1-3b 560, llama 128) and 16,384
 #                                          # (m1-3b 144, llama 32)                                (~2 min)
 #   bash studies/device_engine.sh e2e      # m1 bench, integrated throughput at 4,096 and 16,384 (~2 min)
+#   Several parts run in order in one call: bash studies/device_engine.sh sweep profile
 # Set M1_COMMIT to the tree's commit. Every model gets 79 GB (an H100's), whichever card runs it.
 set -uo pipefail
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 S=${M1_COMMIT:-unknown}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-case "${1:-}" in
+[ $# -gt 0 ] || set -- usage
+for part in "$@"; do
+case "$part" in
   sweep)
     timeout 200 python3 studies/decode_sweep.py --commit "$S" --out "$OUT/sweep" >"$OUT/sweep.log" 2>&1
     echo "sweep rc $?"; grep '^best' "$OUT/sweep.log"
     if [ -f .devcarry/prev_decode.py ]; then
       rm -rf /tmp/prev && mkdir -p /tmp/prev && cp -r src studies /tmp/prev/
       cp .devcarry/prev_decode.py /tmp/prev/src/m1/ops/triton/decode.py
-      timeout 200 python3 /tmp/prev/studies/decode_sweep.py --commit "prev (.devcarry/prev_decode.py)" \
+      timeout 200 python3 /tmp/prev/studies/decode_sweep.py --shapes m1-3b --commit "prev (.devcarry/prev_decode.py)" \
         --out "$OUT/sweep_prev" >"$OUT/sweep_prev.log" 2>&1
       echo "sweep of the earlier kernel rc $?"; grep '^best' "$OUT/sweep_prev.log"
     fi
@@ -40,5 +43,6 @@ case "${1:-}" in
     timeout 300 python3 -m m1 bench --models llama-3.2-3b m1-3b --batches 128 136 144 152 --llama-batches 24 28 32 36 \
       --gens 16384 --e2e-gen 0 --compare-batch 0 --baseline --memory-gb 79 --out "$OUT/e2e_16384" >"$OUT/e2e_16384.log" 2>&1
     echo "e2e 16384 rc $?"; tail -n 6 "$OUT/e2e_16384.log" ;;
-  *) echo "usage: device_engine.sh sweep|profile|e2e"; exit 2 ;;
+  *) echo "usage: device_engine.sh sweep|profile|e2e [more parts, run in order]"; exit 2 ;;
 esac
+done
