@@ -27,37 +27,27 @@ def _silu(v):
 
 
 @triton.jit
-def _conv_load(zx_row, cs_row, ch, mask, s_cs_d, W: tl.constexpr):
-    """The new input and the W - 1 conv-state taps of channels `ch` (any shape) for one request.
-
-    The kernel issues every load of a step (these, the SSM state, z and dt) before its one barrier and
-    every store after it: a tile's layout may hold one element in several threads, so a shifted store by
-    one thread could otherwise land before another thread's read (seen as wrong results with 8 warps).
-    Issuing the loads together also lets their latencies overlap."""
-    new = tl.load(zx_row + ch, mask=mask, other=0.0)
-    s0 = tl.load(cs_row + ch * s_cs_d, mask=mask, other=0.0)
-    s1 = s0
-    s2 = s0
-    if W > 2:
-        s1 = tl.load(cs_row + ch * s_cs_d + 1, mask=mask, other=0.0)
-    if W > 3:
-        s2 = tl.load(cs_row + ch * s_cs_d + 2, mask=mask, other=0.0)
-    return new, s0, s1, s2
-
-
-@triton.jit
-def _conv_finish(
-    new, s0, s1, s2, cs_row, w_ptr, b_ptr, ch, mask, s_cs_d, W: tl.constexpr, HAS_BIAS: tl.constexpr
+def _conv_channels(
+    zx_row, cs_row, w_ptr, b_ptr, ch, mask, s_cs_d, W: tl.constexpr, HAS_BIAS: tl.constexpr
 ):
-    """Depthwise conv of the loaded taps; stores the shifted conv state (after the kernel's barrier)."""
+    """Depthwise conv over channels `ch` (any shape) for one request; shifts its conv state.
+
+    Every state value is read before the barrier and written after it: a tile's layout may
+    hold one element in several threads, and without the barrier one thread's shifted
+    write could land before another thread's read (seen as wrong results with 8 warps)."""
+    new = tl.load(zx_row + ch, mask=mask, other=0.0)
     acc = new.to(tl.float32) * tl.load(w_ptr + ch * W + (W - 1), mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(b_ptr + ch, mask=mask, other=0.0).to(tl.float32)
+    s0 = tl.load(cs_row + ch * s_cs_d, mask=mask, other=0.0)
     acc += s0.to(tl.float32) * tl.load(w_ptr + ch * W, mask=mask, other=0.0).to(tl.float32)
     if W > 2:
+        s1 = tl.load(cs_row + ch * s_cs_d + 1, mask=mask, other=0.0)
         acc += s1.to(tl.float32) * tl.load(w_ptr + ch * W + 1, mask=mask, other=0.0).to(tl.float32)
     if W > 3:
+        s2 = tl.load(cs_row + ch * s_cs_d + 2, mask=mask, other=0.0)
         acc += s2.to(tl.float32) * tl.load(w_ptr + ch * W + 2, mask=mask, other=0.0).to(tl.float32)
+    tl.debug_barrier()
     if W == 2:
         tl.store(cs_row + ch * s_cs_d, new.to(s0.dtype), mask=mask)
     if W == 3:
@@ -100,24 +90,10 @@ def _decode_kernel(
     ch_b = INNER + groups[:, None] * N + offs_n[None, :]  # (KG, BN) channel within conv_dim
     mask_gn = (groups[:, None] >= 0) & mask_n[None, :]
 
-    s_off = heads[:, None, None] * (P * N) + offs_p[None, :, None] * N + offs_n[None, None, :]
-    s_mask = mask_hp[:, :, None] & mask_n[None, None, :]
-
-    # every load of the step, then one barrier, then every store (see _conv_load)
-    xbc_row = zx_row + INNER  # the xBC slice starts at column INNER of zxbcdt
-    x_new, x_s0, x_s1, x_s2 = _conv_load(xbc_row, cs_row, ch_x, mask_hp, s_cs_d, W)
-    b_new, b_s0, b_s1, b_s2 = _conv_load(xbc_row, cs_row, ch_b, mask_gn, s_cs_d, W)
-    c_new, c_s0, c_s1, c_s2 = _conv_load(xbc_row, cs_row, ch_b + G * N, mask_gn, s_cs_d, W)
-    S = tl.load(ss_row + s_off, mask=s_mask, other=0.0)
-    dt = tl.load(zx_row + INNER + CONV_DIM + heads).to(tl.float32)
-    z = tl.load(zx_row + ch_x, mask=mask_hp, other=0.0).to(tl.float32)
-    tl.debug_barrier()
-
-    # 1. conv
-    xc = _conv_finish(x_new, x_s0, x_s1, x_s2, cs_row, w_ptr, cb_ptr, ch_x, mask_hp, s_cs_d, W, HAS_CONV_BIAS)
-    Bc = _conv_finish(b_new, b_s0, b_s1, b_s2, cs_row, w_ptr, cb_ptr, ch_b, mask_gn, s_cs_d, W, HAS_CONV_BIAS)
-    Cc = _conv_finish(c_new, c_s0, c_s1, c_s2, cs_row, w_ptr, cb_ptr, ch_b + G * N, mask_gn, s_cs_d, W,
-                      HAS_CONV_BIAS)
+    # 1. conv (the xBC slice starts at column INNER of zxbcdt)
+    xc = _conv_channels(zx_row + INNER, cs_row, w_ptr, cb_ptr, ch_x, mask_hp, s_cs_d, W, HAS_CONV_BIAS)
+    Bc = _conv_channels(zx_row + INNER, cs_row, w_ptr, cb_ptr, ch_b, mask_gn, s_cs_d, W, HAS_CONV_BIAS)
+    Cc = _conv_channels(zx_row + INNER, cs_row, w_ptr, cb_ptr, ch_b + G * N, mask_gn, s_cs_d, W, HAS_CONV_BIAS)
     if HPG > 1:
         Bh = tl.reshape(tl.broadcast_to(Bc[:, None, :], (KG, HPG, BN)), (BH, BN))
         Ch = tl.reshape(tl.broadcast_to(Cc[:, None, :], (KG, HPG, BN)), (BH, BN))
@@ -126,12 +102,16 @@ def _decode_kernel(
         Ch = Cc
 
     # 2. dt
-    dt += tl.load(dtb_ptr + heads).to(tl.float32)
+    dt = tl.load(zx_row + INNER + CONV_DIM + heads).to(tl.float32) + tl.load(dtb_ptr + heads).to(tl.float32)
     dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
     dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
     A = tl.load(A_ptr + heads).to(tl.float32)
 
     # 3. SSD step on the fp32 state (BH, BP, BN)
+    s_off = heads[:, None, None] * (P * N) + offs_p[None, :, None] * N + offs_n[None, None, :]
+    s_mask = mask_hp[:, :, None] & mask_n[None, None, :]
+    S = tl.load(ss_row + s_off, mask=s_mask, other=0.0)
+    tl.debug_barrier()  # all reads of the state before any write (see _conv_channels)
     S = S * tl.exp(dt * A)[:, None, None] + (dt[:, None] * xc)[:, :, None] * Bh[:, None, :]
     tl.store(ss_row + s_off, S, mask=s_mask)
     y = tl.sum(S * Ch[:, None, :], axis=2)  # (BH, BP)
@@ -140,6 +120,7 @@ def _decode_kernel(
     y = y.to(zx_ptr.dtype.element_ty).to(tl.float32)  # the reference returns y in the input dtype
 
     # 4. gated RMSNorm over each group's HPG * P channels
+    z = tl.load(zx_row + ch_x, mask=mask_hp, other=0.0).to(tl.float32)
     gy = y * _silu(z)
     ss = tl.sum(gy * gy, axis=1)  # (BH,)
     if HPG > 1:
