@@ -50,7 +50,9 @@ def test_cuda_dispatches_to_the_kernel():
 
 
 def test_bf16_logits_draw_as_their_fp32_copy():
-    """The engine passes the LM head's bf16 logits straight to the kernel, which upcasts as it loads."""
+    """The engine passes the LM head's bf16 logits straight to the kernel, which upcasts as it loads: the same tokens
+    as from the fp32 copy, and log-probabilities equal up to fp32 rounding (the compiled kernel may sum a block in
+    another order for 2-byte loads than for 4-byte ones; on an H100 the two differed in the last bits, 2026-12-07)."""
     from m1.ops.triton.sampling import draw_triton
 
     g = torch.Generator(device="cuda").manual_seed(11)
@@ -58,4 +60,5 @@ def test_bf16_logits_draw_as_their_fp32_copy():
     temp = torch.tensor([0.0, 0.7, 1.0], device="cuda").repeat(187)[:560]
     u = torch.rand(560, device="cuda", generator=g).clamp(1e-7, 1 - 1e-7)
     (a, la), (b, lb) = draw_triton(x, temp, u), draw_triton(x.float(), temp, u)
-    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert torch.equal(a, b)
+    assert (la - lb).abs().max().item() < 1e-5
