@@ -10,9 +10,9 @@
 #   e2e16k    m1 bench at 256 + 16,384, batches 128-152 and 24-36                                (~2 min)
 #   profile = prof2048 prof16k; e2e = e2e4096 e2e16k
 #     M1_COMMIT=<sha> bash studies/device_engine.sh sweep tests prof2048 e2e4096
-# Every model gets 79 GB (an H100's), whichever card runs it.
+# Every model gets 79 GB (an H100's), whichever card runs it. The result folders come back as $OUT/results.tgz.
 set -uo pipefail
-export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 M1_COMMIT=${M1_COMMIT:-unknown}
 S=${M1_COMMIT:-unknown}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 [ $# -gt 0 ] || set -- usage
@@ -46,7 +46,7 @@ case "$part" in
     echo "profile 16384 rc $?"; tail -n 4 "$OUT/prof_16384.log" ;;
   e2e4096)
     timeout 200 python3 -m m1 bench --models llama-3.2-3b m1-3b --batches 560 --llama-batches 128 --gens 4096 \
-      --e2e-gen 0 --compare-batch 0 --memory-gb 79 --out "$OUT/e2e_4096" >"$OUT/e2e_4096.log" 2>&1
+      --e2e-gen 0 --compare-batch 0 --baseline --memory-gb 79 --out "$OUT/e2e_4096" >"$OUT/e2e_4096.log" 2>&1
     echo "e2e 4096 rc $?"; tail -n 6 "$OUT/e2e_4096.log" ;;
   e2e16k)
     timeout 300 python3 -m m1 bench --models llama-3.2-3b m1-3b --batches 128 136 144 152 --llama-batches 24 28 32 36 \
@@ -55,3 +55,9 @@ case "$part" in
   *) echo "usage: device_engine.sh PART... (sweep tests prof2048 prof16k e2e4096 e2e16k; profile; e2e)"; exit 2 ;;
 esac
 done
+# a call brings back at most 8 files: the result folders travel as one archive, the logs beside it
+dirs=$(cd "$OUT" && find . -mindepth 1 -maxdepth 1 -type d -printf '%P\n')
+if [ -n "$dirs" ]; then
+  # shellcheck disable=SC2086
+  (cd "$OUT" && tar czf results.tgz $dirs && rm -rf $dirs)
+fi

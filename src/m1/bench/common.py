@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -32,12 +33,23 @@ def environment(bandwidth: float) -> Env:
         versions["triton"] = triton.__version__
     except ImportError:  # a CPU run: recorded as absent, nothing chosen from it
         versions["triton"] = None
-    try:
-        versions["m1_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    except OSError:
-        versions["m1_commit"] = None
+    versions["m1_commit"] = m1_commit()
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     return Env(dev, versions, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), bandwidth)
+
+
+def m1_commit() -> str | None:
+    """The commit measured: `M1_COMMIT` where set, else `git rev-parse --short HEAD`.
+
+    Why the variable first: a tree copied onto another machine (the GPU machine's working-tree copy) can carry git
+    metadata of an older commit; its HEAD named bc68328 for a run of 91a7445 on 2026-12-07.
+    """
+    if os.environ.get("M1_COMMIT"):
+        return os.environ["M1_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        return None
 
 
 def copy_bandwidth(gib: float = 4.0) -> float:
