@@ -7,8 +7,9 @@ rule of thumb: about 4K state elements a program, and 4 or 8 warps.
 
 For each shape and batch this times every (groups per program, warps) pair as `kernel_bench.py` times
 the default: a CUDA graph of 8 steps over disjoint slot sets, so the state does not sit in L2. It checks
-each pair's output and new states against the default launch's (y within 2e-4 relative: the warps may change y = C·h's summation order by a bf16 step; the conv state exact). Ratios are
-against the copy bandwidth measured in the same run.
+each pair's output and new states against the default launch's (y within 2e-4 relative: the warps may change
+y = C·h's summation order by a bf16 step; the conv state exact). Ratios are against the copy bandwidth measured
+in the same run.
 
     python3 studies/decode_sweep.py --commit $(git rev-parse --short HEAD) --out DIR   # about a minute
 """
