@@ -108,3 +108,23 @@ def test_cli_converts_a_local_checkpoint(tmp_path):
     assert m.config.attention_layers == [1, 3]
     assert cli_main([str(tmp_path / "teacher"), str(tmp_path / "hyb2"), "--attention-layers", "none", "--init", "attention"]) == 0
     assert HybridForCausalLM.from_pretrained(tmp_path / "hyb2").config.attention_layers == []
+
+
+@pytest.mark.parametrize("make, dtype", [(tiny_llama, torch.float32), (tiny_qwen2, torch.float32), (tiny_llama, torch.bfloat16)])
+def test_attention_init_built_uninitialised_equals_a_fully_initialised_build(make, dtype, monkeypatch):
+    """The attention init skips the student's random draws (`uninitialised_student`): every parameter and buffer
+    must still equal what a fully initialised build converts to, bit for bit, and tied weights stay tied."""
+    import m1.convert.mapping as mapping
+
+    teacher = make().to(dtype)
+    fast = convert_from_transformer(teacher, attention_layers=[1])
+    monkeypatch.setattr(mapping, "uninitialised_student", lambda cfg, dt: HybridForCausalLM(cfg).to(dt))
+    full = convert_from_transformer(teacher, attention_layers=[1])
+    a, b = fast.state_dict(), full.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype == dtype and torch.equal(a[k], b[k]), k
+    buffers = dict(fast.named_buffers()), dict(full.named_buffers())
+    assert buffers[0].keys() == buffers[1].keys() and all(torch.equal(buffers[0][k], buffers[1][k]) for k in buffers[0])
+    if fast.config.tie_word_embeddings:
+        assert fast.lm_head.weight.data_ptr() == fast.model.embed_tokens.weight.data_ptr()

@@ -220,6 +220,35 @@ def copy_attention(src, dst) -> None:
             d.bias.copy_(s.bias) if s.bias is not None else d.bias.zero_()
 
 
+def uninitialised_student(cfg: HybridConfig, dtype: torch.dtype) -> HybridForCausalLM:
+    """A `HybridForCausalLM` on the CPU in `dtype`, its weights uninitialised (the rotary buffer computed).
+
+    Why: `HybridForCausalLM(cfg)` draws every weight at random in fp32 and `.to(dtype)` copies them, which the
+    attention init then overwrites. For a 3B bf16 teacher that is about 15 GB of fp32 and tens of seconds of
+    random draws on a CPU; for SmolLM2-135M 0.7 s a build, paid twice by a default `m1 convert` (the student and
+    the all-attention copy that samples calibration text; profiled on 2 cores, 2026-12-07). Only for inits that
+    set every parameter: `tests/convert/test_mapping.py` checks the result equals a fully initialised build's.
+    """
+    from m1.layers.rope import RotaryEmbedding
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            student = HybridForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    # parameters made in fp32 on purpose (A_log) take `dtype` as `.to(dtype)` gives them in a full build; to_empty
+    # gives tied weights storage of their own, so they are tied again
+    student = student.to_empty(device="cpu").to(dtype)
+    student.tie_weights()
+    with torch.no_grad():
+        for module in student.modules():
+            if isinstance(module, RotaryEmbedding):
+                module.reset_parameters()
+    return student
+
+
 @torch.no_grad()
 def convert_from_transformer(
     teacher,
@@ -250,7 +279,11 @@ def convert_from_transformer(
         check_attention_mapping(cfg)
     torch.manual_seed(seed)
     dtype = next(teacher.parameters()).dtype
-    student = HybridForCausalLM(cfg).to(dtype)
+    if init.mode == "attention":  # every weight is copied or set below: none needs its random draw
+        student = uninitialised_student(cfg, dtype)
+        log.debug("student built uninitialised in %s (the attention init sets every weight)", dtype)
+    else:
+        student = HybridForCausalLM(cfg).to(dtype)
     t, s = teacher.model, student.model
     s.embed_tokens.weight.copy_(t.embed_tokens.weight)
     s.norm.weight.copy_(t.norm.weight)
