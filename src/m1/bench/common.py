@@ -121,11 +121,3 @@ def write_records(out: Path, name: str, records: list[dict]) -> None:
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def commit() -> str | None:
-    """The checked-out commit, when run from a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    except OSError:
-        return None

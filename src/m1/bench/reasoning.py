@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from m1.bench.common import Env, build_model, commit, copy_bandwidth, environment, sync, weight_bytes, write_records
+from m1.bench.common import Env, build_model, copy_bandwidth, environment, m1_commit, sync, weight_bytes, write_records
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def bench_reasoning(name: str, args, env: Env, out: Path, workload: ReasoningWor
                  engine.layout.usable_blocks)
         res = run_reasoning(engine, workload, lengths)
         ideal = roofline_seconds(model, engine, res["work"], args.peak_tflops * 1e12, env.bandwidth) if env.bandwidth else None
-        rec = dict(run_id=args.run_id, commit=commit(), device=env.device, date=env.date, versions=env.versions, model=name,
+        rec = dict(run_id=args.run_id, commit=m1_commit(), device=env.device, date=env.date, versions=env.versions, model=name,
                    method="e2e", workload="reasoning", kv_policy=policy, batch=batch, nano_batches=args.nano_batches, requests=workload.requests,
                    prompt_len=workload.prompt_len, gen_len=workload.describe(lengths), tokens_per_s=res["tokens_per_s"],
                    roofline_fraction=None if ideal is None else ideal / res["seconds"], roofline_seconds=ideal,
@@ -209,7 +209,7 @@ def reasoning_main(args, ap) -> int:
     records = []
     for name in models:
         records += bench_reasoning(name, args, env, args.out, workload, lengths)
-    _print_reasoning(records)
+    print_reasoning(records)
     if len(args.reasoning_batch) > 1 or len(args.reasoning_llama_batch or []) > 1:
         path = plot_slot_sweep(records, args.out / f"reasoning_slots_{args.run_id}{'_tiny' if args.tiny else ''}.png")
         print(f"slot sweep plot: {path}")
@@ -259,7 +259,9 @@ def plot_slot_sweep(records: list[dict], path: Path) -> Path:
     return path
 
 
-def _print_reasoning(records: list[dict]) -> None:
+def print_reasoning(records: list[dict]) -> None:
+    """The table of every record, then on_demand / reserve per model and each model against llama-3.2-3b, each at its
+    best slot count (`best_by_model`)."""
     print("\nmodel            policy     batch  tok/s      roofline  TTFT p50/p99 s   ITL p50/p99 ms   preempt")
     for r in records:
         roof = "n/a" if r["roofline_fraction"] is None else f"{r['roofline_fraction']:.2f}"
