@@ -23,12 +23,12 @@ import torch
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the packages: cpu_engine.py's helpers
-from cpu_engine import SIX, gsm8k_prompts, machine, smollm2_gguf, time_engine, time_generate  # noqa: E402
+from cpu_engine import SIX, WORKLOADS, gsm8k_prompts, machine, smollm2_gguf, time_engine, time_generate  # noqa: E402
 
 from m1.checkpoint import load_causal_lm, load_tokenizer  # noqa: E402
 from m1.convert import convert_from_transformer  # noqa: E402
 
-WORKLOADS = {"b16": (16, 64), "b64": (64, 64)}  # prompts (48 tokens of a GSM8K question), new tokens: cpu_engine.py's
+PROBED = ("b16", "b64")  # of cpu_engine.py's workloads: one sample per prompt, prompts cut to a fixed length
 
 
 class OneDNNLinear(torch.nn.Linear):
@@ -67,14 +67,15 @@ def main() -> None:
     for which in a.models:
         model = convert_from_transformer(teacher, list(range(30)) if which == "attention" else SIX).eval()
         fast = with_onednn(model)
-        for w, (count, gen) in WORKLOADS.items():
-            prompts = gsm8k_prompts(tok, count, 48)
+        for w in PROBED:
+            count, cut, n, gen = WORKLOADS[w]
+            prompts = gsm8k_prompts(tok, count, cut)
             runs = [("engine, F.linear", model), ("engine, oneDNN linears", fast)] * 2  # alternating, twice
             for label, m in runs:
-                r = time_engine(m, prompts, 1, gen, count)
+                r = time_engine(m, prompts, n, gen, count * n)
                 result["records"].append(dict(model=f"smollm2-{which}", workload=w, method=label, **r))
                 print(f"{which} {w} {label}: {r['tokens_per_s']:.1f} tok/s", flush=True)
-            r = time_generate(teacher if which == "attention" else model, prompts, 1, gen, pad)
+            r = time_generate(teacher if which == "attention" else model, prompts, n, gen, pad)
             result["records"].append(dict(model=f"smollm2-{which}", workload=w, method="transformers.generate", **r))
             print(f"{which} {w} transformers.generate: {r['tokens_per_s']:.1f} tok/s", flush=True)
             a.out.parent.mkdir(parents=True, exist_ok=True)

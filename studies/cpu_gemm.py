@@ -1,5 +1,5 @@
 """fp32 GEMMs of the SmolLM2 Engine step on this CPU: what `F.linear` gets (the BLAS torch was built with, MKL on x86)
-against oneDNN with a prepacked weight (`torch.utils.mkldnn`), issue 20's CPU target (done-means 5).
+against oneDNN on a oneDNN copy of the weight (`torch.utils.mkldnn`), issue 20's CPU target (done-means 5).
 
 Why: a batch-64 decode step of SmolLM2 on 2 cores is about 80% `aten::mm` (studies/results/cpu_engine_2026-12-06),
 and `transformers.generate` runs the same GEMMs, so the Engine can only be 2x faster where its GEMMs are. MKL is
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils import mkldnn
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the packages: cpu_engine.py's helpers
+from cpu_engine import machine  # noqa: E402
 
 # SmolLM2-135M: hidden 576, MLP 1536, 9 query + 3 KV heads of 64, vocab 49152 (tied LM head)
 SHAPES = {"qkv": (576, 576 + 2 * 192), "o_proj": (576, 576), "mlp_up": (576, 2 * 1536), "mlp_down": (1536, 576),
@@ -42,15 +46,6 @@ def bench(fn, seconds: float = 0.5) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{info.get('Model name', '?').strip()} (family {info.get('CPU family', '?').strip()}, model {info.get('Model', '?').strip()})"
-    except OSError:
-        return platform.processor()
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
@@ -59,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     isa = torch.backends.cpu.get_cpu_capability()
-    rec = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(), "cpu_capability": isa,
+    rec = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "cpu_capability": isa,
            "threads": a.threads, "torch": torch.__version__, "blas": "mkl" if torch.backends.mkl.is_available() else "other",
            "mkldnn": torch.backends.mkldnn.is_available(), "records": []}
     totals = {r: [0.0, 0.0] for r in ROWS}
@@ -67,7 +62,7 @@ def main() -> None:
         w = torch.randn(n, k) / k**0.5
         lin = torch.nn.Linear(k, n, bias=False)
         lin.weight.data.copy_(w)
-        packed = mkldnn.to_mkldnn(lin)  # a copy of the weight in oneDNN's blocked layout
+        packed = mkldnn.to_mkldnn(lin)  # a copy of the weight as a oneDNN tensor, made once (as a cache would)
         for rows_name, m in ROWS.items():
             x = torch.randn(m, k)
             t_blas = bench(lambda: F.linear(x, w))
