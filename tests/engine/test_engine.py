@@ -210,8 +210,8 @@ def test_mamba_layer_step_continues_its_forward(models):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_cpu_fast_paths_equal_the_references(models, kind):
-    """The CPU decode path (paged attention `sdpa`, in-place Mamba step `cpu`, logits in a workspace and
-    the sampler over row chunks) against the references (`M1_OPS=ref`, one sampler call): same tokens,
+    """The CPU decode path (paged attention `sdpa`, in-place Mamba step `cpu`, oneDNN linears, the sampler
+    over row chunks) against the references (`M1_OPS=ref`, one sampler call): same tokens,
     logprobs within float error; mixed lengths, n > 1, top-p, several poll windows."""
     from m1.ops import dispatch
 
@@ -222,10 +222,11 @@ def test_cpu_fast_paths_equal_the_references(models, kind):
     fast = engine(model, max_batch_size=8)
     fast.runner.logit_rows = 3  # chunk even this small batch
     got = fast.generate(prompts, params, use_tqdm=False)
-    ref = engine(model, max_batch_size=8)
-    ref.runner.logit_rows = None
     with dispatch.force("ref"):
+        ref = engine(model, max_batch_size=8)
+        ref.runner.logit_rows = None
         want = ref.generate(prompts, params, use_tqdm=False)
+    assert (fast.runner.linears.impl_name, ref.runner.linears.impl_name) == (dispatch.chosen_name("linear", torch.empty(0)), "ref")
     for g, w in zip(got, want):
         for a, b in zip(g.outputs, w.outputs):
             assert a.token_ids == b.token_ids

@@ -23,6 +23,7 @@ from m1.engine.packed import Piece, attention_groups, plan_pieces
 from m1.engine.sampler import sample
 from m1.layers.rope import apply_rotary
 from m1.ops.fused import add_rms_norm, swiglu
+from m1.ops.linear import LinearSet
 from m1.ops.paged_attention import paged_decode
 from m1.ops.workspace import Workspace
 
@@ -61,26 +62,53 @@ class ModelRunner:
         if self.logit_rows is not None:
             log.info("engine on %s: decode logits and paged-attention gathers in a reused workspace, sampling in chunks of "
                      "%d rows; prefill MLP in chunks of %d rows", dev, self.logit_rows, self.mlp_rows)
-        # Decode reads q/k/v through one stacked weight per attention layer: a persistent buffer
-        # (CUDA graphs bake in its address), refilled from the live parameters by `refresh_weights`.
-        self.qkv: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # Every linear of the passes below goes through `linears`: on a CPU, oneDNN on weights prepared for it
+        # (`m1.ops.linear`: about one more copy of the weights, GEMMs 2-3x faster than `F.linear` where measured);
+        # elsewhere the live weights. q/k/v are one stacked weight per attention layer, one GEMM: a persistent
+        # buffer (CUDA graphs bake in its address). `refresh_weights` refills what the live parameters changed.
+        self.linears = LinearSet(dev, self.dtype)
+        own: list = []
         for layer in model.model.layers:
             if layer.is_attention:
                 a = layer.self_attn
-                w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach().clone()
-                b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach().clone()
-                self.qkv[a.layer_idx] = (w, b)
+                self._add(("qkv", a.layer_idx), [a.q_proj, a.k_proj, a.v_proj], own)
+                self._add(a.o_proj, [a.o_proj], own)
+            else:
+                self._add(layer.mamba.in_proj, [layer.mamba.in_proj], own)
+                self._add(layer.mamba.out_proj, [layer.mamba.out_proj], own)
+            self._add(layer.shared_mlp.input_linear, [layer.shared_mlp.input_linear], own)
+            self._add(layer.shared_mlp.output_linear, [layer.shared_mlp.output_linear], own)
+        self._add(model.lm_head, [model.lm_head], own)
+        log.info("engine linears: %s implementation%s", self.linears.impl_name,
+                 f"; {len(own)} modules that are not plain nn.Linear run their own forward" if own else "")
+
+    def _add(self, key, modules, own: list) -> None:
+        if all(type(m) is torch.nn.Linear for m in modules):
+            self.linears.add(key, modules)
+        else:
+            own.extend(modules)
+
+    def lin(self, module, x: torch.Tensor) -> torch.Tensor:
+        """module(x) on the prepared weights (a module that `linears` does not hold runs its own forward)."""
+        return self.linears(module, x) if module in self.linears else module(x)
+
+    def _qkv(self, attn, x: torch.Tensor) -> torch.Tensor:
+        """q, k and v side by side, one GEMM."""
+        key = ("qkv", attn.layer_idx)
+        if key in self.linears:
+            return self.linears(key, x)
+        return torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
+
+    def _mlp(self, mlp, x: torch.Tensor) -> torch.Tensor:
+        """The shared MLP (SwiGLU), its two GEMMs on the prepared weights."""
+        return self.lin(mlp.output_linear, swiglu(self.lin(mlp.input_linear, x)))
 
     @torch.no_grad()
     def refresh_weights(self) -> None:
-        """Copy the live q/k/v parameters into the stacked decode weights (in place: same addresses)."""
-        for layer in self.model.model.layers:
-            if layer.is_attention:
-                a = layer.self_attn
-                w, b = self.qkv[a.layer_idx]
-                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], out=w)
-                if b is not None:
-                    torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], out=b)
+        """Prepare again the weights whose live parameters changed (stacked q/k/v in place: same addresses)."""
+        n = self.linears.refresh()
+        if n:
+            log.debug("engine linears: %d prepared again from changed parameters", n)
 
     # ---- per-slot setup ------------------------------------------------------------------------
     def set_block_table(self, slot: int, blocks: list[int]) -> None:
@@ -150,7 +178,7 @@ class ModelRunner:
             hidden = hidden + h
             hidden = hidden + self._prefill_mlp(layer.shared_mlp, layer.post_attention_layernorm(hidden))
         rows = torch.tensor([b - 1 for p, b in zip(pack, cu[1:]) if p.last], dtype=torch.long, device=dev)
-        return self.model.lm_head(m.norm(hidden[0, rows])).float()
+        return self.lin(self.model.lm_head, m.norm(hidden[0, rows])).float()
 
     def _prefill_mlp(self, mlp, x):
         """The MLP of a pack; on CPU over row chunks of `mlp_rows` (row-wise: the same maths), so its
@@ -160,18 +188,20 @@ class ModelRunner:
         rows = self.mlp_rows
         flat = x.reshape(-1, x.shape[-1])
         if rows is None or flat.shape[0] <= rows:
-            return mlp(x)
+            return self._mlp(mlp, x)
         out = torch.empty_like(flat)
         for a in range(0, flat.shape[0], rows):
-            out[a:a + rows] = mlp(flat[a:a + rows])
+            out[a:a + rows] = self._mlp(mlp, flat[a:a + rows])
         return out.view_as(x)
 
     def _pack_attention(self, attn, h, rope, slot_mapping, ctx: "_PackCtx"):
         T = h.shape[1]
         H, KVH, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
-        q = attn.q_proj(h).view(1, T, H, d).transpose(1, 2)
-        k = attn.k_proj(h).view(1, T, KVH, d).transpose(1, 2)
-        v = attn.v_proj(h).view(1, T, KVH, d)
+        qkv = self._qkv(attn, h)
+        nq, nkv = H * d, KVH * d
+        q = qkv[..., :nq].view(1, T, H, d).transpose(1, 2)
+        k = qkv[..., nq:nq + nkv].view(1, T, KVH, d).transpose(1, 2)
+        v = qkv[..., nq + nkv:].view(1, T, KVH, d)
         cos, sin = rope
         q = apply_rotary(q, cos, sin)[0].transpose(0, 1)  # (T, H, d)
         k = apply_rotary(k, cos, sin)[0].transpose(0, 1)  # (T, KVH, d)
@@ -205,12 +235,13 @@ class ModelRunner:
             mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(p.start, total, device=h.device)[:, None]
             o = F.scaled_dot_product_attention(q[a:b].transpose(0, 1)[None], kk.to(q.dtype), vv.to(q.dtype), attn_mask=mask, scale=attn.scaling)
             out[a:b] = o[0].transpose(0, 1)
-        return attn.o_proj(out.reshape(1, T, H * d))
+        return self.lin(attn.o_proj, out.reshape(1, T, H * d))
 
     def _pack_mamba(self, mx, h, ctx: "_PackCtx"):
         # The layer's own packed prefill over the slot pools.
         return mx.prefill_packed(h, self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], ctx.slots, ctx.cu, ctx.cu_dev,
-                                 ctx.cont_mask if ctx.continuing else None, self._ssd_chunk(mx.chunk_size, max(ctx.lens)))
+                                 ctx.cont_mask if ctx.continuing else None, self._ssd_chunk(mx.chunk_size, max(ctx.lens)),
+                                 linear=self.lin)
 
     def _ssd_chunk(self, chunk: int, L: int) -> int:
         """On CPU a short piece need not be padded to the model's chunk (same maths, less work);
@@ -247,7 +278,7 @@ class ModelRunner:
             post = layer.post_attention_layernorm
             h, residual = add_rms_norm(h, residual, post.weight, post.variance_epsilon)
             mlp = layer.shared_mlp
-            h = mlp.output_linear(swiglu(mlp.input_linear(h)))
+            h = self._mlp(mlp, h)
             nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm
             h, residual = add_rms_norm(h, residual, nxt.weight, nxt.variance_epsilon)
         new_tok, logprobs = self._sample(h, slot_ids, pos + 1, truncate)
@@ -292,17 +323,22 @@ class ModelRunner:
         """LM head + sampler for every row. With `logit_rows` set (CPU) the logits land in a reused
         workspace buffer and the sampler runs over row chunks, so its full-vocabulary temporaries
         stay in cache and below the allocator's mmap threshold (the whole batch's would be mapped
-        and page-faulted anew every step). The sampler is row-wise: the same tokens either way."""
+        and page-faulted anew every step). The sampler is row-wise: the same tokens either way.
+        With oneDNN linears the head's GEMM has no `out=`: its result is a fresh tensor, and the
+        sampler still runs over row chunks."""
         b = h.shape[0]
         temp, top_p, top_k, key = self.temperature[slot_ids], self.top_p[slot_ids], self.top_k[slot_ids], self.key[slot_ids]
         head = self.model.lm_head
         if self.logit_rows is None:
-            return sample(head(h), temp, top_p, top_k, key, counter, truncate)  # the draw upcasts as it reads
-        logits = self.workspace.get("logits", (b, head.out_features), h.dtype, h.device)
-        if head.bias is None:  # what the Linear computes (mm / addmm), into the reused buffer
-            torch.mm(h, head.weight.t(), out=logits)
+            return sample(self.lin(head, h), temp, top_p, top_k, key, counter, truncate)  # the draw upcasts as it reads
+        if self.linears.impl_name != "ref" or head not in self.linears:
+            logits = self.lin(head, h)
         else:
-            torch.addmm(head.bias, h, head.weight.t(), out=logits)
+            logits = self.workspace.get("logits", (b, head.out_features), h.dtype, h.device)
+            if head.bias is None:  # what the Linear computes (mm / addmm), into the reused buffer
+                torch.mm(h, head.weight.t(), out=logits)
+            else:
+                torch.addmm(head.bias, h, head.weight.t(), out=logits)
         logits = logits.float()
         rows = self.logit_rows
         if b <= rows:
@@ -316,9 +352,8 @@ class ModelRunner:
 
     def _decode_attention(self, attn, h, cos, sin, slot_mapping, bt, seq_lens, max_blocks, max_len):
         b = h.shape[0]
-        w, bias = self.qkv[attn.layer_idx]
         nq, nkv = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-        qkv = F.linear(h, w, bias)  # one GEMM for q, k and v
+        qkv = self._qkv(attn, h)  # one GEMM for q, k and v
         H, KVH, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
         qk = apply_rotary(qkv[:, : nq + nkv].view(b, H + KVH, 1, d), cos, sin)[:, :, 0]  # q and k heads rotated at once
         q, k = qk[:, :H], qk[:, H:]
@@ -329,11 +364,11 @@ class ModelRunner:
         vc.view(flat).index_copy_(0, slot_mapping, v.to(vc.dtype))
         out = paged_decode(q, kc, vc, bt, seq_lens, attn.scaling, max_blocks=max_blocks, workspace=self.workspace,
                            max_len=max_len)
-        return attn.o_proj(out.reshape(b, -1))
+        return self.lin(attn.o_proj, out.reshape(b, -1))
 
     def _decode_mamba(self, mx, h, slot_ids):
         # The layer's own decode step over the slot pools (fused op: Triton on CUDA, references elsewhere).
-        return mx.step(h, self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], slot_ids)
+        return mx.step(h, self.cache.conv[mx.layer_idx], self.cache.ssm[mx.layer_idx], slot_ids, linear=self.lin)
 
 
 class DecodeGraphs:

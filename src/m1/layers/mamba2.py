@@ -17,6 +17,7 @@ packed end to end (the engine's prefill).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,12 @@ from torch import nn
 from m1.ops import causal_conv1d, gated_rms_norm, ssd_chunked
 from m1.ops.conv import packed_causal_conv1d
 from m1.ops.decode import mamba2_decode_step, split_xbc, split_zxbcdt
+
+Linear = Callable[[nn.Linear, torch.Tensor], torch.Tensor]  # computes module(x), perhaps on prepared weights
+
+
+def _call(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 def inv_softplus(v):
@@ -132,21 +139,24 @@ class Mamba2Mixer(nn.Module):
         return y.reshape(b, l, self.inner), final
 
     def step(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
-             slot_ids: torch.Tensor | None = None) -> torch.Tensor:
+             slot_ids: torch.Tensor | None = None, linear: Linear | None = None) -> torch.Tensor:
         """One decode token per row (like mamba's `Mamba2.step`): hidden (b, d) -> (b, d).
 
         conv_state (S, conv_dim, d_conv - 1) and ssm_state (S, heads, head_dim, state) fp32
         hold the states of S sequences and are advanced in place; row r is state slot_ids[r]
         (default: row r). The fused op (`m1.ops.decode`) picks its kernel at call time.
+        `linear(module, x)` computes in_proj and out_proj (default: the modules themselves; the
+        engine passes its `m1.ops.linear.LinearSet`, prepared weights for inference).
         """
         if slot_ids is None:
             slot_ids = torch.arange(hidden.shape[0], device=hidden.device)
+        lin = linear or _call
         y = mamba2_decode_step(
-            self.in_proj(hidden), conv_state, ssm_state, slot_ids, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            lin(self.in_proj, hidden), conv_state, ssm_state, slot_ids, self.conv1d.weight.squeeze(1), self.conv1d.bias,
             self.dt_bias, self.A, self.D, self.norm.weight, n_heads=self.num_heads, head_dim=self.head_dim,
             n_groups=self.n_groups, state_size=self.state_size, eps=self.norm.variance_epsilon, dt_limit=self.dt_limit,
         )
-        return self.out_proj(y.to(hidden.dtype))
+        return lin(self.out_proj, y.to(hidden.dtype))
 
     def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor | None = None, cache=None, cu_seqlens=None):
         """hidden (b, l, d); token_mask (b, l) with 1 for real tokens; cache: a transformers Cache."""
@@ -197,17 +207,18 @@ class Mamba2Mixer(nn.Module):
     @torch.no_grad()
     def prefill_packed(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor, slots: torch.Tensor,
                        cu_seqlens: list[int], cu_seqlens_dev: torch.Tensor, continuing: torch.Tensor | None,
-                       chunk_size: int | None = None) -> torch.Tensor:
+                       chunk_size: int | None = None, linear: Linear | None = None) -> torch.Tensor:
         """Prompts packed end to end as hidden (1, T, d) with boundaries `cu_seqlens` (host list, and on
         the device): the output (1, T, d), and each piece's final states written to its slot
         `slots[i]` of the pools conv_state (S, conv_dim, d_conv - 1) and ssm_state (S, heads, head_dim, state).
 
         Pieces start from zero states, except those flagged in `continuing` (bool (n,), or None for
         none), which continue from their slot's states (later chunks of a long prompt).
-        `chunk_size` defaults to the model's SSD chunk.
+        `chunk_size` defaults to the model's SSD chunk; `linear` as in `step`.
         """
         T = hidden.shape[1]
-        z, xBC, dt_raw = self.split_projection(self.in_proj(hidden))
+        lin = linear or _call
+        z, xBC, dt_raw = self.split_projection(lin(self.in_proj, hidden))
         init_conv = init_ssm = None
         if continuing is not None:
             init_conv = torch.where(continuing[:, None, None], conv_state[slots], 0)
@@ -218,4 +229,4 @@ class Mamba2Mixer(nn.Module):
         conv_state.index_copy_(0, slots, conv_final.to(conv_state.dtype))
         ssm_state.index_copy_(0, slots, ssm_final.to(ssm_state.dtype))
         y = self.norm(y.reshape(1, T, self.inner), z)
-        return self.out_proj(y.to(hidden.dtype))
+        return lin(self.out_proj, y.to(hidden.dtype))
