@@ -264,3 +264,18 @@ def test_end_tokens_are_the_tokenizers_and_the_generation_configs(models, tokeni
     model.generation_config = None
     model.config.eos_token_id = 3
     assert end_token_ids(model, tok) == {3, 7}
+
+
+def test_cpu_linears_skip_the_weight_copy_when_memory_is_short(models, monkeypatch):
+    """Where a prepared (oneDNN) copy of the weights would take more than half the available memory, the engine
+    uses the weights as they are, with the same tokens."""
+    import m1.engine.runner as runner_mod
+
+    model = models["hybrid"]
+    prompts = prompts_of([5, 9])
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    want = [o.outputs[0].token_ids for o in engine(model).generate(prompts, params, use_tqdm=False)]
+    monkeypatch.setattr(runner_mod, "available_memory_bytes", lambda: 1000)
+    short = engine(model)
+    assert short.runner.linears.impl_name == "ref"
+    assert [o.outputs[0].token_ids for o in short.generate(prompts, params, use_tqdm=False)] == want

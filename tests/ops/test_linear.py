@@ -111,3 +111,13 @@ def test_stacked_modules_must_agree_on_bias():
     s = LinearSet(torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="bias"):
         s.add("ab", [a, b])
+
+
+def test_a_set_that_may_not_copy_uses_the_weights_as_they_are():
+    (q, *_), x = _layers(3), torch.randn(4, 24)
+    s = LinearSet(torch.device("cpu"), torch.float32, allow_copy=False)
+    s.add(q, [q])
+    assert s.impl_name == "ref" and s._entries[q].prepared.data_ptr() == q.weight.data_ptr()
+    assert s.refresh() == 0 and s.impl_name == "ref"
+    with torch.no_grad():
+        assert torch.equal(s(q, x), F.linear(x, q.weight, q.bias))

@@ -29,6 +29,18 @@ from m1.ops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
 LOGIT_CHUNK_BYTES = 8 * 2**20  # CPU decode: fp32 logits per sampler chunk (see ModelRunner._sample)
 
 
@@ -66,7 +78,7 @@ class ModelRunner:
         # (`m1.ops.linear`: about one more copy of the weights, GEMMs 2-3x faster than `F.linear` where measured);
         # elsewhere the live weights. q/k/v are one stacked weight per attention layer, one GEMM: a persistent
         # buffer (CUDA graphs bake in its address). `refresh_weights` refills what the live parameters changed.
-        self.linears = LinearSet(dev, self.dtype)
+        self.linears = LinearSet(dev, self.dtype, allow_copy=self._room_for_a_weight_copy(model))
         own: list = []
         for layer in model.model.layers:
             if layer.is_attention:
@@ -81,6 +93,19 @@ class ModelRunner:
         self._add(model.lm_head, [model.lm_head], own)
         log.info("engine linears: %s implementation%s", self.linears.impl_name,
                  f"; {len(own)} modules that are not plain nn.Linear run their own forward" if own else "")
+
+    def _room_for_a_weight_copy(self, model) -> bool:
+        """On a CPU, whether a prepared copy of the linears' weights (oneDNN's) fits in half the memory the
+        system reports available (Linux's MemAvailable); elsewhere, or when unknown, True."""
+        if self.device.type != "cpu":
+            return True
+        need = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if type(m) is torch.nn.Linear)
+        avail = available_memory_bytes()
+        if avail is None or need <= avail // 2:
+            return True
+        log.info("engine linears: a prepared copy of the weights (%.2f GB) would take more than half the available "
+                 "memory (%.2f GB): the weights are used as they are", need / 2**30, avail / 2**30)
+        return False
 
     def _add(self, key, modules, own: list) -> None:
         if all(type(m) is torch.nn.Linear for m in modules):

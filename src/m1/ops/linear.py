@@ -87,7 +87,8 @@ class LinearSet:
     `add(key, modules)` serves `key` as one GEMM whose output is the modules' outputs side by side (one module,
     or q/k/v stacked into one weight). `__call__(key, x)` applies it. The implementation is chosen for the
     device and dtype of the pass (`dispatch.choose` logs it) when the set is made and again at every `refresh`
-    (the engine's, at the start of each `generate`); `M1_OPS=ref` or `dispatch.force("ref")` pins the reference.
+    (the engine's, at the start of each `generate`); `M1_OPS=ref` or `dispatch.force("ref")` pins the reference,
+    and so does `allow_copy=False` (the engine's, on a CPU whose available memory could not hold the copy).
 
     `refresh()` prepares again every entry whose parameters changed since the last time: a new storage, an
     in-place update (the autograd version counter: optimizer steps, `load_state_dict`), or a change in a sample
@@ -96,14 +97,19 @@ class LinearSet:
     (CUDA graphs keep its address); a oneDNN one is made anew (CPU only: no graphs).
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype):
+    def __init__(self, device: torch.device, dtype: torch.dtype, allow_copy: bool = True):
         self._probe = torch.empty(0, device=device, dtype=dtype)
         self._entries: dict[object, _Entry] = {}
+        self.allow_copy = allow_copy  # False: only an implementation that uses the weights as they are (`ref`)
         self._choose()
 
     def _choose(self) -> None:
-        self.impl_name = dispatch.chosen_name("linear", self._probe)
-        self.impl: LinearImpl = dispatch.choose("linear", self._probe)
+        self.impl_name = self._wanted()
+        with dispatch.force(self.impl_name):  # the reference when copies are not allowed; else what dispatch chose
+            self.impl: LinearImpl = dispatch.choose("linear", self._probe)
+
+    def _wanted(self) -> str:
+        return dispatch.chosen_name("linear", self._probe) if self.allow_copy else "ref"
 
     def add(self, key: object, modules: Sequence[nn.Linear]) -> None:
         mods = tuple(modules)
@@ -121,7 +127,7 @@ class LinearSet:
     def refresh(self) -> int:
         """Prepare again the entries whose parameters changed; returns how many were. If the implementation
         `dispatch` would choose now differs (`dispatch.force`, `M1_OPS`), every entry is prepared for it."""
-        if dispatch.chosen_name("linear", self._probe) != self.impl_name:
+        if self._wanted() != self.impl_name:
             self._choose()
             for e in self._entries.values():
                 e.prepared = e.bias = None
