@@ -121,3 +121,22 @@ def test_a_set_that_may_not_copy_uses_the_weights_as_they_are():
     assert s.refresh() == 0 and s.impl_name == "ref"
     with torch.no_grad():
         assert torch.equal(s(q, x), F.linear(x, q.weight, q.bias))
+
+
+def test_a_reference_stack_is_refreshed_in_place():
+    """What CUDA graphs need of the stacked q/k/v: new values at the same addresses."""
+    q, k, v = _layers(4)
+    x = torch.randn(3, 24)
+    with dispatch.force("ref"):
+        s = LinearSet(torch.device("cpu"), torch.float32)
+        s.add("qkv", [q, k, v])
+        e = s._entries["qkv"]
+        addresses = (e.prepared.data_ptr(), e.bias.data_ptr())
+        with torch.no_grad():
+            for m in (q, k, v):
+                m.weight.add_(1.0)
+                m.bias.sub_(0.5)
+        assert s.refresh() == 1
+        assert (e.prepared.data_ptr(), e.bias.data_ptr()) == addresses
+        with torch.no_grad():
+            assert torch.allclose(s("qkv", x), torch.cat([q(x), k(x), v(x)], -1), atol=1e-6)

@@ -69,7 +69,8 @@ class _Entry:
     prepared: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     signature: tuple | None = None
-    probe: list[torch.Tensor] | None = None
+    probe: list[torch.Tensor] | None = None  # sampled values of the parameters, where `prepared` is a copy
+    copied: bool = True
 
 
 _PROBE = 64  # sampled elements per tensor in a content fingerprint
@@ -91,9 +92,9 @@ class LinearSet:
     and so does `allow_copy=False` (the engine's, on a CPU whose available memory could not hold the copy).
 
     `refresh()` prepares again every entry whose parameters changed since the last time: a new storage, an
-    in-place update (the autograd version counter: optimizer steps, `load_state_dict`), or a change in a sample
-    of their values (catches writes through `.data`, which bypass the version counter). With `ref` and a single
-    module nothing is copied: the module's weight is used as it is. A stacked entry is rewritten in place
+    in-place update (the autograd version counter: optimizer steps, `load_state_dict`), or, for an entry that
+    is a copy, a change in a sample of their values (catches writes through `.data`, which bypass the version
+    counter). With `ref` and a single module nothing is copied: the module's weight is used as it is. A stacked entry is rewritten in place
     (CUDA graphs keep its address); a oneDNN one is made anew (CPU only: no graphs).
     """
 
@@ -135,7 +136,7 @@ class LinearSet:
             return len(self._entries)
         n = 0
         for e in self._entries.values():
-            if self._signature(e) != e.signature or not self._same_values(e):
+            if self._signature(e) != e.signature or (e.copied and not self._same_values(e)):
                 self._prepare(e)
                 n += 1
         return n
@@ -158,17 +159,17 @@ class LinearSet:
     @torch.no_grad()
     def _prepare(self, e: _Entry) -> None:
         mods = e.modules
+        ref = self.impl_name == "ref"
+        e.copied = not (ref and len(mods) == 1)  # else the module's own weight is used: only a new storage matters
         if len(mods) == 1:
             w, b = mods[0].weight, mods[0].bias
+        elif ref and e.prepared is not None:  # in place: a captured graph reads these addresses
+            w = torch.cat([m.weight for m in mods], out=e.prepared)
+            b = None if e.bias is None else torch.cat([m.bias for m in mods], out=e.bias)
         else:
             w = torch.cat([m.weight for m in mods])
             b = None if mods[0].bias is None else torch.cat([m.bias for m in mods])
-            if self.impl_name == "ref" and e.prepared is not None and e.prepared.shape == w.shape:
-                e.prepared.copy_(w)  # in place: a captured graph reads this address
-                if b is not None:
-                    e.bias.copy_(b)
-                w, b = e.prepared, e.bias
-        e.prepared = w.detach() if (self.impl_name == "ref" and len(mods) == 1) else self.impl.prepare(w)
+        e.prepared = w.detach() if ref else self.impl.prepare(w)
         e.bias = None if b is None else b.detach()
         e.signature = self._signature(e)
-        e.probe = [_fingerprint(p) for p in self._params(e)]
+        e.probe = [_fingerprint(p) for p in self._params(e)] if e.copied else None
