@@ -45,7 +45,7 @@ def test_pieces_run_in_the_background_and_combine_into_one_comparison(tmp_path):
     combined = subprocess.run([sys.executable, "studies/reasoning_combine.py", str(tmp_path / "back"), "--out", str(tmp_path / "res")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert combined.returncode == 0, combined.stderr
-    assert "ratio m1-3b/llama-3.2-3b (on_demand, each at its best slots" in combined.stdout
+    assert "ratio m1-3b/llama-3.2-3b (on_demand, each at the best of the slot counts run (2 / 1)" in combined.stdout
     recs = json.loads((tmp_path / "res" / "reasoning_pieces.json").read_text())
     assert sorted((r["model"], r["batch"]) for r in recs) == [("llama-3.2-3b", 3), ("m1-3b", 2), ("m1-3b", 6)]
     assert {r["commit"] for r in recs} == {"abc1234"} and {r["requests"] for r in recs} == {24}

@@ -235,11 +235,13 @@ def plot_slot_sweep(records: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     best = best_by_model(records)
-    for i, (key, top) in enumerate(sorted(best.items())):
+    models = sorted({m for m, _ in best})  # one colour a model, its policies told apart by line style
+    for key, top in sorted(best.items()):
+        i = models.index(key[0])
         pts = sorted((r["batch"], r["tokens_per_s"]) for r in records if (r["model"], r["kv_policy"]) == key)
         style = "-" if key[1] == "on_demand" else "--"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=f"C{i // 2}", label=f"{key[0]} ({key[1]})")
-        ax.plot([top["batch"]], [top["tokens_per_s"]], "*", color=f"C{i // 2}", markersize=12)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=f"C{i}", label=f"{key[0]} ({key[1]})")
+        ax.plot([top["batch"]], [top["tokens_per_s"]], "*", color=f"C{i}", markersize=12)
     ax.set_xscale("log", base=2)
     slots = sorted({r["batch"] for r in records})
     ax.set_xticks(slots, [str(b) for b in slots])
@@ -269,6 +271,9 @@ def print_reasoning(records: list[dict]) -> None:
         print(f"{r['model']:<16} {r['kv_policy']:<10} {r['batch']:<6} {r['tokens_per_s']:<10.0f} {roof:<9} "
               f"{r['ttft_p50_s']:.3f}/{r['ttft_p99_s']:.3f}    {itl[0]:.2f}/{itl[1]:.2f}      {r['preemptions']}")
     by = best_by_model(records)  # each (model, policy) at its best slot count
+    swept = {}  # how many slot counts each (model, policy) ran: "best" of one count is no sweep, and says so
+    for r in records:
+        swept.setdefault((r["model"], r["kv_policy"]), set()).add(r["batch"])
     for (m, pol), r in by.items():
         if pol == "on_demand" and (m, "reserve") in by:
             print(f"{m}: on_demand / reserve = {r['tokens_per_s'] / by[(m, 'reserve')]['tokens_per_s']:.2f}x "
@@ -277,6 +282,8 @@ def print_reasoning(records: list[dict]) -> None:
         base = by.get(("llama-3.2-3b", pol))
         if m != "llama-3.2-3b" and base:
             fr = lambda x: "n/a" if x["roofline_fraction"] is None else f"{x['roofline_fraction']:.2f}"  # noqa: E731
-            print(f"ratio {m}/llama-3.2-3b ({pol}, each at its best slots: {r['batch']} / {base['batch']}): "
+            n_m, n_b = len(swept[(m, pol)]), len(swept[("llama-3.2-3b", pol)])
+            print(f"ratio {m}/llama-3.2-3b ({pol}, each at the best of the slot counts run "
+                  f"({n_m} / {n_b}): {r['batch']} / {base['batch']}): "
                   f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x "
                   f"(roofline {m} {fr(r)}, llama {fr(base)})")
