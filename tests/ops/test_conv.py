@@ -47,10 +47,11 @@ def test_packed_never_sees_previous_sequence():
 
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_packed_conv_equals_reference(with_state, bias):
-    g = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("w", [2, 4])
+def test_packed_conv_equals_reference(with_state, bias, w):
+    g = torch.Generator().manual_seed(w)
     lens = [1, 2, 7, 3, 16]  # some shorter than the conv window's past (w - 1 = 3)
-    d, w = 6, 4
+    d = 6
     cu = [0]
     for n in lens:
         cu.append(cu[-1] + n)

@@ -136,6 +136,32 @@ def test_cpu_path_equals_reference_over_several_steps(slots, dtype, G):
     assert torch.equal(cs[others], t["conv_state"][others]) and torch.equal(ss[others], t["ssm_state"][others])
 
 
+@pytest.mark.parametrize("block_rows", [1, 2, 3])
+@pytest.mark.parametrize("slots", [[0, 1, 2, 3, 4, 5, 6], [6, 1, 4, 0, 2]], ids=["every-slot", "scattered"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_path_in_blocks_of_rows_equals_reference(monkeypatch, block_rows, slots, dtype):
+    """The state updated a block of rows at a time (`STATE_BLOCK_BYTES` set to 1, 2 or 3 rows, the last block
+    short): the reference's outputs and states, every other slot untouched."""
+    import m1.ops.decode as decode
+
+    t = _layer(H=4, P=8, G=2, N=6, dtype=dtype, seed=5, slots=8)
+    elem = t["ssm_state"].element_size()
+    monkeypatch.setattr(decode, "STATE_BLOCK_BYTES", block_rows * 4 * 8 * 6 * elem)
+    slot_ids = torch.tensor(slots)
+    cs_ref, ss_ref = t["conv_state"].clone(), t["ssm_state"].clone()
+    cs, ss = t["conv_state"].clone(), t["ssm_state"].clone()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for step in range(3):
+        zx = t["zxbcdt"](len(slots))
+        want = mamba2_decode_step_ref(zx, cs_ref, ss_ref, slot_ids, *_params(t), **_kw(t))
+        got = decode.mamba2_decode_step_cpu(zx, cs, ss, slot_ids, *_params(t), **_kw(t))
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+        torch.testing.assert_close(ss, ss_ref, rtol=tol, atol=tol)
+    others = torch.ones(ss.shape[0], dtype=torch.bool)
+    others[slot_ids] = False
+    assert torch.equal(ss[others], t["ssm_state"][others])
+
+
 def test_wrong_width_is_refused():
     t = _layer()
     with pytest.raises(ValueError, match="channels"):

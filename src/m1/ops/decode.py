@@ -25,6 +25,7 @@ the conv window shifted in place, and no gather or scatter of the states at all 
 the rows' slots are one contiguous range (the engine's case whenever every slot is busy).
 Measured on 2 cores: the SSD update at batch 192 x (9 heads x 64 x 64), 16 ms a step for
 the reference, 3 ms in place; the conv step at batch 64 x 1728 channels, 1.6 ms and 0.6 ms.
+The state is updated in cache-sized blocks of rows (`STATE_BLOCK_BYTES`).
 """
 
 from __future__ import annotations
@@ -144,10 +145,17 @@ def mamba2_decode_step_cpu(
     rep = h // n_groups
     Bh = B.reshape(b, n_groups, n).to(st).repeat_interleave(rep, dim=1) if rep > 1 else B.reshape(b, h, n).to(st)
     Ch = C.reshape(b, n_groups, n).to(st).repeat_interleave(rep, dim=1) if rep > 1 else C.reshape(b, h, n).to(st)
-    ssm.mul_(torch.exp(dtt * A.to(st))[:, :, None, None])  # S <- exp(dt A) S
-    flat = ssm.view(b * h, p, n)
-    flat.baddbmm_((dtt[:, :, None] * xs).reshape(b * h, p, 1), Bh.reshape(b * h, 1, n))  # S += (dt x) B^T
-    y = torch.bmm(flat, Ch.reshape(b * h, n, 1)).view(b, h, p) + D.to(st)[None, :, None] * xs  # y = S C + D x
+    decay = torch.exp(dtt * A.to(st))
+    u = dtt[:, :, None] * xs
+    y = torch.empty(b, h, p, dtype=st, device=ssm.device)
+    rows = max(1, STATE_BLOCK_BYTES // (h * p * n * ssm.element_size()))
+    for lo in range(0, b, rows):  # a block of rows stays in cache through its three passes
+        hi = min(b, lo + rows)
+        blk = ssm[lo:hi]
+        blk.mul_(decay[lo:hi, :, None, None])  # S <- exp(dt A) S
+        blk.view(-1, p, n).baddbmm_(u[lo:hi].reshape(-1, p, 1), Bh[lo:hi].reshape(-1, 1, n))  # S += (dt x) B^T
+        torch.linalg.vecdot(blk, Ch[lo:hi, :, None, :], out=y[lo:hi])  # S C
+    y += D.to(st)[None, :, None] * xs  # y = S C + D x
     if rng is None:
         conv_state.index_copy_(0, slot_ids, conv)
         ssm_state.index_copy_(0, slot_ids, ssm)
@@ -156,6 +164,14 @@ def mamba2_decode_step_cpu(
     if rng is not None and rng[1] is not None:  # back to the caller's row order
         out = out.index_select(0, inverse(rng[1]))
     return out
+
+
+STATE_BLOCK_BYTES = 2 << 20
+"""`mamba2_decode_step_cpu` updates the SSM state a block of rows at a time, each block about this size, so the
+decay, the rank-1 update and y = S C read it from cache after the first pass rather than from memory. Measured on 2
+cores (AMD EPYC, 1 MiB L2 a core, 32 MiB L3), 24 layers of 64 x (9 heads x 64 x 64) fp32: 30.8 ms a step as three
+whole-state passes with y from `bmm`, 24.1 as whole-state passes with y from `vecdot` (MKL's batched GEMV of
+64 x 64 blocks ran at half the speed of a multiply-sum), 16.8 in blocks of 2 MiB (19.3 at 1 MiB, 17.6 at 4 MiB)."""
 
 
 def _load_triton():
