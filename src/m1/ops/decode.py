@@ -107,6 +107,14 @@ def mamba2_decode_step_ref(
     return out.to(zxbcdt.dtype)
 
 
+STATE_BLOCK_BYTES = 2 << 20
+"""`mamba2_decode_step_cpu` updates the SSM state a block of rows at a time, each block about this size, so the
+decay, the rank-1 update and y = S C read it from cache after the first pass rather than from memory. Measured on 2
+cores (AMD EPYC, 1 MiB L2 a core, 32 MiB L3), 24 layers of 64 x (9 heads x 64 x 64) fp32: 30.8 ms a step as three
+whole-state passes with y from `bmm`, 24.1 as whole-state passes with y from `vecdot` (MKL's batched GEMV of
+64 x 64 blocks ran at half the speed of a multiply-sum), 16.8 in blocks of 2 MiB (19.3 at 1 MiB, 17.6 at 4 MiB)."""
+
+
 def mamba2_decode_step_cpu(
     zxbcdt, conv_state, ssm_state, slot_ids, conv_weight, conv_bias, dt_bias, A, D, norm_weight,
     *, n_heads, head_dim, n_groups, state_size, eps, dt_limit=(0.0, math.inf),
@@ -164,14 +172,6 @@ def mamba2_decode_step_cpu(
     if rng is not None and rng[1] is not None:  # back to the caller's row order
         out = out.index_select(0, inverse(rng[1]))
     return out
-
-
-STATE_BLOCK_BYTES = 2 << 20
-"""`mamba2_decode_step_cpu` updates the SSM state a block of rows at a time, each block about this size, so the
-decay, the rank-1 update and y = S C read it from cache after the first pass rather than from memory. Measured on 2
-cores (AMD EPYC, 1 MiB L2 a core, 32 MiB L3), 24 layers of 64 x (9 heads x 64 x 64) fp32: 30.8 ms a step as three
-whole-state passes with y from `bmm`, 24.1 as whole-state passes with y from `vecdot` (MKL's batched GEMV of
-64 x 64 blocks ran at half the speed of a multiply-sum), 16.8 in blocks of 2 MiB (19.3 at 1 MiB, 17.6 at 4 MiB)."""
 
 
 def _load_triton():
