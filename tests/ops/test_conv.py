@@ -63,3 +63,21 @@ def test_packed_conv_equals_reference(with_state, bias, w):
     y, f = packed_causal_conv1d(x[0], weight, b, h0, cu)
     torch.testing.assert_close(y, y_ref[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(f, f_ref, rtol=0, atol=0)
+
+
+def test_packed_conv_in_bf16_sums_in_fp32_and_rounds_once():
+    """bf16 input: the output is bf16, within one bf16 rounding of the fp32 sum of the same bf16 values."""
+    g = torch.Generator().manual_seed(7)
+    lens, d, w = [3, 9, 1, 12], 8, 4
+    cu = [0]
+    for n in lens:
+        cu.append(cu[-1] + n)
+    x = torch.randn(cu[-1], d, generator=g).bfloat16()
+    weight, b = torch.randn(d, w, generator=g).bfloat16(), torch.randn(d, generator=g).bfloat16()
+    h0 = torch.randn(len(lens), d, w - 1, generator=g).bfloat16()
+    y, f = packed_causal_conv1d(x, weight, b, h0, cu, activation=None)
+    y32, f32 = packed_causal_conv1d(x.float(), weight.float(), b.float(), h0.float(), cu, activation=None)
+    assert y.dtype == torch.bfloat16 and f.dtype == torch.bfloat16
+    assert torch.equal(y, y32.bfloat16()) and torch.equal(f.float(), f32)
+    act, _ = packed_causal_conv1d(x, weight, b, h0, cu)  # silu runs on the rounded sum, in bf16
+    assert torch.equal(act, torch.nn.functional.silu(y))
