@@ -122,6 +122,7 @@ def time_engine(model, prompts: list[list[int]], n: int, gen: int, batch: int) -
     engine = Engine(model, None, max_batch_size=batch, max_model_len=max(map(len, prompts)) + gen + 1)
     engine.generate(prompts[:2], SamplingParams(max_tokens=4, ignore_eos=True, seed=0), use_tqdm=False)  # warm-up
     params = SamplingParams(n=n, temperature=1.0, max_tokens=gen, ignore_eos=True, seed=0)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with torch.no_grad():
         outs = engine.generate(prompts, params, use_tqdm=False)
@@ -130,7 +131,9 @@ def time_engine(model, prompts: list[list[int]], n: int, gen: int, batch: int) -
     assert toks == len(prompts) * n * gen, toks
     st = engine.stats
     return {"tokens": toks, "seconds": dt, "tokens_per_s": toks / dt, "preemptions": st.last_preemptions,
-            "kv_blocks": engine.layout.usable_blocks, "block_size": engine.layout.block_size}
+            "kv_blocks": engine.layout.usable_blocks, "block_size": engine.layout.block_size,
+            "linears": engine.runner.linears.impl_name,  # oneDNN copies or the live weights (the memory guard)
+            "load_before": load}  # 1-minute load average when the call began: another job shows here
 
 
 def time_generate(model, prompts: list[list[int]], n: int, gen: int, pad_id: int) -> dict:
