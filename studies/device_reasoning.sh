@@ -8,7 +8,8 @@
 #       polls for up to 540 s
 #   bash studies/device_reasoning.sh poll [SECONDS]     waits until every launched piece is done or SECONDS pass,
 #       prints their progress, and brings back every piece's folder as $OUT/reasoning.tgz (also when unfinished)
-#   Pieces launched while one runs wait for it (one GPU). To queue several in one call, launch all but the last
+#   Pieces launched while one runs wait for it (one GPU), and run in the order they were launched. To queue several
+#   in one call (the most important first), launch all but the last
 #   with POLL_SECONDS=0.
 # Every piece of one comparison shares RUN_ID and the workload flags (same requests, lengths and memory), e.g.
 #   launch m1_od   m1-3b        on_demand 256 512 768 -- --requests 2048 --memory-gb 79
@@ -47,8 +48,15 @@ if [ "$what" = launch ]; then
        --run-id "$run_id" --out "$P/records" "$@" ${M1_REASONING_EXTRA:-})
   printf '%q ' "${cmd[@]}" >"$P/command"
   echo >>"$P/command"
-  # one GPU: a piece starts when no other piece runs (they queue on one lock file, in no set order)
+  # one GPU: a piece starts when every piece launched before it is done (launch order), then takes the lock
+  seq=$(cat "$W/next_seq" 2>/dev/null || echo 0)
+  echo $((seq + 1)) >"$W/next_seq"
+  echo "$seq" >"$P/seq"
   cat >"$P/run.sh" <<RUN
+for d in "$W"/*/; do
+  [ -f "\$d/launched" ] && [ -f "\$d/seq" ] && [ "\$(cat "\$d/seq")" -lt $seq ] || continue
+  while [ ! -f "\$d/done" ]; do sleep 1; done
+done
 exec 9>"$W/gpu.lock"
 flock 9
 date -u +%FT%TZ >"$P/started"

@@ -52,6 +52,23 @@ def test_pieces_run_in_the_background_and_combine_into_one_comparison(tmp_path):
     assert (tmp_path / "res" / "reasoning_slots_pieces.png").stat().st_size > 0
 
 
+def test_a_piece_waits_for_every_piece_launched_before_it(tmp_path):
+    """An earlier piece that has not taken the GPU lock yet still goes first: the later one waits for its `done`."""
+    run, _ = _script(tmp_path)
+    earlier = tmp_path / "work" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "seq").write_text("0\n")
+    (earlier / "launched").touch()
+    (tmp_path / "work" / "next_seq").write_text("1\n")
+    assert run("launch", "later", "m1-3b", "on_demand", "2", "--", *SAME).returncode == 0
+    waiting = run("poll", "4")
+    assert "== later: queued" in waiting.stdout, waiting.stdout
+    (earlier / "rc").write_text("0\n")
+    (earlier / "done").touch()
+    polled = run("poll", "300")
+    assert "pieces left: 0" in polled.stdout and "== later: done (rc 0)" in polled.stdout, polled.stdout + polled.stderr
+
+
 def test_bad_launches_say_why_in_one_line(tmp_path):
     run, _ = _script(tmp_path)
     no_requests = run("launch", "a", "m1-3b", "on_demand", "2")
