@@ -66,7 +66,7 @@ def test_packed_conv_equals_reference(with_state, bias, w):
 
 
 def test_packed_conv_in_bf16_sums_in_fp32_and_rounds_once():
-    """bf16 input: the output is bf16, within one bf16 rounding of the fp32 sum of the same bf16 values."""
+    """bf16 input: the output is bf16, exactly the fp32 sum of the same bf16 values rounded once; silu after it."""
     g = torch.Generator().manual_seed(7)
     lens, d, w = [3, 9, 1, 12], 8, 4
     cu = [0]
