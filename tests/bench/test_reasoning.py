@@ -3,7 +3,7 @@
 import json
 
 from m1 import cli
-from m1.bench.reasoning import ReasoningWorkload, best_by_model, percentile
+from m1.bench.reasoning import ReasoningWorkload, best_by_model, draw_slot_sweep, percentile
 
 FIELDS = {"run_id", "commit", "device", "date", "versions", "model", "method", "workload", "batch", "prompt_len",
           "gen_len", "tokens_per_s", "roofline_fraction"}
@@ -58,3 +58,24 @@ def test_slot_sweep_runs_each_slot_count_on_the_same_requests_and_plots_the_curv
     assert best[("m1-3b", "on_demand")]["tokens_per_s"] == max(r["tokens_per_s"] for r in hybrid)
     assert best_by_model([{"model": "a", "kv_policy": "p", "tokens_per_s": t, "batch": b} for b, t in ((1, 5.0), (2, 9.0), (4, 7.0))])[
         ("a", "p")]["batch"] == 2
+
+
+def test_slot_sweep_plot_leaves_room_above_its_best_point():
+    """Every line and star lies inside the axes: the y axis starts at 0 and ends above the highest throughput (a
+    lone best point was drawn on the frame, half cut off)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [{"model": m, "kv_policy": p, "batch": b, "tokens_per_s": t, "requests": 8, "device": "cpu",
+             "gen_len": {"drawn_mean": 100.0}}
+            for m, p, b, t in (("m1-3b", "on_demand", 256, 12206.0), ("m1-3b", "reserve", 256, 9258.0),
+                               ("llama-3.2-3b", "on_demand", 128, 4049.0))]
+    fig, ax = plt.subplots()
+    draw_slot_sweep(ax, recs)
+    lo, hi = ax.get_ylim()
+    assert lo == 0 and hi > 12206.0 * 1.05
+    assert len(ax.get_lines()) == 6  # a line and a star per (model, policy)
+    assert ax.get_legend() is not None and len(ax.get_legend().get_texts()) == 3
+    plt.close(fig)

@@ -226,14 +226,10 @@ def best_by_model(records: list[dict]) -> dict[tuple[str, str], dict]:
     return best
 
 
-def plot_slot_sweep(records: list[dict], path: Path) -> Path:
-    """Throughput against decode slots, a line per (model, KV policy), the best point of each marked."""
-    import matplotlib
+def draw_slot_sweep(ax, records: list[dict]) -> None:
+    """Throughput against decode slots on `ax`, a line per (model, KV policy), the best point of each starred.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    The y axis runs from 0 to a tenth above the highest point, so no star sits on the frame."""
     best = best_by_model(records)
     models = sorted({m for m, _ in best})  # one colour a model, its policies told apart by line style
     for key, top in sorted(best.items()):
@@ -251,9 +247,20 @@ def plot_slot_sweep(records: list[dict], path: Path) -> Path:
     r0 = records[0]
     ax.set_title(f"Reasoning workload: {r0['requests']} requests, mean {r0['gen_len']['drawn_mean']:.0f} tokens "
                  f"({r0['device']})", fontsize=10)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.1 * max(r["tokens_per_s"] for r in records))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_slot_sweep(records: list[dict], path: Path) -> Path:
+    """`draw_slot_sweep` in a figure of its own, saved to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw_slot_sweep(ax, records)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

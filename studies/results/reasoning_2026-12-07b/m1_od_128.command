@@ -1,0 +1,1 @@
+python3 -m m1 bench --workload reasoning --models m1-3b --kv-policies on_demand --reasoning-batch 128 --run-id reasoning-20261207-r1024b-h100 --out /tmp/m1reason/m1_od_128/records --requests 1024 --memory-gb 79 
