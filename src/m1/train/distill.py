@@ -316,9 +316,11 @@ def build_on_policy_trainer(cfg: DistillConfig):
     rows = load_prompts(cfg.data, cfg.data_format, cfg.data_split, cfg.data_limit or None)
     import datasets
 
-    train = datasets.Dataset.from_list([{"messages": r["prompt"]} for r in rows])
+    train = datasets.Dataset.from_list([{"prompt": r["prompt"]} for r in rows])  # conversational prompts, as TRL reads them
     beta = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": cfg.jsd_beta}[cfg.loss]
-    args = DistillationConfig(**common_args(cfg), max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=beta)
+    shared = common_args(cfg)
+    shared.pop("router_aux_loss_coef")  # SFT's and GRPO's field; DistillationConfig has none (its loss adds no router term)
+    args = DistillationConfig(**shared, max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=beta)
     student = load_student(cfg.student)
     teacher = load_teacher(cfg.teacher)
     select_trainable(student, cfg.freeze, cfg.trainable_pattern)
