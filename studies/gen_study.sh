@@ -11,7 +11,10 @@
 # Evals (the issue's): the model's chat template and M1's prompt (m1 eval's default), on GSM8K test
 # (all 1,319 greedy; the first 500 at T 0.7, n 64) and MATH500 (T 0.7, n 16). Each finished step
 # writes $G/done.<step>; the log is $G/log. A CPU smoke run: M1_WORK=<dir> DISTILL_EXTRA="--rows 4 ..."
-# EVAL_EXTRA="--limit 2 --n 2 ..." (appended options win).
+# EVAL_EXTRA="--limit 2 --n 2 --memory-budget-gb 2 ..." (appended options win). Smoke-run on 2 CPU cores at b9037df+1,
+# 3 min: EVAL_SET=lean TEACHER_EVALS=0 PLAIN_EVALS=0 ONPOLICY_STEPS=2 ONPOLICY_EXTRA="--per-device-batch-size 2
+# --data-limit 8 --max-completion-length 16 --num-threads 2" DISTILL_EXTRA="--rows 2 --length 64 --tokens 512
+# --heldout-limit 2 --calibration-seconds 5 --budget 300" EVAL_EXTRA="--limit 2 --max-tokens 16 --memory-budget-gb 2".
 set -uo pipefail
 W=${M1_WORK:-/tmp/m1cli}
 G=$W/gen
@@ -62,11 +65,16 @@ compare() {  # candidate tag
 # answers to the same training prompts (CHAT_SAMPLES of them a prompt at T 0.7, sampled beside the distillation,
 # kept where the teacher ended its turn: studies/teacher_responses.py). Runs before e3f12f0 under transformers
 # 5.17 stopped hybrids at the wrong token, so none could end its turn (studies/results/gen_study_2026-12-07b/).
+# ONPOLICY_STEPS=N > 0 adds an on-policy stage after those (`m1 distill --on-policy`: the hybrid writes its own replies
+# to GSM8K training prompts, ONPOLICY_TOKENS of them at most, and learns the teacher's distribution on them, ONPOLICY_LOSS
+# reverse_kl by default), N steps of 64 prompts, then the same evals of that model ("staged_onpolicy"): the remedy for
+# replies that drift from the teacher's once the model reads its own tokens (the loops of results/gen_study_2026-12-07d/).
 TEACHER_EVALS=${TEACHER_EVALS:-1}
+ONPOLICY_STEPS=${ONPOLICY_STEPS:-0}
 PLAIN_EVALS=${PLAIN_EVALS:-1}
 CHAT_STEPS=${CHAT_STEPS:-0}
 CHAT_DATA=${CHAT_DATA:-gsm8k}
-say "start (evals ${EVAL_SET:-all}: ${#EVALS[@]}, teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS, chat data $CHAT_DATA)"
+say "start (evals ${EVAL_SET:-all}: ${#EVALS[@]}, teacher evals $TEACHER_EVALS, plain evals $PLAIN_EVALS, chat steps $CHAT_STEPS, chat data $CHAT_DATA, on-policy steps $ONPOLICY_STEPS)"
 chat_data=(--data "$W/gsm8k_train.jsonl" --data-format gsm8k)
 if [ "$CHAT_STEPS" -gt 0 ] && [ "$CHAT_DATA" = teacher ]; then
   chat_data=(--data "$W/chat_teacher.jsonl" --data-format m1-messages)
@@ -96,6 +104,17 @@ if [ -f "$W/staged/run/final/config.json" ]; then
       $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${CHAT_EXTRA:-} >"$G/chat.log" 2>&1
     say "chat stage: rc $?"
     [ -f "$W/staged/chat/final/config.json" ] && cands+=("staged_chat:$W/staged/chat/final")
+  fi
+  if [ "$ONPOLICY_STEPS" -gt 0 ]; then  # on the chat-stage model when there is one, else on the distilled one
+    src=$W/staged/run/final
+    [ -f "$W/staged/chat/final/config.json" ] && src=$W/staged/chat/final
+    "${M1[@]}" distill --on-policy --stages kl --teacher "$W/smollm2.gguf" --student "$src" --data "$W/gsm8k_train.jsonl" \
+      --data-format gsm8k --max-completion-length "${ONPOLICY_TOKENS:-256}" --per-device-batch-size 64 --max-steps "$ONPOLICY_STEPS" \
+      --learning-rate "${ONPOLICY_LR:-5e-5}" --warmup-steps 0.05 --lr-scheduler cosine --loss "${ONPOLICY_LOSS:-reverse_kl}" \
+      --save-steps 50 --logging-steps 5 --out "$W/staged/onpolicy" --resume --report-to \
+      $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${ONPOLICY_EXTRA:-} >"$G/onpolicy.log" 2>&1
+    say "on-policy stage: rc $?"
+    [ -f "$W/staged/onpolicy/final/config.json" ] && cands+=("staged_onpolicy:$W/staged/onpolicy/final")
   fi
 else
   say "no final staged model: evals skipped"
