@@ -81,6 +81,7 @@ class DistillConfig(RunConfig):
     align_fraction: float = opt(0.25, "with stages align,kl: share of max_steps, and so of the training tokens, spent in the align stage")
     align_learning_rate: float = opt(1e-3, "peak learning rate of the align stage (only the Mamba mixers train there)")
     max_completion_length: int = opt(256, "on-policy only: tokens the student generates per prompt")
+    rollout_backend: str = opt("auto", "on-policy only: the student's replies from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (the same as engine)")
 
 
 @dataclass

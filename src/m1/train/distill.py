@@ -305,9 +305,52 @@ def build_trainer(cfg: DistillConfig, resume_from: str | None = None, align: boo
     return trainer, s_tok
 
 
+def engine_distillation_trainer():
+    """TRL's `DistillationTrainer` whose student writes its replies with m1's `Engine` (``rollout_backend``
+    engine/auto), as `m1 grpo`'s rollouts do: TRL's own path without vLLM is transformers' ``generate()``, a
+    Python loop over the layers for every token. The class is built on first use, so importing this module
+    does not import TRL's experimental trainer."""
+    from trl import DistillationTrainer
+
+    class EngineDistillationTrainer(DistillationTrainer):
+        def __init__(self, *args, rollout_backend: str = "auto", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rollout_backend = "engine" if rollout_backend == "auto" else rollout_backend
+            if self.rollout_backend not in ("engine", "generate"):
+                raise DataError(f"rollout_backend: engine, generate or auto, got {rollout_backend!r}")
+            if self.rollout_backend == "engine" and (self.use_vllm or (self.min_p or 0) > 0 or (self.repetition_penalty or 1.0) != 1.0):
+                raise DataError("rollout_backend: the engine samples with temperature, top_p and top_k only; use generate")
+            log.info("on-policy replies: %s backend", self.rollout_backend)
+            self._engine, self._engine_shape = None, (0, 0)
+            self._rounds = 0
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
+            if self.rollout_backend == "generate" or images is not None and any(im for im in images if im):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+            from m1.engine import Engine, SamplingParams
+
+            model = self.accelerator.unwrap_model(self.model)
+            longest = max(map(len, prompt_ids)) + self.max_completion_length
+            e, (rows, length) = self._engine, self._engine_shape
+            if e is None or e.model is not model or rows < len(prompt_ids) or length < longest:
+                # room for every prompt of a generation batch, and for prompts up to twice this batch's longest
+                rows, length = len(prompt_ids), 2 * max(map(len, prompt_ids)) + self.max_completion_length
+                self._engine = e = Engine(model, self._tokenizer, max_batch_size=rows, max_model_len=length)
+                self._engine_shape = rows, length
+            seed = self.args.seed * 1_000_003 + self.state.global_step * 1009 + self._rounds
+            self._rounds += 1
+            params = SamplingParams(temperature=self.temperature, top_p=self.top_p if self.top_p is not None else 1.0,
+                                    top_k=self.top_k or 0, max_tokens=self.max_completion_length,
+                                    stop_token_ids=list(self.eos_token_ids), seed=seed)
+            outs = e.generate([list(p) for p in prompt_ids], params, use_tqdm=False)
+            return [list(o.outputs[0].token_ids) for o in outs]  # an ending token is kept, as TRL's path keeps it
+
+    return EngineDistillationTrainer
+
+
 def build_on_policy_trainer(cfg: DistillConfig):
     """TRL's DistillationTrainer: the student samples, the teacher scores (generalised JSD)."""
-    from trl import DistillationConfig, DistillationTrainer
+    from trl import DistillationConfig
 
     from m1.train.data import load_prompts
 
@@ -324,8 +367,9 @@ def build_on_policy_trainer(cfg: DistillConfig):
     student = load_student(cfg.student)
     teacher = load_teacher(cfg.teacher)
     select_trainable(student, cfg.freeze, cfg.trainable_pattern)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train, processing_class=s_tok,
-                                  callbacks=[JsonlMetrics(f"{cfg.out}/metrics.jsonl", None)])
+    trainer = engine_distillation_trainer()(model=student, teacher_model=teacher, args=args, train_dataset=train,
+                                            processing_class=s_tok, callbacks=[JsonlMetrics(f"{cfg.out}/metrics.jsonl", None)],
+                                            rollout_backend=cfg.rollout_backend)
     return trainer, s_tok
 
 
