@@ -69,7 +69,7 @@ class DistillConfig(RunConfig):
     data: str = opt("", "training data: conversations (assistant tokens are trained) or raw text ({'text': ...}, packed into max_length rows, every token trained); JSONL/JSON file (.gz too), directory, or hub dataset id")
     loss: str = opt("reverse_kl", "divergence on assistant tokens: reverse_kl (M1), forward_kl (MambaInLlama) or jsd")
     jsd_beta: float = opt(0.5, "mixture weight of the JSD (0.5: symmetric)")
-    temperature: float = opt(1.0, "softmax temperature of both teacher and student logits in the loss")
+    temperature: float = opt(1.0, "softmax temperature of both teacher and student logits in the loss (on-policy: also the temperature the student samples its replies at)")
     loss_normalization: str = opt("token", "loss scale: 'token' = sum over assistant tokens / assistant tokens in the optimizer step's batch")
     loss_chunk_size: int = opt(1024, "assistant tokens per chunk of the chunked KL (the logits of one chunk are in memory at a time)")
     freeze: str = opt("none", "'none', or 'non_mamba': train only the Mamba mixers")
