@@ -98,6 +98,23 @@ def test_freeze_non_mamba_trains_only_mamba(task_dir, tmp_path):
     assert len(changed) >= len(mamba) // 2
 
 
+def test_stepwise_schedule_trains_one_mamba_layer_group_per_stage(task_dir, tmp_path):
+    """`--stepwise-layers 1 --stepwise-steps 5` (configs/distill_mambainllama.yaml's schedule): in the first stage only
+    the first Mamba layer learns; every other parameter, embeddings and MLPs included, is left exactly as it was."""
+    from safetensors.torch import load_file
+
+    from m1.train.distill import mamba_layer_index
+
+    argv = distill_argv(task_dir, tmp_path / "run", 2, "--stepwise-layers", "1", "--stepwise-steps", "5", "--save-steps", "100")
+    assert m1_main(argv) == 0
+    before = load_file(task_dir / "student" / "model.safetensors")
+    after = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    first = min(i for k in before if (i := mamba_layer_index(k)) is not None)
+    assert changed and all(mamba_layer_index(k) == first for k in changed), sorted(changed)
+    assert len(changed) == sum(mamba_layer_index(k) == first for k in before)
+
+
 def test_trainable_pattern_selects_exact_parameters(task_dir):
     from m1.train.distill import select_trainable
     from m1.train.model import load_student
