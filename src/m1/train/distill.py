@@ -342,7 +342,8 @@ def engine_distillation_trainer():
             params = SamplingParams(temperature=self.temperature, top_p=self.top_p if self.top_p is not None else 1.0,
                                     top_k=self.top_k or 0, max_tokens=self.max_completion_length,
                                     stop_token_ids=list(self.eos_token_ids), seed=seed)
-            outs = e.generate([list(p) for p in prompt_ids], params, use_tqdm=False)
+            with torch.no_grad():  # as TRL's own path: no autograd graph of the replies, whatever the engine's ops do
+                outs = e.generate([list(p) for p in prompt_ids], params, use_tqdm=False)
             return [list(o.outputs[0].token_ids) for o in outs]  # an ending token is kept, as TRL's path keeps it
 
     return EngineDistillationTrainer
