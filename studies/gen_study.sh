@@ -11,8 +11,8 @@
 # Evals (the issue's): the model's chat template and M1's prompt (m1 eval's default), on GSM8K test
 # (all 1,319 greedy; the first 500 at T 0.7, n 64) and MATH500 (T 0.7, n 16). Each finished step
 # writes $G/done.<step>; the log is $G/log. A CPU smoke run: M1_WORK=<dir> DISTILL_EXTRA="--rows 4 ..."
-# EVAL_EXTRA="--limit 2 --n 2 --memory-budget-gb 2 ..." (appended options win). Smoke-run on 2 CPU cores when ONPOLICY_STEPS came,
-# 3 min: EVAL_SET=lean TEACHER_EVALS=0 PLAIN_EVALS=0 ONPOLICY_STEPS=2 ONPOLICY_EXTRA="--per-device-batch-size 2
+# EVAL_EXTRA="--limit 2 --n 2 --memory-budget-gb 2 ..." (appended options win). The on-policy stage's smoke run
+# (2 CPU cores, 3 min): EVAL_SET=lean TEACHER_EVALS=0 PLAIN_EVALS=0 ONPOLICY_STEPS=2 ONPOLICY_EXTRA="--per-device-batch-size 2
 # --data-limit 8 --max-completion-length 16 --num-threads 2" DISTILL_EXTRA="--rows 2 --length 64 --tokens 512
 # --heldout-limit 2 --calibration-seconds 5 --budget 300" EVAL_EXTRA="--limit 2 --max-tokens 16 --memory-budget-gb 2".
 set -uo pipefail

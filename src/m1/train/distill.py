@@ -321,22 +321,21 @@ def engine_distillation_trainer():
             if self.rollout_backend == "engine" and (self.use_vllm or (self.min_p or 0) > 0 or (self.repetition_penalty or 1.0) != 1.0):
                 raise DataError("rollout_backend: the engine samples with temperature, top_p and top_k only; use generate")
             log.info("on-policy replies: %s backend", self.rollout_backend)
-            self._engine, self._engine_shape = None, (0, 0)
+            self._engine = None
             self._rounds = 0
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
-            if self.rollout_backend == "generate" or images is not None and any(im for im in images if im):
+            if self.rollout_backend == "generate" or (images and any(images)):
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
             from m1.engine import Engine, SamplingParams
 
             model = self.accelerator.unwrap_model(self.model)
             longest = max(map(len, prompt_ids)) + self.max_completion_length
-            e, (rows, length) = self._engine, self._engine_shape
-            if e is None or e.model is not model or rows < len(prompt_ids) or length < longest:
-                # room for every prompt of a generation batch, and for prompts up to twice this batch's longest
-                rows, length = len(prompt_ids), 2 * max(map(len, prompt_ids)) + self.max_completion_length
-                self._engine = e = Engine(model, self._tokenizer, max_batch_size=rows, max_model_len=length)
-                self._engine_shape = rows, length
+            e = self._engine
+            if e is None or e.model is not model or e.max_model_len < longest:
+                # a slot for every prompt of this batch (more would queue), and room for prompts twice its longest
+                e = self._engine = Engine(model, self._tokenizer, max_batch_size=len(prompt_ids),
+                                          max_model_len=2 * max(map(len, prompt_ids)) + self.max_completion_length)
             seed = self.args.seed * 1_000_003 + self.state.global_step * 1009 + self._rounds
             self._rounds += 1
             params = SamplingParams(temperature=self.temperature, top_p=self.top_p if self.top_p is not None else 1.0,
