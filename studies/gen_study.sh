@@ -58,9 +58,10 @@ compare() {  # candidate tag
 }
 
 # Variants (environment): TEACHER_EVALS=0 skips the teacher's evals (their samples are seeded: an earlier
-# run's rows stand); PLAIN_EVALS=0 skips the 40M hybrid's; CHAT_STEPS=N > 0 adds a chat stage after the
-# 40M distillation: `m1 distill` on GSM8K training conversations (assistant tokens, chat template, the
-# end-of-turn token included) for N steps of 64, then the same evals of that model ("staged_chat").
+# run's rows stand); PLAIN_EVALS=0 skips the distilled hybrid's (with an on-policy stage and no chat stage they run
+# beside that stage); CHAT_STEPS=N > 0 adds a chat stage after the 40M distillation: `m1 distill` on GSM8K training
+# conversations (assistant tokens, chat template, the end-of-turn token included) for N steps of 64,
+# then the same evals of that model ("staged_chat").
 # CHAT_DATA=gsm8k (default) trains that stage on GSM8K's gold solutions; CHAT_DATA=teacher on the teacher's own
 # answers to the same training prompts (CHAT_SAMPLES of them a prompt at T 0.7, sampled beside the distillation,
 # kept where the teacher ended its turn: studies/teacher_responses.py). Runs before e3f12f0 under transformers
@@ -95,7 +96,13 @@ say "distill: rc $? ($(grep -c RECORD "$G/distill.log") records)"
 touch "$G/done.distill"
 cands=()
 if [ -f "$W/staged/run/final/config.json" ]; then
-  [ "$PLAIN_EVALS" = 1 ] && cands+=("staged:$W/staged/run/final")
+  if [ "$PLAIN_EVALS" = 1 ] && [ "$CHAT_STEPS" -eq 0 ] && [ "$ONPOLICY_STEPS" -gt 0 ]; then
+    # the distilled model's evals beside the on-policy training: a 135M model leaves most of the GPU idle
+    evals staged "$W/staged/run/final" --memory-budget-gb 24 &
+    plain=$!
+  elif [ "$PLAIN_EVALS" = 1 ]; then
+    cands+=("staged:$W/staged/run/final")
+  fi
   if [ "$CHAT_STEPS" -gt 0 ]; then
     [ -n "${chat_prep:-}" ] && wait "$chat_prep"
     "${M1[@]}" distill --teacher "$W/smollm2.gguf" --student "$W/staged/run/final" "${chat_data[@]}" --max-length 512 --per-device-batch-size 64 --max-steps "$CHAT_STEPS" --learning-rate 1e-4 \
@@ -122,8 +129,10 @@ fi
 for c in "${cands[@]}"; do  # one candidate at a time: each has the GPU beside the teacher's evals at most
   evals "${c%%:*}" "${c#*:}" --memory-budget-gb 24
 done
+evaluated=()  # candidates evaluated beside the on-policy stage: compared below, not evaluated again
+[ -n "${plain:-}" ] && wait "$plain" && evaluated=("staged:$W/staged/run/final")
 if [ "$TEACHER_EVALS" = 1 ]; then
-  for c in "${cands[@]}"; do for e in "${EVALS[@]}"; do compare "${c%%:*}" "${e%% *}"; done; done
+  for c in "${evaluated[@]}" "${cands[@]}"; do for e in "${EVALS[@]}"; do compare "${c%%:*}" "${e%% *}"; done; done
   wait "$teacher"
 fi
 say "end"
