@@ -34,6 +34,8 @@ EVALS=(
 # EVAL_SET=lean keeps the additions and GSM8K greedy: the sampled GSM8K and MATH500 runs cost most of a session's
 # GPU time and the 135M teacher is at chance on them (results/gen_study_2026-12-07/)
 [ "${EVAL_SET:-all}" = lean ] && EVALS=("${EVALS[@]:0:3}")
+# EVAL_SET=add: the additions only, for sessions with little GPU time
+[ "${EVAL_SET:-all}" = add ] && EVALS=("${EVALS[@]:0:2}")
 
 evals() {  # name model [m1 eval options for every eval...]
   local name=$1 model=$2
