@@ -70,8 +70,9 @@ compare() {  # candidate tag
 # 5.17 stopped hybrids at the wrong token, so none could end its turn (studies/results/gen_study_2026-12-07b/).
 # ONPOLICY_STEPS=N > 0 adds an on-policy stage after those (`m1 distill --on-policy`: the hybrid writes its own replies
 # to GSM8K training prompts, ONPOLICY_TOKENS of them at most, and learns the teacher's distribution on them, ONPOLICY_LOSS
-# reverse_kl by default), N steps of 64 prompts, then the same evals of that model ("staged_onpolicy"): the remedy for
-# replies that drift from the teacher's once the model reads its own tokens (the loops of results/gen_study_2026-12-07d/).
+# reverse_kl by default), N steps of 64 prompts (4 micro-batches of 16: one of 64 took 53 GB and, beside the evals,
+# ran out of memory: results/gen_study_2026-12-08/), then the same evals of that model ("staged_onpolicy"): the remedy
+# for replies that drift from the teacher's once the model reads its own tokens (the loops of results/gen_study_2026-12-07d/).
 TEACHER_EVALS=${TEACHER_EVALS:-1}
 ONPOLICY_STEPS=${ONPOLICY_STEPS:-0}
 PLAIN_EVALS=${PLAIN_EVALS:-1}
@@ -118,7 +119,7 @@ if [ -f "$W/staged/run/final/config.json" ]; then
     src=$W/staged/run/final
     [ -f "$W/staged/chat/final/config.json" ] && src=$W/staged/chat/final
     "${M1[@]}" distill --on-policy --stages kl --teacher "$W/smollm2.gguf" --student "$src" --data "$W/gsm8k_train.jsonl" \
-      --data-format gsm8k --max-completion-length "${ONPOLICY_TOKENS:-256}" --per-device-batch-size 64 --max-steps "$ONPOLICY_STEPS" \
+      --data-format gsm8k --max-completion-length "${ONPOLICY_TOKENS:-256}" --per-device-batch-size 16 --gradient-accumulation-steps 4 --max-steps "$ONPOLICY_STEPS" \
       --learning-rate "${ONPOLICY_LR:-5e-5}" --warmup-steps 0.05 --lr-scheduler cosine --loss "${ONPOLICY_LOSS:-reverse_kl}" \
       --save-steps 50 --logging-steps 5 --out "$W/staged/onpolicy" --resume --report-to \
       $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${ONPOLICY_EXTRA:-} >"$G/onpolicy.log" 2>&1

@@ -188,6 +188,40 @@ def test_live_weights_are_used(models):
                 p.copy_(s)
 
 
+def optimizer_steps(model, prompt: list[int], steps: int = 3, lr: float = 0.05) -> None:
+    """Real training steps on every parameter (AdamW updates in place, as a trainer's do), on a loss that moves
+    the model's greedy tokens."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    for _ in range(steps):
+        logits = model(input_ids=ids).logits.float()
+        loss = -torch.log_softmax(logits, -1)[..., 7].mean()  # pull every position towards token 7
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_live_weights_after_optimizer_steps(models, kind):
+    """The engine built once serves the weights of each later step (on-policy distillation and GRPO keep one
+    engine over the weights they train): after AdamW steps on every parameter, its greedy tokens are the trained
+    model's full-forward argmax, and they moved."""
+    model = models[kind]
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    eng = engine(model)
+    prompt = prompts_of([10])
+    p = SamplingParams(temperature=0, max_tokens=8)
+    try:
+        before = eng.generate(prompt, p, use_tqdm=False)[0].outputs[0].token_ids
+        optimizer_steps(model, prompt[0])
+        model.eval()
+        after = eng.generate(prompt, p, use_tqdm=False)[0].outputs[0].token_ids
+        assert after != before
+        assert after == full_logits(model, prompt[0], after).argmax(-1).tolist()
+    finally:
+        model.load_state_dict(saved)
+
+
 def test_string_prompts_need_a_tokenizer(models):
     with pytest.raises(ValueError, match="tokenizer"):
         engine(models["hybrid"]).generate("abc", SamplingParams(max_tokens=2), use_tqdm=False)

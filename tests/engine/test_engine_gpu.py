@@ -76,3 +76,23 @@ def test_cuda_preemption_by_recompute_tolerance(dtype):
         chosen = logp.gather(1, torch.tensor(c.token_ids, device="cuda")[:, None])[:, 0]
         assert (logp.max(-1).values - chosen).max() < tol
         assert (chosen.cpu() - torch.tensor(c.logprobs)).abs().max() < tol
+
+
+@pytest.mark.parametrize("kind", ["hybrid", "attention", "mamba"])
+def test_cuda_graphs_serve_weights_after_optimizer_steps(kind):
+    """One engine over weights being trained (on-policy distillation, GRPO): after AdamW steps on every parameter
+    (in place: the captured decode graphs keep reading the same addresses), greedy tokens are the trained model's
+    full-forward argmax, and they moved."""
+    from tests.engine.test_engine import optimizer_steps
+
+    model = make_model(kind).cuda()
+    eng = Engine(model, max_batch_size=4, max_model_len=64)
+    prompt = prompts_of([10])
+    p = SamplingParams(temperature=0, max_tokens=8)
+    before = eng.generate(prompt, p, use_tqdm=False)[0].outputs[0].token_ids
+    assert eng.graphs is not None, "decode CUDA graphs were expected on this path"
+    optimizer_steps(model, prompt[0])
+    model.eval()
+    after = eng.generate(prompt, p, use_tqdm=False)[0].outputs[0].token_ids
+    assert after != before
+    assert after == full_logits(model, prompt[0], after).argmax(-1).tolist()
