@@ -58,6 +58,8 @@ copy_small() {  # logs, records, summaries and comparisons: one archive (a call 
   mkdir -p "$W/res"
   cp "$G/log" "$W/res/gen.log" 2>/dev/null
   cp "$W/records.jsonl" "$W/parity.log" "$W/cpu.txt" "$W/res/" 2>/dev/null
+  # the on-policy stage's replies as it trains (--log-completions: one parquet file a logging step)
+  [ -d "$W/staged/onpolicy/completions" ] && cp -r "$W/staged/onpolicy/completions" "$W/res/onpolicy_completions"
   (cd "$G" 2>/dev/null && cp --parents ./*.log ./*/*/summary.json ./*/*/report.md ./compare*/*/compare.* "$W/res/" 2>/dev/null)
   tar czf "$OUT/res.tgz" -C "$W" res
 }
@@ -76,7 +78,7 @@ fi
 if [ "$what" = collect ]; then
   copy_small
   # the samples: one archive per model, cut under the 16 MiB a returned file may hold
-  for m in teacher staged staged_chat; do
+  for m in teacher staged staged_chat staged_onpolicy; do
     [ -d "$G/$m" ] || continue
     (cd "$G" && tar czf - "$m"/*/samples.jsonl | split -b 15000000 -d - "$OUT/samples_$m.tgz.")
   done

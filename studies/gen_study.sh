@@ -121,7 +121,7 @@ if [ -f "$W/staged/run/final/config.json" ]; then
     "${M1[@]}" distill --on-policy --stages kl --teacher "$W/smollm2.gguf" --student "$src" --data "$W/gsm8k_train.jsonl" \
       --data-format gsm8k --max-completion-length "${ONPOLICY_TOKENS:-256}" --per-device-batch-size 16 --gradient-accumulation-steps 4 --max-steps "$ONPOLICY_STEPS" \
       --learning-rate "${ONPOLICY_LR:-5e-5}" --warmup-steps 0.05 --lr-scheduler cosine --loss "${ONPOLICY_LOSS:-reverse_kl}" \
-      --save-steps 50 --logging-steps 5 --out "$W/staged/onpolicy" --resume --report-to \
+      --save-steps 50 --logging-steps 5 --log-completions --out "$W/staged/onpolicy" --resume --report-to \
       $([ -n "$(command -v nvidia-smi)" ] && echo --bf16) ${ONPOLICY_EXTRA:-} >"$G/onpolicy.log" 2>&1
     say "on-policy stage: rc $?"
     [ -f "$W/staged/onpolicy/final/config.json" ] && cands+=("staged_onpolicy:$W/staged/onpolicy/final")

@@ -41,6 +41,21 @@ def test_on_policy_distillation_reduces_heldout_kl(task_dir, tmp_path, caplog, b
     assert after < 0.5 * before, (before, after)
 
 
+def test_log_completions_keeps_each_steps_replies(task_dir, tmp_path):
+    """--log-completions: the prompts and the student's replies of every logging step, as text, in
+    OUT/completions/completions_<step>.parquet (TRL's own log), one row a reply."""
+    import pandas as pd
+
+    out = tmp_path / "logged"
+    assert m1_main(on_policy_argv(task_dir, out, 2, "--log-completions", "--logging-steps", "1")) == 0
+    files = sorted((out / "completions").glob("completions_*.parquet"))
+    assert [f.name for f in files] == ["completions_00001.parquet", "completions_00002.parquet"]
+    df = pd.read_parquet(files[-1])
+    assert list(df.columns)[:3] == ["step", "prompt", "completion"]
+    assert len(df) == 4 and (df["step"] == 2).all()  # the step's batch of 4 prompts
+    assert df["completion"].str.len().gt(0).all()
+
+
 def _trainer(task_dir, tmp_path, backend):
     from m1.train.config import DistillConfig, parse_config
     from m1.train.distill import build_on_policy_trainer

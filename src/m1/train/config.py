@@ -82,6 +82,7 @@ class DistillConfig(RunConfig):
     align_learning_rate: float = opt(1e-3, "peak learning rate of the align stage (only the Mamba mixers train there)")
     max_completion_length: int = opt(256, "on-policy only: tokens the student generates per prompt")
     rollout_backend: str = opt("auto", "on-policy only: the student's replies from 'engine' (m1.engine), 'generate' (transformers generate), or 'auto' (the same as engine)")
+    log_completions: bool = opt(False, "on-policy only: keep the prompts and the student's replies of each logging step in OUT/completions/completions_<step>.parquet (TRL's log_completions), to read what it writes as it trains")
 
 
 @dataclass

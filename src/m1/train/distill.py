@@ -363,7 +363,9 @@ def build_on_policy_trainer(cfg: DistillConfig):
     beta = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": cfg.jsd_beta}[cfg.loss]
     shared = common_args(cfg)
     shared.pop("router_aux_loss_coef")  # SFT's and GRPO's field; DistillationConfig has none (its loss adds no router term)
-    args = DistillationConfig(**shared, max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=beta)
+    # log_completions: TRL writes each logging step's texts to OUT/completions/*.parquet and prints a sample of them
+    args = DistillationConfig(**shared, max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=beta,
+                              log_completions=cfg.log_completions, num_completions_to_print=2)
     student = load_student(cfg.student)
     teacher = load_teacher(cfg.teacher)
     select_trainable(student, cfg.freeze, cfg.trainable_pattern)
