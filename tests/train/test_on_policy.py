@@ -92,3 +92,9 @@ def test_unknown_rollout_backend_is_one_clear_error(task_dir, tmp_path, capsys):
     assert m1_main(on_policy_argv(task_dir, tmp_path / "x", 1, "--rollout-backend", "vllm")) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "rollout_backend" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_log_completions_without_on_policy_is_one_clear_error(task_dir, tmp_path, capsys):
+    assert m1_main(distill_argv(task_dir, tmp_path / "x", 1, "--log-completions")) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "log_completions" in err[-1] and "--on-policy" in err[-1] and "Traceback" not in "\n".join(err)

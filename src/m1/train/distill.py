@@ -384,6 +384,8 @@ def run(cfg: DistillConfig):
     plan = stage_plan(cfg)
     if cfg.on_policy and len(plan) > 1:
         raise DataError("stages: the align stage needs fixed data; use --stages kl with --on-policy")
+    if cfg.log_completions and not cfg.on_policy:
+        raise DataError("log_completions: the student writes replies only with --on-policy; fixed-data distillation has none to log")
     student = cfg.student
     trainer = None
     limit = TimeLimit(deadline(cfg))  # one budget for every stage of the command
