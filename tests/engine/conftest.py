@@ -79,3 +79,16 @@ def slot_churn():
                     SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=3, ignore_eos=True),
                     SamplingParams(temperature=0.7, top_p=0.9, max_tokens=16, seed=4, ignore_eos=True)]
     return prompts_of(lengths, seed=8), params, prompts_of([17, 5, 33], seed=9), probe_params
+
+
+def optimizer_steps(model, prompt: list[int], steps: int = 3, lr: float = 0.05) -> None:
+    """Real training steps on every parameter (AdamW updates in place, as a trainer's do), on a loss that moves
+    the model's greedy tokens."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    for _ in range(steps):
+        logits = model(input_ids=ids).logits.float()
+        loss = -torch.log_softmax(logits, -1)[..., 7].mean()  # pull every position towards token 7
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from m1.engine import Engine, SamplingParams
-from tests.engine.conftest import KINDS, full_logits, prompts_of
+from tests.engine.conftest import KINDS, full_logits, optimizer_steps, prompts_of
 
 # Prompt lengths cross block (16) and prefill-chunk (8 here) boundaries.
 LENGTHS = [1, 5, 16, 23, 40]
@@ -186,19 +186,6 @@ def test_live_weights_are_used(models):
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
-
-
-def optimizer_steps(model, prompt: list[int], steps: int = 3, lr: float = 0.05) -> None:
-    """Real training steps on every parameter (AdamW updates in place, as a trainer's do), on a loss that moves
-    the model's greedy tokens."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ids = torch.tensor([prompt], device=next(model.parameters()).device)
-    for _ in range(steps):
-        logits = model(input_ids=ids).logits.float()
-        loss = -torch.log_softmax(logits, -1)[..., 7].mean()  # pull every position towards token 7
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from m1.engine import Engine, SamplingParams
-from tests.engine.conftest import full_logits, make_model, prompts_of
+from tests.engine.conftest import full_logits, make_model, optimizer_steps, prompts_of
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -83,8 +83,6 @@ def test_cuda_graphs_serve_weights_after_optimizer_steps(kind):
     """One engine over weights being trained (on-policy distillation, GRPO): after AdamW steps on every parameter
     (in place: the captured decode graphs keep reading the same addresses), greedy tokens are the trained model's
     full-forward argmax, and they moved."""
-    from tests.engine.test_engine import optimizer_steps
-
     model = make_model(kind).cuda()
     eng = Engine(model, max_batch_size=4, max_model_len=64)
     prompt = prompts_of([10])
