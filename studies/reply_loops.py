@@ -1,5 +1,5 @@
-"""How often replies loop: word 4-gram repetition (rep-4 = 1 - distinct 4-grams / 4-grams, as in Welleck et al.
-2019's "neural text degeneration" measures) over the second half of each reply, for `m1 eval` samples or the
+"""How often replies loop: word 4-gram repetition (rep-4 = 1 - distinct 4-grams / 4-grams, the seq-rep-4 of Welleck
+et al. 2019, "Neural Text Generation with Unlikelihood Training") over the second half of each reply, for `m1 eval` samples or the
 on-policy stage's logged replies (`m1 distill --on-policy --log-completions`).
 
     python studies/reply_loops.py RUN/staged_onpolicy/add_greedy/samples.jsonl RUN/onpolicy_completions/

@@ -81,14 +81,17 @@ def slot_churn():
     return prompts_of(lengths, seed=8), params, prompts_of([17, 5, 33], seed=9), probe_params
 
 
-def optimizer_steps(model, prompt: list[int], steps: int = 3, lr: float = 0.05) -> None:
-    """Real training steps on every parameter (AdamW updates in place, as a trainer's do), on a loss that moves
-    the model's greedy tokens."""
+def optimizer_steps(model, prompt: list[int], steps: int = 3, lr: float = 0.01) -> None:
+    """Real training steps on every parameter (AdamW updates in place, as a trainer's do), towards random next
+    tokens: the greedy tokens move, and they still depend on every layer (a loss towards one token would make
+    them that token whatever the inner weights, and a stale weight would go unseen)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    dev = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=dev)
+    target = torch.randint(0, VOCAB, (1, len(prompt)), generator=torch.Generator().manual_seed(5)).to(dev)
     for _ in range(steps):
         logits = model(input_ids=ids).logits.float()
-        loss = -torch.log_softmax(logits, -1)[..., 7].mean()  # pull every position towards token 7
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
